@@ -1,0 +1,153 @@
+"""The Backend protocol every toolchain satisfies, and the pieces backends share.
+
+A backend declares what it supports (weight precisions, KV dtypes), how it stores weights (so the
+planner can size them), what it needs installed, and the stages it runs. Stages declare their config
+and inputs so the pipeline can key their outputs by content. Nothing here imports a heavy library.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from edgepack.errors import EdgepackError
+from edgepack.precisions import UNQUANTIZED_BYTES, WEIGHT_FORMATS
+
+if TYPE_CHECKING:
+    from edgepack.models import ModelSpec
+    from edgepack.plan import Plan
+
+StageName = Literal["quantize", "export", "engine", "runtime"]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something a backend needs on the machine that builds: a Python module or a program."""
+
+    kind: Literal["python", "program"]
+    name: str
+    install_hint: str
+    distribution: str | None = None
+    """The pip distribution whose version goes into the lockfile (python requirements)."""
+
+    def available(self) -> bool:
+        if self.kind == "python":
+            return importlib.util.find_spec(self.name) is not None
+        return shutil.which(self.name) is not None
+
+    def version(self) -> str | None:
+        if self.kind != "python" or self.distribution is None:
+            return None
+        try:
+            return importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a running stage gets: the plan, its inputs' directories and where to write."""
+
+    plan: Plan
+    inputs: Mapping[str, Path]
+    """``model`` (the HF folder) and the output directory of each earlier stage, by stage name."""
+    output_dir: Path
+    log: Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: StageName
+    description: str
+    config: Mapping[str, Any]
+    """Every setting that changes the output; part of the cache key."""
+    inputs: tuple[str, ...]
+    run: Callable[[StageContext], None]
+    requirements: tuple[Requirement, ...] = ()
+
+
+class Backend(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
+
+    @property
+    def weight_precisions(self) -> tuple[str, ...]: ...
+
+    @property
+    def kv_dtypes(self) -> tuple[str, ...]: ...
+
+    def default_kv_dtype(self, precision: str) -> str: ...
+
+    def weight_bytes(self, spec: ModelSpec, precision: str) -> dict[str, float]: ...
+
+    def build_host_ram_bytes(self, spec: ModelSpec, precision: str) -> float: ...
+
+    def requirements(self) -> tuple[Requirement, ...]: ...
+
+    def tool_versions(self) -> dict[str, str]: ...
+
+    def stages(self, plan: Plan) -> list[Stage]: ...
+
+
+@dataclass(frozen=True)
+class BackendDescription:
+    """Shared behaviour of the backends: weight accounting and requirement checks.
+
+    NVIDIA toolchains keep the embedding table and lm_head unquantized (FP16) unless asked
+    otherwise; a backend that stores them differently overrides :meth:`unquantized_bytes`.
+    """
+
+    name: str
+    summary: str
+    weight_precisions: tuple[str, ...]
+    kv_dtypes: tuple[str, ...]
+    build_ram_factor: float
+    """Host RAM needed to build, as a multiple of the model's FP16 parameter bytes."""
+    needs: tuple[Requirement, ...] = field(default=())
+
+    def default_kv_dtype(self, precision: str) -> str:
+        return "fp16"
+
+    def unquantized_bytes(self, precision: str) -> float:
+        return max(UNQUANTIZED_BYTES, WEIGHT_FORMATS[precision].bits_per_weight / 8)
+
+    def weight_bytes(self, spec: ModelSpec, precision: str) -> dict[str, float]:
+        params = spec.parameters
+        per_weight = WEIGHT_FORMATS[precision].bits_per_weight / 8
+        kept = self.unquantized_bytes(precision)
+        return {
+            "embedding": params.embedding * kept,
+            "lm_head": params.lm_head * kept,
+            "attention": params.attention * per_weight,
+            "mlp": params.mlp * per_weight,
+            "norms": params.norms * kept,
+        }
+
+    def build_host_ram_bytes(self, spec: ModelSpec, precision: str) -> float:
+        return spec.parameters.total * UNQUANTIZED_BYTES * self.build_ram_factor
+
+    def requirements(self) -> tuple[Requirement, ...]:
+        return self.needs
+
+    def tool_versions(self) -> dict[str, str]:
+        versions = {}
+        for requirement in self.needs:
+            version = requirement.version()
+            if version is not None:
+                versions[requirement.distribution or requirement.name] = version
+        return versions
+
+    def stages(self, plan: Plan) -> list[Stage]:
+        raise EdgepackError(
+            f"building with the {self.name} backend is not available in this edgepack release; "
+            "`edgepack plan` covers it",
+            hint="the ort backend builds today: --backend ort on a CPU target",
+        )

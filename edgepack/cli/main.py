@@ -1,0 +1,94 @@
+"""The Typer app, its sub-commands, and the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from edgepack import __version__
+from edgepack.cli import plan as plan_cli
+from edgepack.cli import targets as targets_cli
+from edgepack.cli.output import err_console
+from edgepack.errors import EdgepackError, ExitCode
+
+DEBUG_ENV = "EDGEPACK_DEBUG"
+
+app = typer.Typer(
+    name="edgepack",
+    help="Take a Hugging Face LLM to an edge device and prove it works there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("plan")(plan_cli.plan)
+app.add_typer(targets_cli.app, name="targets")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgepack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"Show tracebacks (also ${DEBUG_ENV}=1).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _report(error: EdgepackError) -> int:
+    if _debugging():
+        traceback.print_exc()
+    err_console.print(
+        f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True
+    )
+    if error.hint:
+        err_console.print(f"[dim]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line and return its exit status (tests call this).
+
+    Typer handles usage errors, ``--help`` and ``typer.Exit`` itself and ends with SystemExit;
+    edgepack's own errors come through here and become a message and their exit code.
+    """
+    try:
+        app(args=argv, prog_name="edgepack", standalone_mode=True)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else ExitCode.FAILURE
+    except EdgepackError as error:
+        return _report(error)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted[/]")
+        return ExitCode.INTERRUPTED
+    except Exception as error:  # an edgepack bug: say so, keep the traceback behind --debug
+        if _debugging():
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}"
+        )
+        err_console.print(f"[dim]hint:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,60 @@
+"""Option types shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgepack.resources import TARGETS_PATH_ENV
+
+TargetsDirOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--targets-dir",
+        help=f"Extra directory of target profiles (*.toml); also ${TARGETS_PATH_ENV}.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+TargetOption = Annotated[
+    str, typer.Option("--target", "-t", help="Target profile name (`edgepack targets list`).")
+]
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Local HF model folder, a model card (qwen3-8b, ...) or demo:smollm2-135m.",
+    ),
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        "-p",
+        help="Weight precision: fp32 fp16 bf16 fp8 int8_sq "
+        "int8_wo int4 int4_awq nvfp4 (what the target supports).",
+    ),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option("--backend", "-b", help="ort, edgellm, trtllm or trtrtx; default: the target's."),
+]
+KvDtypeOption = Annotated[
+    str | None,
+    typer.Option("--kv-cache-dtype", help="KV-cache dtype (fp16, fp32, bf16, fp8, int8)."),
+]
+AllowKvOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-kv-quantization",
+        help="Allow an FP8/INT8 KV cache on a model under 30 B parameters (strict quality gate).",
+    ),
+]
+MaxBatchOption = Annotated[int, typer.Option("--max-batch-size", help="Largest batch.")]
+MaxInputOption = Annotated[int, typer.Option("--max-input-len", help="Longest prompt (tokens).")]
+MaxSeqOption = Annotated[
+    int, typer.Option("--max-seq-len", help="Longest prompt + generation (tokens).")
+]

@@ -1,0 +1,100 @@
+"""One exception hierarchy for everything a user can get wrong or the world can break.
+
+Every error carries an exit code and, where there is one, a hint that says how to fix it. Library
+code raises these; only ``edgepack.cli.main`` turns them into a message and an exit status.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ExitCode:
+    """Exit codes of the ``edgepack`` command. Each failure kind has its own."""
+
+    OK = 0
+    FAILURE = 1
+    BAD_INPUT = 2
+    INVALID_PLAN = 3
+    INVALID_PROFILE = 4
+    TOOL_MISSING = 5
+    TOOL_FAILED = 6
+    BUNDLE_INVALID = 7
+    REMOTE = 8
+    QUALITY_GATE = 9
+    INTERRUPTED = 130
+
+
+class EdgepackError(Exception):
+    """Base of every error edgepack reports to its user."""
+
+    exit_code: int = ExitCode.FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInputError(EdgepackError):
+    """An argument names something that does not exist or cannot be read."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ProfileError(EdgepackError):
+    """A target profile file is malformed."""
+
+    exit_code = ExitCode.INVALID_PROFILE
+
+
+class InvalidPlanError(EdgepackError):
+    """The plan has problems; all of them are listed, each with its fix."""
+
+    exit_code = ExitCode.INVALID_PLAN
+
+    def __init__(self, problems: list[str]) -> None:
+        count = len(problems)
+        noun = "problem" if count == 1 else "problems"
+        super().__init__(f"the plan has {count} {noun}: " + "; ".join(problems))
+        self.problems = problems
+
+
+class ToolMissingError(EdgepackError):
+    """A tool or Python package a stage needs is not installed."""
+
+    exit_code = ExitCode.TOOL_MISSING
+
+
+class ToolFailedError(EdgepackError):
+    """An external tool ran and failed."""
+
+    exit_code = ExitCode.TOOL_FAILED
+
+
+class BundleError(EdgepackError):
+    """A bundle is missing, incomplete, or its files do not match its manifest."""
+
+    exit_code = ExitCode.BUNDLE_INVALID
+
+
+class RemoteError(EdgepackError):
+    """A device could not be reached or refused an operation."""
+
+    exit_code = ExitCode.REMOTE
+
+
+class QualityGateError(EdgepackError):
+    """An engine's outputs failed the quality gate."""
+
+    exit_code = ExitCode.QUALITY_GATE
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
