@@ -7,7 +7,9 @@ config facts only, no weights). It counts parameters per part, which the planner
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +173,47 @@ def resolve_spec(reference: str) -> ModelSpec:
             hint=f"give a local HF folder, demo:smollm2-135m, or a card: {', '.join(card_names())}",
         )
     return load_card(card)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a build's weights come from: an HF folder on this machine."""
+
+    reference: str
+    """What the user typed: a folder, ``demo:NAME``, or a hub id / card name in the HF cache."""
+    directory: Path
+    spec: ModelSpec
+
+
+def _hf_cache_snapshot(hf_id: str) -> Path | None:
+    """The newest snapshot of ``hf_id`` in the local Hugging Face cache, if it was downloaded."""
+    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hub = Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub"))
+    snapshots = hub / f"models--{hf_id.replace('/', '--')}" / "snapshots"
+    candidates = [s for s in snapshots.glob("*") if (s / "config.json").is_file()]
+    return max(candidates, key=lambda s: s.stat().st_mtime) if candidates else None
+
+
+def resolve_model_source(
+    reference: str, cache_root: Path, progress: Callable[[str], None] | None = None
+) -> ModelSource:
+    """Find the weights for ``--model`` on this machine. Nothing is ever downloaded."""
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return ModelSource(reference, path.resolve(), spec_from_directory(path))
+    if reference.startswith(DEMO_PREFIX):
+        from edgepack.demo import materialize_demo_model
+
+        directory = materialize_demo_model(
+            reference.removeprefix(DEMO_PREFIX), cache_root, progress
+        )
+        return ModelSource(reference, directory, spec_from_directory(directory))
+    spec = resolve_spec(reference)  # raises for unknown names
+    hf_id = spec.hf_id or reference
+    snapshot = _hf_cache_snapshot(hf_id)
+    if snapshot is None:
+        raise BadInputError(
+            f"{reference!r} ({hf_id}) has no weights on this machine and edgepack never downloads",
+            hint=f"download it yourself (`hf download {hf_id}`) and pass its folder to --model",
+        )
+    return ModelSource(reference, snapshot, spec_from_directory(snapshot))

@@ -11,6 +11,9 @@ import typer
 from rich.markup import escape
 
 from edgepack import __version__
+from edgepack.cli import bench as bench_cli
+from edgepack.cli import build as build_cli
+from edgepack.cli import bundle as bundle_cli
 from edgepack.cli import plan as plan_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
@@ -27,6 +30,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("plan")(plan_cli.plan)
+app.command("build")(build_cli.build)
+app.add_typer(bundle_cli.app, name="bundle")
+app.command("bench")(bench_cli.bench)
 app.add_typer(targets_cli.app, name="targets")
 
 

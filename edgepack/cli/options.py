@@ -58,3 +58,10 @@ MaxInputOption = Annotated[int, typer.Option("--max-input-len", help="Longest pr
 MaxSeqOption = Annotated[
     int, typer.Option("--max-seq-len", help="Longest prompt + generation (tokens).")
 ]
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Stage cache [default: $EDGEPACK_CACHE_DIR or ~/.cache/edgepack]."
+    ),
+]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Stream the tools' output.")]

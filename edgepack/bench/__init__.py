@@ -1,0 +1,1 @@
+"""Benchmarks: runners per backend, statistics, machine facts, and the run result."""

@@ -1,0 +1,253 @@
+"""Benchmark a bundle on this machine: load times, TTFT, prefill and decode speed, memory, texts.
+
+Procedure: verify the bundle; time a first load with the engine files evicted from the page cache,
+then warm loads; warm up; then ``runs`` repetitions, each generating every prompt alone (batch 1)
+and every prompt again in batches of ``batch_size``. One run is one sample of each figure (totals
+over its prompts), so the spread shows run-to-run noise; the per-prompt numbers are kept raw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepack.bench.machine import machine_facts
+from edgepack.bench.result import (
+    BenchSettings,
+    LoadTimes,
+    Metrics,
+    PromptOutput,
+    RunResult,
+)
+from edgepack.bench.stats import Spread
+from edgepack.bundle import Manifest, bundle_summary, verify_bundle
+from edgepack.errors import BadInputError
+
+if TYPE_CHECKING:
+    from edgepack.bench.ort_runner import GenerationSample, OrtEngine
+
+WARM_LOADS = 2
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    runs: int = 3
+    warmup: int = 1
+    batch_size: int = 3
+    max_new_tokens: int = 128
+    prompts_file: Path | None = None
+
+    def problems(self) -> list[str]:
+        checks = {
+            "--runs": self.runs,
+            "--batch-size": self.batch_size,
+            "--max-new-tokens": self.max_new_tokens,
+        }
+        found = [f"{flag} must be at least 1" for flag, value in checks.items() if value < 1]
+        if self.warmup < 0:
+            found.append("--warmup cannot be negative")
+        return found
+
+
+ProgressCallback = Callable[[str, int, int], None]
+"""(phase, done, total)"""
+
+
+def load_prompts(path: Path) -> list[Prompt]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        prompts = [Prompt(str(p["id"]), str(p["text"])) for p in data["prompts"]]
+    except FileNotFoundError as exc:
+        raise BadInputError(f"prompt file {path} does not exist") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(
+            f"{path} is not a prompt set: {exc}",
+            hint='expected {"prompts": [{"id": "...", "text": "..."}, ...]}',
+        ) from exc
+    if not prompts:
+        raise BadInputError(f"{path} holds no prompts")
+    return prompts
+
+
+def drop_from_page_cache(directory: Path) -> bool:
+    """Ask the kernel to drop the cached pages of every file (clean pages only; no root needed)."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    for file in directory.rglob("*"):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    return True
+
+
+def _open_engine(manifest: Manifest, engine_dir: Path) -> type[OrtEngine]:
+    backend = manifest.recipe.get("backend")
+    if backend != "ort":
+        raise BadInputError(
+            f"this bundle's backend is {backend}; only ort bundles run on this machine",
+            hint="deploy it to its target and use `edgepack bench --remote`",
+        )
+    from edgepack.bench.ort_runner import OrtEngine
+
+    return OrtEngine
+
+
+def bench_bundle(
+    bundle_dir: Path, options: BenchOptions, progress: ProgressCallback = lambda *a: None
+) -> RunResult:
+    problems = options.problems()
+    if problems:
+        raise BadInputError("; ".join(problems))
+    manifest = verify_bundle(bundle_dir)
+    prompts_path = options.prompts_file or bundle_dir / manifest.prompts_file
+    prompts = load_prompts(prompts_path)
+    engine_dir = bundle_dir / manifest.engine_dir
+    engine_class = _open_engine(manifest, engine_dir)
+
+    progress("loading engine", 0, 1 + WARM_LOADS)
+    cold = drop_from_page_cache(engine_dir)
+    first = engine_class.load(engine_dir)
+    first_load_s = first.load_s
+    del first
+    warm_loads = []
+    engine = None
+    for index in range(WARM_LOADS):
+        engine = None  # release the previous engine before loading the next
+        engine = engine_class.load(engine_dir)
+        warm_loads.append(engine.load_s)
+        progress("loading engine", 2 + index, 1 + WARM_LOADS)
+    assert engine is not None  # WARM_LOADS >= 1
+    encoded = [engine.encode_chat(p.text) for p in prompts]
+    runs = _measure(engine, encoded, options, progress)
+    return RunResult(
+        location="local",
+        bundle={"dir": str(bundle_dir.resolve()), **bundle_summary(manifest)},
+        machine=machine_facts(),
+        settings=BenchSettings(
+            runs=options.runs,
+            warmup=options.warmup,
+            batch_size=options.batch_size,
+            max_new_tokens=options.max_new_tokens,
+            prompts_file=str(prompts_path),
+            prompts_sha256=hashlib.sha256(prompts_path.read_bytes()).hexdigest(),
+        ),
+        load=LoadTimes(
+            first_s=first_load_s,
+            first_page_cache="dropped" if cold else "unknown",
+            warm=Spread.of(warm_loads),
+        ),
+        metrics=_metrics(runs, options.batch_size),
+        outputs=_outputs(prompts, runs[-1].single),
+        raw={"runs": [run.raw() for run in runs]},
+    )
+
+
+@dataclass
+class _RunSamples:
+    single: list[GenerationSample]
+    batched: list[GenerationSample]
+
+    def raw(self) -> dict[str, Any]:
+        def rows(samples: list[GenerationSample]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "prompt_tokens": s.prompt_tokens,
+                    "new_tokens": s.new_tokens,
+                    "ttft_s": s.ttft_s,
+                    "decode_s": s.decode_s,
+                    "total_s": s.total_s,
+                }
+                for s in samples
+            ]
+
+        return {"single": rows(self.single), "batched": rows(self.batched)}
+
+
+def _measure(
+    engine: OrtEngine, encoded: list[list[int]], options: BenchOptions, progress: ProgressCallback
+) -> list[_RunSamples]:
+    for index in range(options.warmup):
+        progress("warmup", index, options.warmup)
+        engine.generate([encoded[0]], options.max_new_tokens)
+    batches = [
+        encoded[start : start + options.batch_size]
+        for start in range(0, len(encoded), options.batch_size)
+    ]
+    steps_per_run = len(encoded) + len(batches)
+    total = options.runs * steps_per_run
+    runs = []
+    for run_index in range(options.runs):
+        done = run_index * steps_per_run
+        single = []
+        for offset, prompt in enumerate(encoded):
+            progress("generating", done + offset, total)
+            single.append(engine.generate([prompt], options.max_new_tokens))
+        batched = []
+        for offset, batch in enumerate(batches):
+            progress("generating batched", done + len(encoded) + offset, total)
+            batched.append(engine.generate(batch, options.max_new_tokens))
+        runs.append(_RunSamples(single, batched))
+    progress("generating", total, total)
+    return runs
+
+
+def _decode_rate(samples: list[GenerationSample]) -> float:
+    """Tokens after the first, over the time spent producing them."""
+    tokens = sum(sum(n - 1 for n in s.new_tokens if n > 1) for s in samples)
+    seconds = sum(s.decode_s for s in samples)
+    return tokens / seconds if seconds > 0 else 0.0
+
+
+def _metrics(runs: list[_RunSamples], batch_size: int) -> Metrics:
+    def per_run(value: Callable[[_RunSamples], float]) -> Spread:
+        return Spread.of([value(run) for run in runs])
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    batched = batch_size > 1
+    return Metrics(
+        ttft_s=per_run(lambda r: mean([s.ttft_s for s in r.single])),
+        prefill_tok_s=per_run(
+            lambda r: sum(sum(s.prompt_tokens) for s in r.single) / sum(s.ttft_s for s in r.single)
+        ),
+        decode_tok_s=per_run(lambda r: _decode_rate(r.single)),
+        decode_tok_s_batched=per_run(lambda r: _decode_rate(r.batched)) if batched else None,
+        e2e_s=per_run(lambda r: mean([s.total_s for s in r.single])),
+        batched_e2e_s=per_run(lambda r: mean([s.total_s for s in r.batched])) if batched else None,
+        peak_rss_bytes=_peak_rss_bytes(),
+    )
+
+
+def _peak_rss_bytes() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(usage) * 1024  # Linux reports KiB
+
+
+def _outputs(prompts: list[Prompt], samples: list[GenerationSample]) -> list[PromptOutput]:
+    return [
+        PromptOutput(
+            id=prompt.id,
+            prompt=prompt.text,
+            text=sample.texts[0],
+            prompt_tokens=sample.prompt_tokens[0],
+            new_tokens=sample.new_tokens[0],
+            token_ids=sample.output_token_ids[0],
+        )
+        for prompt, sample in zip(prompts, samples, strict=True)
+    ]

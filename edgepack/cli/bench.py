@@ -1,0 +1,139 @@
+"""``edgepack bench``: measure a bundle, keep every raw sample, print the spread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgepack.cli.options import CacheDirOption, JsonOption
+from edgepack.cli.output import console, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from edgepack.bench.result import RunResult
+    from edgepack.bench.stats import Spread
+
+
+def bench(
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Bundle directory [default: the newest build].")
+    ] = None,
+    runs: Annotated[int, typer.Option("--runs", help="Measured repetitions.")] = 3,
+    warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured generations first.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Batch for the batched decode figure.")
+    ] = 3,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", help="Tokens per answer.")
+    ] = 128,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Prompt set JSON [default: the bundle's].")
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option("--json-out", help="Where to write the run result [default: runs/…json]."),
+    ] = None,
+    cache_dir: CacheDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
+
+    Every figure is the median of --runs runs with min, max and coefficient of variation; the raw
+    samples and the generated texts are kept in the result JSON.
+    """
+    from edgepack.bench.local import BenchOptions, bench_bundle
+    from edgepack.bundle import latest_bundle
+    from edgepack.cache import default_cache_root
+
+    bundle_dir = bundle or latest_bundle(cache_dir or default_cache_root())
+    options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
+    with _progress(disabled=json_output) as report:
+        result = bench_bundle(bundle_dir, options, report)
+    destination = json_out or Path("runs") / (
+        f"{result.bundle.get('model')}-{result.bundle.get('precision')}-{result.run_id}.json"
+    )
+    result.save(destination)
+    if json_output:
+        print_json(result.model_dump(mode="json"))
+        return
+    print_result(result)
+    console.print(f"result written to [bold]{destination}[/]")
+
+
+class _progress:  # noqa: N801 - used as a context manager like a function
+    def __init__(self, disabled: bool) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=disabled,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        phase_key = phase.split()[0]
+        if phase_key not in self.tasks:
+            self.tasks[phase_key] = self.progress.add_task(phase, total=total)
+        self.progress.update(
+            self.tasks[phase_key],
+            description=phase,
+            completed=done,
+            total=total,
+        )
+
+
+def print_result(result: RunResult) -> None:
+    from rich.table import Table
+
+    metrics = result.metrics
+    table = Table(
+        title=f"{result.bundle.get('model')} {result.bundle.get('precision')} on "
+        f"{result.machine.get('cpu_model')} ({result.settings.runs} runs)",
+        header_style="bold",
+    )
+    for column in ("metric", "median", "min", "max", "CV"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    rows: list[tuple[str, Spread | None, str]] = [
+        ("warm load (s)", result.load.warm, "{:.3f}"),
+        ("TTFT (s)", metrics.ttft_s, "{:.4f}"),
+        ("prefill tok/s", metrics.prefill_tok_s, "{:.1f}"),
+        ("decode tok/s, batch 1", metrics.decode_tok_s, "{:.1f}"),
+        (
+            f"decode tok/s, batch {result.settings.batch_size}",
+            metrics.decode_tok_s_batched,
+            "{:.1f}",
+        ),
+        ("end-to-end per prompt (s)", metrics.e2e_s, "{:.2f}"),
+    ]
+    for label, spread, fmt in rows:
+        if spread is not None:
+            table.add_row(
+                label,
+                fmt.format(spread.median),
+                fmt.format(spread.min),
+                fmt.format(spread.max),
+                f"{spread.cv:.1%}",
+            )
+    console.print(table)
+    console.print(
+        f"first load {result.load.first_s:.3f} s (page cache {result.load.first_page_cache}), "
+        f"peak RSS {human_bytes(metrics.peak_rss_bytes)}"
+    )
+    for output in result.outputs:
+        text = " ".join(output.text.split())
+        shown = text[:110] + ("…" if len(text) > 110 else "")
+        console.print(f"{output.id}: {shown}", highlight=False, markup=False)

@@ -1,0 +1,198 @@
+"""``edgepack build``: plan, run the stages through the cache, and seal a bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgepack.cli.options import (
+    AllowKvOption,
+    BackendOption,
+    CacheDirOption,
+    JsonOption,
+    KvDtypeOption,
+    MaxBatchOption,
+    MaxInputOption,
+    MaxSeqOption,
+    ModelOption,
+    PrecisionOption,
+    TargetOption,
+    TargetsDirOption,
+    VerboseOption,
+)
+from edgepack.cli.output import console, human_bytes, print_json
+from edgepack.cli.plan import DEFAULT_MAX_BATCH, DEFAULT_MAX_INPUT, DEFAULT_MAX_SEQ, build_plan
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from edgepack.pipeline import BuildResult, PipelineEvents, StageRun
+
+
+def build(
+    target: TargetOption,
+    model: ModelOption,
+    precision: PrecisionOption,
+    backend: BackendOption = None,
+    kv_cache_dtype: KvDtypeOption = None,
+    max_batch_size: MaxBatchOption = DEFAULT_MAX_BATCH,
+    max_input_len: MaxInputOption = DEFAULT_MAX_INPUT,
+    max_seq_len: MaxSeqOption = DEFAULT_MAX_SEQ,
+    allow_kv_quantization: AllowKvOption = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Bundle directory [default: bundles/MODEL-TARGET-…]."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild every stage, ignore the cache.")
+    ] = False,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            min=0,
+            help="Also rebuild each stage N times without the cache and report min/median/max "
+            "(build times are I/O-bound and noisy).",
+        ),
+    ] = 0,
+    cache_dir: CacheDirOption = None,
+    targets_dir: TargetsDirOption = None,
+    verbose: VerboseOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Build a bundle: quantize/export/engine stages (cached by content) + manifest lockfile.
+
+    A second identical build reuses every stage. The bundle is written atomically: a failed build
+    leaves the previous bundle (if any) untouched.
+    """
+    from edgepack.bundle import remember_latest
+    from edgepack.cache import StageCache, default_cache_root
+    from edgepack.models import resolve_model_source
+    from edgepack.pipeline import build_bundle
+    from edgepack.plan import Limits
+
+    plan = build_plan(
+        target,
+        model,
+        precision,
+        backend,
+        kv_cache_dtype,
+        Limits(max_batch_size, max_input_len, max_seq_len),
+        allow_kv_quantization,
+        targets_dir,
+    )
+    plan.require_valid()
+    cache_root = cache_dir or default_cache_root()
+    quiet = json_output
+    with _Progress(quiet=quiet, verbose=verbose) as progress:
+        source = resolve_model_source(model, cache_root, progress=progress.note)
+        destination = output or Path("bundles") / (
+            f"{plan.model.name}-{plan.target.name}-{plan.backend}-{plan.precision}"
+        )
+        result = build_bundle(
+            plan,
+            source,
+            destination,
+            StageCache(cache_root),
+            force=force,
+            repeat=repeat,
+            events=progress.events(),
+        )
+    remember_latest(cache_root, result.bundle_dir)
+    if json_output:
+        print_json(_result_data(result))
+    else:
+        _print_result(result)
+
+
+def _result_data(result: BuildResult) -> dict[str, object]:
+    from edgepack.bundle import bundle_summary
+
+    return {
+        "bundle_dir": str(result.bundle_dir),
+        **bundle_summary(result.manifest),
+        "all_cached": result.all_cached,
+        "stages": [run.record() for run in result.stages],
+    }
+
+
+def _print_result(result: BuildResult) -> None:
+    from rich.table import Table
+
+    from edgepack.bundle import bundle_summary
+
+    table = Table(title="Stages", header_style="bold")
+    for column in ("stage", "cache", "build wall time", "repeats (min / median / max)"):
+        table.add_column(column)
+    for run in result.stages:
+        table.add_row(
+            run.name, "hit" if run.cache_hit else "built", f"{run.wall_s:.1f} s", _repeat_cell(run)
+        )
+    console.print(table)
+    summary = bundle_summary(result.manifest)
+    console.print(
+        f"bundle [bold]{result.bundle_dir}[/] id {result.manifest.short_id}: "
+        f"engine {human_bytes(float(summary['engine_bytes']))}, {summary['files']} files"
+    )
+    if result.all_cached:
+        console.print("[green]every stage came from the cache[/] (use --force to rebuild)")
+
+
+def _repeat_cell(run: StageRun) -> str:
+    from edgepack.pipeline import spread
+
+    if not run.repeat_wall_s:
+        return "-"
+    stats = spread(run.repeat_wall_s)
+    return f"{stats['min']:.1f} / {stats['median']:.1f} / {stats['max']:.1f} s (n={stats['n']})"
+
+
+class _Progress:
+    """Spinners with elapsed time for each stage; tool output only with -v."""
+
+    def __init__(self, quiet: bool, verbose: bool) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.verbose = verbose
+        self.quiet = quiet
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> _Progress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish_task()
+        self.progress.__exit__(None, None, None)
+
+    def note(self, message: str) -> None:
+        self._finish_task()
+        self.task = self.progress.add_task(message, total=None)
+
+    def log(self, line: str) -> None:
+        if self.verbose and not self.quiet:
+            self.progress.console.print(line, markup=False, highlight=False)
+
+    def _finish_task(self) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, total=1, completed=1)
+            self.task = None
+
+    def events(self) -> PipelineEvents:
+        from edgepack.pipeline import PipelineEvents
+
+        return PipelineEvents(
+            stage_started=lambda name, description: self.note(f"{name}: {description}"),
+            stage_finished=lambda run: self._finish_task(),
+            log=self.log,
+        )

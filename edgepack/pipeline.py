@@ -1,0 +1,231 @@
+"""Run a plan's stages through the content-addressed cache, timing each and reporting progress.
+
+A stage's key covers the edgepack version, the backend and its tool versions, the stage's own
+config, the hashes of its inputs (the model's files, or the keys of the stages before it) and the
+target profile. Change any of these and the stage runs again; change none and it is reused.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgepack import __version__
+from edgepack.backends import BACKENDS, Stage, StageContext
+from edgepack.bundle import ENGINE_DIR, PROMPTS_FILE, Manifest, write_bundle
+from edgepack.cache import CacheEntry, FileHashIndex, StageCache, content_key
+from edgepack.errors import ToolMissingError
+from edgepack.models import ModelSource
+from edgepack.plan import Plan
+from edgepack.resources import data_dir
+
+MODEL_INPUT = "model"
+
+
+@dataclass(frozen=True)
+class StageRun:
+    name: str
+    key: str
+    cache_hit: bool
+    wall_s: float
+    """Wall time of the build that produced the output (the original one on a cache hit)."""
+    output_dir: Path
+    repeat_wall_s: list[float] = field(default_factory=list)
+    """Wall times of --repeat rebuilds, without the cache."""
+
+    def record(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        if self.repeat_wall_s:
+            data["repeat"] = spread(self.repeat_wall_s)
+        return data
+
+
+def spread(samples: list[float]) -> dict[str, float | int]:
+    return {
+        "n": len(samples),
+        "min": min(samples),
+        "median": statistics.median(samples),
+        "max": max(samples),
+    }
+
+
+@dataclass
+class PipelineEvents:
+    """Callbacks through which the CLI shows progress; the library never prints."""
+
+    stage_started: Callable[[str, str], None] = lambda name, description: None
+    stage_finished: Callable[[StageRun], None] = lambda run: None
+    log: Callable[[str], None] = lambda line: None
+
+
+def check_requirements(stages: list[Stage]) -> None:
+    missing = [r for stage in stages for r in stage.requirements if not r.available()]
+    if missing:
+        names = ", ".join(sorted({r.name for r in missing}))
+        hints = "; ".join(sorted({r.install_hint for r in missing}))
+        raise ToolMissingError(f"the build needs {names}, which is not installed", hint=hints)
+
+
+def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
+    backend = BACKENDS[plan.backend]
+    return content_key(
+        {
+            "edgepack": __version__,
+            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "backend": plan.backend,
+            "tools": backend.tool_versions(),
+            "stage": stage.name,
+            "config": dict(stage.config),
+            "inputs": {name: input_hashes[name] for name in stage.inputs},
+            "target": plan.target.content_hash(),
+            "recipe": {
+                "precision": plan.precision,
+                "kv_cache_dtype": plan.kv_cache_dtype,
+                "limits": asdict(plan.limits),
+            },
+        }
+    )
+
+
+def run_pipeline(
+    plan: Plan,
+    model_dir: Path,
+    model_hash: str,
+    cache: StageCache,
+    *,
+    force: bool = False,
+    repeat: int = 0,
+    events: PipelineEvents | None = None,
+) -> list[StageRun]:
+    """Run (or reuse) every stage of the plan's backend in order."""
+    plan.require_valid()
+    events = events or PipelineEvents()
+    stages = BACKENDS[plan.backend].stages(plan)
+    check_requirements(stages)
+    input_hashes = {MODEL_INPUT: model_hash}
+    input_dirs = {MODEL_INPUT: model_dir}
+    runs = []
+    for stage in stages:
+        key = stage_key(plan, stage, input_hashes)
+        events.stage_started(stage.name, stage.description)
+        entry, hit = _produce(cache, key, stage, plan, input_dirs, events, force)
+        repeats = [_rebuild(cache, stage, plan, input_dirs, events) for _ in range(repeat)]
+        run = StageRun(stage.name, key, hit, entry.wall_s, entry.output_dir, repeats)
+        events.stage_finished(run)
+        runs.append(run)
+        input_hashes[stage.name] = key
+        input_dirs[stage.name] = entry.output_dir
+    return runs
+
+
+def _builder(
+    stage: Stage, plan: Plan, input_dirs: dict[str, Path], events: PipelineEvents
+) -> Callable[[Path], None]:
+    def build(output_dir: Path) -> None:
+        inputs = {name: input_dirs[name] for name in stage.inputs}
+        stage.run(StageContext(plan=plan, inputs=inputs, output_dir=output_dir, log=events.log))
+
+    return build
+
+
+def _produce(
+    cache: StageCache,
+    key: str,
+    stage: Stage,
+    plan: Plan,
+    input_dirs: dict[str, Path],
+    events: PipelineEvents,
+    force: bool,
+) -> tuple[CacheEntry, bool]:
+    existing = None if force else cache.lookup(key)
+    if existing is not None:
+        return existing, True
+    metadata = {"stage": stage.name, "backend": plan.backend, "config": dict(stage.config)}
+    entry = cache.produce(key, _builder(stage, plan, input_dirs, events), metadata, force=force)
+    return entry, False
+
+
+def _rebuild(
+    cache: StageCache, stage: Stage, plan: Plan, input_dirs: dict[str, Path], events: PipelineEvents
+) -> float:
+    return cache.run_uncached(_builder(stage, plan, input_dirs, events))
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest: Manifest
+    bundle_dir: Path
+    stages: list[StageRun]
+
+    @property
+    def all_cached(self) -> bool:
+        return all(run.cache_hit for run in self.stages)
+
+
+def build_bundle(
+    plan: Plan,
+    source: ModelSource,
+    destination: Path,
+    cache: StageCache,
+    *,
+    force: bool = False,
+    repeat: int = 0,
+    events: PipelineEvents | None = None,
+) -> BuildResult:
+    """Run the pipeline and seal its output into a bundle at ``destination``."""
+    events = events or PipelineEvents()
+    hashes = FileHashIndex(cache.root / "file-hashes.json")
+    model_hash = hashes.tree_hash(source.directory)
+    runs = run_pipeline(
+        plan, source.directory, model_hash, cache, force=force, repeat=repeat, events=events
+    )
+    backend = BACKENDS[plan.backend]
+    manifest = Manifest(
+        edgepack_version=__version__,
+        model={
+            "reference": source.reference,
+            "name": source.spec.name,
+            "directory": str(source.directory),
+            "hash": model_hash,
+            "architecture": source.spec.architecture,
+            "parameters": source.spec.parameters.total,
+        },
+        recipe={
+            "backend": plan.backend,
+            "precision": plan.precision,
+            "kv_cache_dtype": plan.kv_cache_dtype,
+            "limits": asdict(plan.limits),
+            "calibration": None,
+            "stage_config": {
+                run.name: dict(stage.config)
+                for run, stage in zip(runs, backend.stages(plan), strict=True)
+            },
+        },
+        target={
+            "name": plan.target.name,
+            "hash": plan.target.content_hash(),
+            "arch": plan.target.arch,
+            "sm": plan.target.sm_label,
+            "cuda_arch": plan.target.gpu.cuda_arch if plan.target.gpu else None,
+        },
+        tools={
+            "edgepack": __version__,
+            "python": sys.version.split()[0],
+            **backend.tool_versions(),
+        },
+        plan=plan.summary(),
+        stages=[run.record() for run in runs],
+    )
+    contents = {ENGINE_DIR: runs[-1].output_dir, PROMPTS_FILE: default_prompts_file()}
+    sealed = write_bundle(destination, manifest, contents, hashes, progress=events.log)
+    hashes.save()
+    return BuildResult(sealed, destination.resolve(), runs)
+
+
+def default_prompts_file() -> Path:
+    return data_dir("prompts") / "default.json"
