@@ -1,0 +1,20 @@
+# Builder images for edgepack; pick one with `docker build --target NAME .`
+#
+#   cross           Debian with the aarch64 cross toolchain, CMake and qemu-user: cross-builds the
+#                   generated C++ runtime for aarch64 targets and runs its tests under emulation.
+#   trtllm-builder  TensorRT-LLM's release image (GPU hosts only): quantize and trtllm-build.
+#
+# edgepack drives these through the Docker SDK (or podman); nothing here is specific to a model.
+ARG DEBIAN_RELEASE=bookworm
+ARG TRTLLM_IMAGE=nvcr.io/nvidia/tensorrt-llm/release:1.2.0
+
+FROM debian:${DEBIAN_RELEASE}-slim AS cross
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        g++-aarch64-linux-gnu cmake make ninja-build qemu-user python3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+ENV QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
+WORKDIR /src
+
+FROM ${TRTLLM_IMAGE} AS trtllm-builder
+WORKDIR /work
