@@ -93,32 +93,41 @@ class ModelSpec:
     def from_config(cls, config: dict[str, Any], name: str, source: str) -> ModelSpec:
         """Build a spec from the keys of an HF ``config.json`` (or a model card holding them)."""
         try:
-            heads = int(config["num_attention_heads"])
-            hidden = int(config["hidden_size"])
-            model_type = str(config.get("model_type", "unknown"))
-            return cls(
-                name=name,
-                architecture=str((config.get("architectures") or ["unknown"])[0]),
-                model_type=model_type,
-                hidden_size=hidden,
-                num_layers=int(config["num_hidden_layers"]),
-                num_heads=heads,
-                num_kv_heads=int(config.get("num_key_value_heads") or heads),
-                head_dim=int(config.get("head_dim") or hidden // heads),
-                intermediate_size=int(config["intermediate_size"]),
-                vocab_size=int(config["vocab_size"]),
-                tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-                max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
-                qkv_bias=bool(config.get("attention_bias", model_type == "qwen2")),
-                qk_norm=model_type.startswith("qwen3"),
-                source=source,
-                hf_id=config.get("hf_id") or config.get("_name_or_path") or None,
-            )
+            return cls._from_config(config, name, source)
         except KeyError as exc:
             raise BadInputError(
                 f"{source}: config lacks {exc.args[0]!r}; edgepack plans decoder-only causal LMs",
                 hint="check that this is a causal LM's config.json",
             ) from exc
+        except (TypeError, ValueError, ZeroDivisionError, AttributeError) as exc:
+            raise BadInputError(
+                f"{source}: config has a malformed value ({exc})",
+                hint="sizes and counts must be positive integers",
+            ) from exc
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], name: str, source: str) -> ModelSpec:
+        heads = int(config["num_attention_heads"])
+        hidden = int(config["hidden_size"])
+        model_type = str(config.get("model_type", "unknown"))
+        return cls(
+            name=name,
+            architecture=str((config.get("architectures") or ["unknown"])[0]),
+            model_type=model_type,
+            hidden_size=hidden,
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            intermediate_size=int(config["intermediate_size"]),
+            vocab_size=int(config["vocab_size"]),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
+            qkv_bias=bool(config.get("attention_bias", model_type == "qwen2")),
+            qk_norm=model_type.startswith("qwen3"),
+            source=source,
+            hf_id=config.get("hf_id") or config.get("_name_or_path") or None,
+        )
 
 
 def card_names() -> list[str]:
@@ -148,7 +157,12 @@ def spec_from_directory(directory: Path) -> ModelSpec:
             f"{directory} has no config.json",
             hint="--model takes an HF model folder or a card name",
         )
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{config_path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise BadInputError(f"{config_path} is not a JSON object")
     return ModelSpec.from_config(config, name=directory.name, source=str(config_path))
 
 

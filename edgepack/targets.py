@@ -164,6 +164,13 @@ class TargetProfile(_Strict):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+KV_LABEL = "KV cache "
+
+
+def _precision_key(label: str) -> str:
+    return "precisions.kv_cache" if label.startswith(KV_LABEL) else "precisions.weights"
+
+
 def _require_known(names: list[str], known: Iterable[str], what: str) -> list[str]:
     known = list(known)
     for name in names:
@@ -197,6 +204,8 @@ def _describe_validation_error(path: Path, error: ValidationError) -> str:
         if detail["type"] == "extra_forbidden":
             suggestion = did_you_mean(str(loc[-1]), _model_fields_at(TargetProfile, loc))
             lines.append(f"{path}: unknown key '{key}'{suggestion}")
+        elif not loc:
+            lines.append(f"{path}: {detail['msg'].removeprefix('Value error, ')}")
         else:
             message = detail["msg"].removeprefix("Value error, ")
             lines.append(f"{path}: key '{key}': {message}")
@@ -209,6 +218,8 @@ def load_profile(path: Path) -> TargetProfile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BadInputError(f"target profile {path} does not exist") from exc
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ProfileError(f"{path}: not a UTF-8 text file ({exc})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}", hint="check the line named") from exc
     try:

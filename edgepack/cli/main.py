@@ -51,12 +51,15 @@ def _global_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    _debug_flag[0] = debug
+
+
+_debug_flag = [False]
+"""--debug of the current invocation (reset by every run())."""
 
 
 def _debugging() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    return _debug_flag[0] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def _report(error: EdgepackError) -> int:
@@ -76,6 +79,7 @@ def run(argv: list[str] | None = None) -> int:
     Typer handles usage errors, ``--help`` and ``typer.Exit`` itself and ends with SystemExit;
     edgepack's own errors come through here and become a message and their exit code.
     """
+    _debug_flag[0] = False
     try:
         app(args=argv, prog_name="edgepack", standalone_mode=True)
     except SystemExit as exit_:

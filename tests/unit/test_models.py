@@ -88,8 +88,10 @@ def test_kv_elements_per_token_of_qwen3_8b() -> None:
 
 
 def test_qwen2_has_qkv_bias_and_qwen3_has_qk_norm() -> None:
-    qwen2, qwen3, llama = load_card("qwen2.5-7b-instruct"), load_card("qwen3-8b"), load_card(
-        "llama-3.1-8b-instruct"
+    qwen2, qwen3, llama = (
+        load_card("qwen2.5-7b-instruct"),
+        load_card("qwen3-8b"),
+        load_card("llama-3.1-8b-instruct"),
     )
     assert (qwen2.qkv_bias, qwen2.qk_norm) == (True, False)
     assert (qwen3.qkv_bias, qwen3.qk_norm) == (False, True)
@@ -138,8 +140,25 @@ def test_config_missing_a_key_is_bad_input(tmp_path, key) -> None:
     assert "config.json" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"hidden_size": 64,',  # cut off: a partial download
+        "[1, 2]",
+        json.dumps({**SMALL_CONFIG, "hidden_size": "big"}),
+    ],
+    ids=["truncated JSON", "not an object", "not a number"],
+)
+def test_malformed_config_is_bad_input(tmp_path, text) -> None:
+    """A broken config.json is the user's input: exit 2 with the file named, not a crash."""
+    (tmp_path / "config.json").write_text(text, encoding="utf-8")
+    with pytest.raises(BadInputError) as caught:
+        resolve_spec(str(tmp_path))
+    assert "config.json" in caught.value.message
+
+
 def test_folder_without_config_is_bad_input(tmp_path) -> None:
-    with pytest.raises(BadInputError, match="no config.json"):
+    with pytest.raises(BadInputError, match=r"no config\.json"):
         resolve_spec(str(tmp_path))
 
 

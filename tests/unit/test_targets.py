@@ -252,6 +252,14 @@ def test_name_must_match_the_file_name(profile_variant) -> None:
     assert "'ada-sm89'" in message and "'my-workstation'" in message
 
 
+def test_profile_that_is_not_utf8_is_rejected_naming_the_file(tmp_path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "Jetson f\u00fcr die Werkstatt"\n'.encode("latin-1"))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(path) in caught.value.message
+
+
 def test_missing_profile_file_is_bad_input(tmp_path) -> None:
     with pytest.raises(BadInputError, match="does not exist"):
         load_profile(tmp_path / "nothing.toml")
@@ -262,7 +270,10 @@ def test_missing_profile_file_is_bad_input(tmp_path) -> None:
 
 def _renamed(profile_variant, new_name, directory="user"):
     return profile_variant(
-        "ada-sm89", ('name = "ada-sm89"', f'name = "{new_name}"'), name=new_name, directory=directory
+        "ada-sm89",
+        ('name = "ada-sm89"', f'name = "{new_name}"'),
+        name=new_name,
+        directory=directory,
     )
 
 
