@@ -14,6 +14,7 @@ from edgepack import __version__
 from edgepack.cli import bench as bench_cli
 from edgepack.cli import build as build_cli
 from edgepack.cli import bundle as bundle_cli
+from edgepack.cli import deploy as deploy_cli
 from edgepack.cli import plan as plan_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
@@ -33,6 +34,8 @@ app.command("plan")(plan_cli.plan)
 app.command("build")(build_cli.build)
 app.add_typer(bundle_cli.app, name="bundle")
 app.command("bench")(bench_cli.bench)
+app.command("deploy")(deploy_cli.deploy)
+app.command("rollback")(deploy_cli.rollback)
 app.add_typer(targets_cli.app, name="targets")
 
 

@@ -115,3 +115,18 @@ def validate(
     for file in files:
         profile = load_profile(file)
         console.print(f"[green]ok[/] {file}: {profile.name} ({profile.sm_label})")
+
+
+@app.command("detect")
+def detect(
+    host: Annotated[str, typer.Argument(help="Device: ssh alias, [user@]host, ssh://… or local.")],
+    root: Annotated[
+        str, typer.Option("--root", help="Deploy root (for free disk).")
+    ] = "~/edgepack",
+    targets_dir: TargetsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Probe a device in one round trip and name the target profile its facts match."""
+    from edgepack.remote.detect import detect_command
+
+    detect_command(host, root, targets_dir or [], json_output)

@@ -1,0 +1,218 @@
+"""``edgepack deploy`` and ``edgepack rollback``: ship a bundle to devices over SSH."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from edgepack.cli.options import CacheDirOption, JsonOption, TargetsDirOption
+from edgepack.cli.output import console, err_console, human_bytes, print_json
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from edgepack.remote.fleet import HostOutcome
+
+HostsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        "-H",
+        help="Device: an ~/.ssh/config alias, [user@]host[:ROOT], ssh://user@host:port/ROOT, "
+        "or local[:DIR]. Repeat for several devices.",
+        show_default=False,
+    ),
+]
+RootOption = Annotated[
+    str, typer.Option("--root", help="Deploy root on the device (releases/, current).")
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option("--timeout", help="Seconds without progress before a connection counts as lost."),
+]
+BreakLockOption = Annotated[
+    bool, typer.Option("--break-lock", help="Take over a deploy lock left by a dead deploy.")
+]
+
+
+def deploy(
+    host: HostsOption = None,
+    inventory: Annotated[
+        Path | None, typer.Option("--inventory", "-i", help="File with one host per line.")
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Bundle directory [default: the newest build].")
+    ] = None,
+    root: RootOption = "~/edgepack",
+    keep: Annotated[int, typer.Option("--keep", help="Releases to keep on the device.")] = 3,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be sent; change nothing.")
+    ] = False,
+    break_lock: BreakLockOption = False,
+    timeout: TimeoutOption = 30.0,
+    targets_dir: TargetsDirOption = None,
+    cache_dir: CacheDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Deploy a bundle: compatibility and free-space checks first, then a verified, resumable
+    upload into releases/<id>.partial, then an atomic switch of `current`.
+
+    Files already on the device (same sha256) are not sent again; a cut transfer resumes where it
+    stopped. Several hosts are deployed concurrently; one failing does not stop the others.
+    """
+    from edgepack.bundle import latest_bundle, verify_bundle
+    from edgepack.cache import default_cache_root
+    from edgepack.errors import BadInputError
+    from edgepack.remote.fleet import deploy_fleet, remember_deploy
+    from edgepack.remote.hosts import resolve_hosts
+    from edgepack.remote.sync import DeployOptions
+    from edgepack.targets import TargetRegistry
+
+    if keep < 1:
+        raise BadInputError("--keep must be at least 1 (the current release)")
+    cache_root = cache_dir or default_cache_root()
+    specs = resolve_hosts(host or [], inventory)
+    bundle_dir = bundle or latest_bundle(cache_root)
+    manifest = verify_bundle(bundle_dir)
+    registry = TargetRegistry.default(targets_dir or [])
+    options = DeployOptions(root=root, keep=keep, dry_run=dry_run, break_lock=break_lock)
+    with TransferBars(disabled=json_output) as bars:
+        outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, bars, timeout)
+    remember_deploy(cache_root, specs, outcomes)
+    if json_output:
+        print_json([outcome.as_dict() for outcome in outcomes])
+    else:
+        for outcome in outcomes:
+            _print_outcome(outcome, manifest.short_id)
+    _exit_with_failures(outcomes)
+
+
+def _print_outcome(outcome: HostOutcome, release: str) -> None:
+    if outcome.error:
+        err_console.print(f"[bold red]{outcome.host}: error:[/] {outcome.error}", highlight=False)
+        if outcome.hint:
+            err_console.print(f"  [dim]hint:[/] {outcome.hint}", highlight=False)
+        return
+    report = outcome.report
+    assert report is not None  # no error means a report
+    files = ", ".join(f"{count} {action}" for action, count in report.files.items() if count)
+    if report.status == "no change":
+        console.print(f"[green]{report.host}[/]: no change (release {release} is current)")
+        return
+    verb = {"dry run": "would send", "deployed": "sent", "switched": "sent"}[report.status]
+    sent = report.bytes_to_send if report.status == "dry run" else report.bytes_sent
+    console.print(
+        f"[green]{report.host}[/]: {report.status} release {release} under {report.root} "
+        f"({files}); {verb} {human_bytes(sent)} of {human_bytes(report.bytes_total)} "
+        f"in {report.seconds:.1f} s"
+        + (f"; previous {report.previous}" if report.previous else "")
+        + (f"; pruned {', '.join(report.pruned)}" if report.pruned else ""),
+        highlight=False,
+    )
+    if report.status == "dry run":
+        for change in report.changes:
+            console.print(
+                f"  {change['action']:7} {change['path']} "
+                f"({human_bytes(change['bytes_to_send'])} to send)",
+                highlight=False,
+            )
+
+
+def _exit_with_failures(outcomes: list[HostOutcome]) -> None:
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        if len(outcomes) > 1:
+            err_console.print(f"{len(failed)} of {len(outcomes)} hosts failed")
+        raise typer.Exit(failed[0].exit_code)
+
+
+def rollback(
+    host: HostsOption = None,
+    inventory: Annotated[
+        Path | None, typer.Option("--inventory", "-i", help="File with one host per line.")
+    ] = None,
+    root: RootOption = "~/edgepack",
+    to: Annotated[
+        str | None, typer.Option("--to", help="Release to switch to [default: previous].")
+    ] = None,
+    break_lock: BreakLockOption = False,
+    timeout: TimeoutOption = 30.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Switch `current` back to the previous release (atomically; running it again undoes it)."""
+    from edgepack.errors import EdgepackError
+    from edgepack.remote.fleet import on_each_host, open_connector
+    from edgepack.remote.hosts import HostSpec, resolve_hosts
+    from edgepack.remote.sync import rollback as roll_back
+
+    def one(spec: HostSpec) -> tuple[str | None, str]:
+        with open_connector(spec, timeout) as connector:
+            return roll_back(connector, spec.root or root, to, break_lock)
+
+    rows: list[dict[str, Any]] = []
+    codes = []
+    for spec, result in on_each_host(resolve_hosts(host or [], inventory), one):
+        if isinstance(result, EdgepackError):
+            rows.append({"host": spec.label, "ok": False, "error": result.message})
+            codes.append(result.exit_code)
+            err_console.print(f"[bold red]{spec.label}: error:[/] {result.message}")
+            if result.hint and not json_output:
+                err_console.print(f"  [dim]hint:[/] {result.hint}", highlight=False)
+        else:
+            rows.append({"host": spec.label, "ok": True, "from": result[0], "to": result[1]})
+            if not json_output:
+                console.print(f"[green]{spec.label}[/]: current {result[0]} -> {result[1]}")
+    if json_output:
+        print_json(rows)
+    if codes:
+        raise typer.Exit(codes[0])
+
+
+class TransferBars:
+    """Rich progress: one bar per host, bytes and rate, the phase as its description."""
+
+    def __init__(self, disabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.fields[host]}", style="bold"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=disabled,
+            transient=True,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> TransferBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def _task(self, host: str) -> TaskID:
+        with self.lock:
+            if host not in self.tasks:
+                self.tasks[host] = self.progress.add_task("", total=None, host=host)
+            return self.tasks[host]
+
+    def phase(self, host: str, text: str) -> None:
+        self.progress.update(self._task(host), description=text)
+
+    def transfer(self, host: str, done: int, total: int) -> None:
+        self.progress.update(self._task(host), completed=done, total=total)

@@ -1,0 +1,225 @@
+"""The one interface every transport satisfies, and the local connector.
+
+A transport provides only what differs between transports: run a command given as an argument
+vector, stream a file to the device from an offset, fetch a file, read/write a small file, rename
+atomically. Everything else (sizes, checksums, free space, the symlink switch) is built here on top
+of ``run`` with shell one-liners whose variable parts are always passed as arguments, never pasted
+into the script text.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from edgepack.errors import RemoteError
+
+ByteCallback = Callable[[int], None]
+"""Called with the number of bytes just moved."""
+
+CHUNK = 1 << 20
+DEFAULT_TIMEOUT_S = 600.0
+
+# Prints the free KiB of the file system that will hold $1 (its nearest existing ancestor).
+FREE_KB_SNIPPET = """free_kb() {
+  d=$1
+  while [ ! -d "$d" ]; do d=$(dirname -- "$d"); done
+  df -Pk -- "$d" | awk 'NR==2 {print $4}'
+}"""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    status: int
+    stdout: str
+    stderr: str
+
+    def error_line(self) -> str:
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else f"exit status {self.status}"
+
+
+def shell(script: str, *args: str) -> list[str]:
+    """``sh -c SCRIPT`` with ``args`` as $1, $2, ...: the arguments are never parsed as code."""
+    return ["sh", "-c", script, "edgepack", *args]
+
+
+class Connector(ABC):
+    """A device: a host reached over SSH, or a local directory standing in for one."""
+
+    label: str
+
+    # --- what each transport implements -------------------------------------------------
+    @abstractmethod
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult: ...
+
+    @abstractmethod
+    def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
+        """Write ``local[offset:]`` into ``remote`` at ``offset``; return the bytes sent."""
+
+    @abstractmethod
+    def get(self, remote: str, local: Path) -> None: ...
+
+    @abstractmethod
+    def read_bytes(self, remote: str) -> bytes | None:
+        """A small file's content, or None when it does not exist."""
+
+    @abstractmethod
+    def rename(self, source: str, destination: str) -> None:
+        """Atomically replace ``destination`` with ``source`` (rename(2) semantics)."""
+
+    def close(self) -> None:  # noqa: B027 - transports without resources need nothing here
+        """Release the connection."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- built on top of run ----------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        check: bool = True,
+    ) -> CommandResult:
+        result = self.execute(argv, stdin, timeout)
+        if check and result.status != 0:
+            raise RemoteError(
+                f"{self.label}: `{_short(argv)}` failed: {result.error_line()}",
+                hint="rerun with --debug for the full command",
+            )
+        return result
+
+    def file_sizes(self, directory: str) -> dict[str, int]:
+        """Every regular file under ``directory`` (relative posix path → size); {} if absent."""
+        script = '[ -d "$1" ] || exit 0; cd "$1" && find . -type f -exec stat -c "%s %n" {} +'
+        sizes = {}
+        for line in self.run(shell(script, directory)).stdout.splitlines():
+            size, _, name = line.partition(" ")
+            sizes[name.removeprefix("./")] = int(size)
+        return sizes
+
+    def sha256(self, directory: str, paths: Sequence[str]) -> dict[str, str]:
+        """sha256 of each existing file of ``paths`` (relative to ``directory``), in one command."""
+        if not paths:
+            return {}
+        script = 'cd "$1" && shift && sha256sum -- "$@"'
+        result = self.run(shell(script, directory, *paths), check=False, timeout=None)
+        digests = {}
+        for line in result.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            digests[name] = digest
+        return digests
+
+    def prefix_sha256(self, path: str, length: int) -> str:
+        result = self.run(shell('head -c "$2" -- "$1" | sha256sum', path, str(length)))
+        return result.stdout.split()[0]
+
+    def free_bytes(self, path: str) -> int:
+        result = self.run(shell(FREE_KB_SNIPPET + '\nfree_kb "$1"', path))
+        return int(result.stdout.strip()) * 1024
+
+    def make_dirs(self, paths: Sequence[str]) -> None:
+        if paths:
+            self.run(["mkdir", "-p", "--", *paths])
+
+    def remove_trees(self, paths: Sequence[str]) -> None:
+        if paths:
+            self.run(["rm", "-rf", "--", *paths])
+
+    def switch_symlink(self, link: str, target: str) -> None:
+        """Point ``link`` at ``target`` atomically: a new link under a temporary name, renamed."""
+        temporary = f"{link}.tmp-{uuid.uuid4().hex[:8]}"
+        self.run(["ln", "-sfn", "--", target, temporary])
+        try:
+            self.rename(temporary, link)
+        except BaseException:
+            self.execute(["rm", "-f", "--", temporary], None, DEFAULT_TIMEOUT_S)
+            raise
+
+    def read_link(self, link: str) -> str | None:
+        result = self.run(["readlink", "--", link], check=False)
+        return result.stdout.strip() or None if result.status == 0 else None
+
+
+def _short(argv: Sequence[str], limit: int = 120) -> str:
+    text = shlex.join(argv[:3] if argv[:2] == ["sh", "-c"] else argv)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class LocalConnector(Connector):
+    """This machine, with a directory standing in for the device's deploy root."""
+
+    def __init__(self, label: str = "local") -> None:
+        self.label = label
+
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            message = f"{self.label}: `{_short(argv)}` timed out after {timeout} s"
+            raise RemoteError(message) from exc
+        except OSError as exc:
+            raise RemoteError(f"{self.label}: cannot run {argv[0]}: {exc.strerror}") from exc
+        return CommandResult(
+            tuple(argv),
+            done.returncode,
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+        )
+
+    def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
+        sent = 0
+        try:
+            with local.open("rb") as source, Path(remote).open("r+b" if offset else "wb") as target:
+                source.seek(offset)
+                target.seek(offset)
+                target.truncate()
+                while chunk := source.read(CHUNK):
+                    target.write(chunk)
+                    sent += len(chunk)
+                    on_bytes(len(chunk))
+        except OSError as exc:
+            raise RemoteError(f"{self.label}: writing {remote} failed: {exc.strerror}") from exc
+        return sent
+
+    def get(self, remote: str, local: Path) -> None:
+        try:
+            shutil.copyfile(remote, local)
+        except OSError as exc:
+            raise RemoteError(f"{self.label}: reading {remote} failed: {exc.strerror}") from exc
+
+    def read_bytes(self, remote: str) -> bytes | None:
+        try:
+            return Path(remote).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def rename(self, source: str, destination: str) -> None:
+        try:
+            Path(source).replace(destination)
+        except OSError as exc:
+            raise RemoteError(
+                f"{self.label}: renaming {source} to {destination} failed: {exc.strerror}"
+            ) from exc

@@ -1,0 +1,178 @@
+"""Device facts, gathered in one round trip: one shell script that prints ``key=value`` lines.
+
+The script only reads (``/proc``, ``/sys``, ``/etc``, ``--version`` style queries) and tolerates
+every tool being absent: a missing fact is simply not printed. Which profile the facts describe is
+decided elsewhere (``edgepack.remote.detect``) from the profile data alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from edgepack.errors import RemoteError
+from edgepack.remote.connector import FREE_KB_SNIPPET, Connector, shell
+
+FACTS_SCRIPT = (
+    FREE_KB_SNIPPET
+    + r"""
+say() { [ -n "$2" ] && printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')"; }
+has() { command -v "$1" >/dev/null 2>&1; }
+root=$1
+case "$root" in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
+case "$root" in /*) ;; *) root=$(pwd)/$root ;; esac
+say root "$root"
+say free_kb "$(free_kb "$root")"
+say arch "$(uname -m)"
+say kernel "$(uname -r)"
+say hostname "$(uname -n)"
+[ -r /etc/os-release ] && say os "$(. /etc/os-release && echo "$PRETTY_NAME")"
+say cpu_model "$(grep -m1 -E '^(model name|Hardware|Model)[[:space:]]*:' /proc/cpuinfo |
+  cut -d: -f2-)"
+say cpu_cores "$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
+say mem_total_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+say mem_available_kb "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
+[ -r /proc/device-tree/model ] && say device_model "$(tr -d '\0' < /proc/device-tree/model)"
+[ -r /etc/nv_tegra_release ] && say l4t_release "$(head -n1 /etc/nv_tegra_release)"
+if has nvidia-smi; then
+  say gpu "$(nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
+    --format=csv,noheader,nounits 2>/dev/null | head -n1)"
+  say cuda_driver "$(nvidia-smi 2>/dev/null |
+    sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n1)"
+fi
+for f in /usr/local/cuda/version.json /usr/local/cuda/version.txt; do
+  [ -r "$f" ] && say cuda "$(grep -m1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' "$f")" && break
+done
+has nvcc && say cuda "$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+has dpkg-query && say tensorrt "$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null ||
+  dpkg-query -W -f='${Version}' tensorrt 2>/dev/null)"
+has nvpmodel && say power_mode "$(nvpmodel -q 2>/dev/null | sed -n 's/^NV Power Mode: *//p')"
+c=/sys/devices/system/cpu/cpu0/cpufreq
+[ -r $c/scaling_governor ] && say cpu_governor "$(cat $c/scaling_governor)"
+[ -r $c/scaling_cur_freq ] && say cpu_freq_khz "$(cat $c/scaling_cur_freq)"
+[ -r $c/cpuinfo_max_freq ] && say cpu_max_freq_khz "$(cat $c/cpuinfo_max_freq)"
+for g in /sys/class/devfreq/*gpu* /sys/class/devfreq/*.gpu /sys/devices/gpu.0/devfreq/*; do
+  [ -r "$g/cur_freq" ] && say gpu_freq_hz "$(cat "$g/cur_freq")" && break
+done
+if has python3; then
+  say python "$(command -v python3)"
+  say python_version "$(python3 -c 'import platform; print(platform.python_version())')"
+  say packages "$(python3 - <<'PY' 2>/dev/null
+import importlib.metadata as m
+names = ["onnxruntime", "onnxruntime-genai", "tensorrt", "tensorrt-edgellm", "edgepack"]
+found = []
+for name in names:
+    try:
+        found.append(f"{name}=={m.version(name)}")
+    except m.PackageNotFoundError:
+        pass
+print(",".join(found))
+PY
+)"
+fi
+exit 0
+"""
+)
+
+
+class GpuFacts(BaseModel):
+    name: str
+    compute_capability: str | None = None
+    memory_mib: int | None = None
+    driver: str | None = None
+
+
+class DeviceFacts(BaseModel):
+    """What one probe learned about a device. Absent tools leave their fields empty."""
+
+    host: str
+    root: str
+    free_bytes: int
+    arch: str
+    kernel: str = ""
+    hostname: str = ""
+    os: str = ""
+    cpu_model: str = ""
+    cpu_cores: int | None = None
+    memory_bytes: int | None = None
+    memory_available_bytes: int | None = None
+    device_model: str | None = None
+    """/proc/device-tree/model: how a Jetson names itself ("NVIDIA Jetson AGX Orin ...")."""
+    l4t_release: str | None = None
+    gpu: GpuFacts | None = None
+    cuda: str | None = None
+    cuda_driver: str | None = None
+    tensorrt: str | None = None
+    power_mode: str | None = None
+    cpu_governor: str | None = None
+    cpu_freq_khz: int | None = None
+    cpu_max_freq_khz: int | None = None
+    gpu_freq_hz: int | None = None
+    python: str | None = None
+    python_version: str | None = None
+    packages: dict[str, str] = {}
+
+    @property
+    def memory_gb(self) -> float | None:
+        return self.memory_bytes / 1e9 if self.memory_bytes else None
+
+    @property
+    def l4t(self) -> str | None:
+        """``R36 (release), REVISION: 4.3`` → ``36.4``."""
+        if not self.l4t_release:
+            return None
+        found = re.search(r"R(\d+).*REVISION:\s*(\d+)", self.l4t_release)
+        return f"{found[1]}.{found[2]}" if found else None
+
+
+def parse_facts(host: str, text: str) -> DeviceFacts:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier():
+            values[key] = value.strip()
+    if "arch" not in values or "root" not in values:
+        raise RemoteError(
+            f"{host}: the facts probe printed no architecture (is this a Linux host?)"
+        )
+    return DeviceFacts(**_typed(host, values))
+
+
+def _typed(host: str, values: dict[str, str]) -> dict[str, Any]:
+    numbers = {"cpu_cores", "cpu_freq_khz", "cpu_max_freq_khz", "gpu_freq_hz"}
+    kib = {"free_kb": "free_bytes", "mem_total_kb": "memory_bytes"}
+    kib["mem_available_kb"] = "memory_available_bytes"
+    fields: dict[str, Any] = {"host": host}
+    for key, value in values.items():
+        if key in kib:
+            fields[kib[key]] = int(value) * 1024 if value.isdigit() else None
+        elif key in numbers:
+            fields[key] = int(value) if value.isdigit() else None
+        elif key == "gpu":
+            fields["gpu"] = _gpu(value)
+        elif key == "packages":
+            fields["packages"] = dict(p.split("==", 1) for p in value.split(",") if "==" in p)
+        elif key in DeviceFacts.model_fields:
+            fields[key] = value
+    fields.setdefault("free_bytes", 0)
+    return fields
+
+
+def _gpu(csv_line: str) -> GpuFacts:
+    """nvidia-smi ``name, compute_cap, memory.total, driver_version`` (csv, noheader, nounits)."""
+    parts = [part.strip() for part in csv_line.split(",")]
+    parts += [""] * (4 - len(parts))
+    name, capability, memory, driver = parts[:4]
+    return GpuFacts(
+        name=name,
+        compute_capability=capability if capability.replace(".", "").isdigit() else None,
+        memory_mib=int(memory) if memory.isdigit() else None,
+        driver=driver or None,
+    )
+
+
+def gather_facts(connector: Connector, root: str) -> DeviceFacts:
+    result = connector.run(shell(FACTS_SCRIPT, root), timeout=60)
+    return parse_facts(connector.label, result.stdout)

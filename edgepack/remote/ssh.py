@@ -1,0 +1,373 @@
+"""The SSH connector (paramiko, imported only when a host is actually contacted).
+
+It reads ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile,
+StrictHostKeyChecking, ConnectTimeout), authenticates with keys or the agent, checks host keys
+against known_hosts (``accept-new`` for first contact unless the config says otherwise; a changed
+key is always refused), retries the connection with backoff, and turns every paramiko and socket
+failure into a one-line RemoteError.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgepack.errors import RemoteError
+from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector
+from edgepack.remote.hosts import HostSpec, parse_host
+
+if TYPE_CHECKING:
+    import paramiko
+
+SSH_CONFIG_ENV = "EDGEPACK_SSH_CONFIG"
+DEFAULT_PORT = 22
+KEEPALIVE_S = 5
+BACKOFF_S = (1.0, 2.0, 4.0)
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """One host's connection settings after ~/.ssh/config has been applied."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str | None
+    identity_files: tuple[str, ...] = ()
+    proxy_jump: tuple[str, ...] = ()
+    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
+    strict_host_keys: str = "accept-new"
+    connect_timeout: float = 10.0
+
+    @property
+    def host_key_name(self) -> str:
+        """How known_hosts names this host (OpenSSH's convention, which paramiko follows)."""
+        return self.hostname if self.port == DEFAULT_PORT else f"[{self.hostname}]:{self.port}"
+
+
+def ssh_config_path() -> Path:
+    return Path(os.environ.get(SSH_CONFIG_ENV) or "~/.ssh/config").expanduser()
+
+
+def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSettings:
+    import paramiko
+
+    path = config_path or ssh_config_path()
+    config = paramiko.SSHConfig.from_path(str(path)) if path.is_file() else paramiko.SSHConfig()
+    entry: dict[str, Any] = dict(config.lookup(spec.host))
+    jump = entry.get("proxyjump", "")
+    known = str(entry.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]
+    strict = str(entry.get("stricthostkeychecking", "accept-new")).lower()
+    return SshSettings(
+        alias=spec.host,
+        hostname=str(entry.get("hostname", spec.host)),
+        port=int(spec.port or entry.get("port", DEFAULT_PORT)),
+        user=spec.user or entry.get("user"),
+        identity_files=tuple(str(Path(f).expanduser()) for f in entry.get("identityfile", [])),
+        proxy_jump=tuple(j for j in jump.split(",") if j and j.lower() != "none"),
+        known_hosts=Path(known).expanduser(),
+        strict_host_keys="yes" if strict in ("yes", "true") else "accept-new",
+        connect_timeout=float(entry.get("connecttimeout", 10.0)),
+    )
+
+
+def _accept_new_policy(settings: SshSettings) -> paramiko.MissingHostKeyPolicy:
+    """First contact: remember the key in known_hosts (StrictHostKeyChecking=accept-new)."""
+    import paramiko
+
+    class AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+        def missing_host_key(
+            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+        ) -> None:
+            if settings.strict_host_keys == "yes":
+                raise RemoteError(
+                    f"{settings.alias}: host key is not in {settings.known_hosts} and "
+                    "StrictHostKeyChecking is yes",
+                    hint=f"check the key, then `ssh-keyscan -p {settings.port} "
+                    f"{settings.hostname} >> {settings.known_hosts}`",
+                )
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            settings.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with settings.known_hosts.open("a", encoding="utf-8") as known:
+                known.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+    return AcceptNew()
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Worth another try: the network, not the credentials or the host key."""
+    import paramiko
+
+    if isinstance(error, RemoteError | paramiko.AuthenticationException | socket.gaierror):
+        return False
+    if isinstance(error, paramiko.BadHostKeyException):
+        return False
+    return isinstance(error, OSError | paramiko.SSHException | EOFError)
+
+
+def describe_failure(settings: SshSettings, error: BaseException) -> RemoteError:
+    """One line per failure kind, each with what to do about it."""
+    import paramiko
+
+    where = f"{settings.alias} ({settings.hostname}:{settings.port})"
+    if isinstance(error, RemoteError):
+        return error
+    if isinstance(error, paramiko.BadHostKeyException):
+        return RemoteError(
+            f"{where}: host key changed (was {error.expected_key.get_name()} "
+            f"{error.expected_key.fingerprint}, now {error.key.fingerprint}); refusing to connect",
+            hint="if the device was reinstalled, remove the old key: "
+            f"ssh-keygen -f {shlex.quote(str(settings.known_hosts))} "
+            f"-R {shlex.quote(settings.host_key_name)}",
+        )
+    if isinstance(error, paramiko.AuthenticationException):
+        return RemoteError(
+            f"{where}: authentication failed for user {settings.user or os.environ.get('USER')}",
+            hint="check User and IdentityFile in ~/.ssh/config, or load the key into ssh-agent",
+        )
+    if isinstance(error, socket.gaierror):
+        return RemoteError(f"{where}: cannot resolve host name", hint="check the name or HostName")
+    if isinstance(error, TimeoutError):
+        return RemoteError(
+            f"{where}: timed out", hint="is the device on and on the network? (ConnectTimeout)"
+        )
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError | ConnectionError):
+        return RemoteError(
+            f"{where}: unreachable (connection refused or reset)",
+            hint="is sshd running on the device and the port right?",
+        )
+    if isinstance(error, OSError):
+        return RemoteError(f"{where}: unreachable: {error.strerror or error}")
+    return RemoteError(f"{where}: SSH failed: {error or type(error).__name__}")
+
+
+def _tcp_socket(settings: SshSettings, idle_timeout: float) -> socket.socket:
+    sock = socket.create_connection(
+        (settings.hostname, settings.port), timeout=settings.connect_timeout
+    )
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        # A link that swallows packets (WiFi gone) fails after this, instead of TCP's ~15 minutes.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(idle_timeout * 1000))
+    return sock
+
+
+class SshConnector(Connector):
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        config_path: Path | None = None,
+        io_timeout: float = 30.0,
+        attempts: int = 3,
+    ) -> None:
+        self.spec = spec
+        self.label = spec.label
+        self.io_timeout = io_timeout
+        self.settings = resolve_settings(spec, config_path)
+        self._config_path = config_path
+        self._jumps: list[SshConnector] = []
+        self._client = self._connect_with_retries(attempts)
+        self._sftp_client: paramiko.SFTPClient | None = None
+
+    # --- connection -------------------------------------------------------------------------
+    def _connect_with_retries(self, attempts: int) -> paramiko.SSHClient:
+        for attempt in range(attempts):
+            try:
+                return self._connect_once()
+            except Exception as error:
+                self._close_jumps()
+                if attempt + 1 >= attempts or not _is_transient(error):
+                    raise describe_failure(self.settings, error) from error
+                time.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect_once(self) -> paramiko.SSHClient:
+        import paramiko
+
+        settings = self.settings
+        client = paramiko.SSHClient()
+        if settings.known_hosts.is_file():
+            client.load_host_keys(str(settings.known_hosts))
+        client.set_missing_host_key_policy(_accept_new_policy(settings))
+        try:
+            client.connect(
+                settings.hostname,
+                port=settings.port,
+                username=settings.user,
+                key_filename=list(settings.identity_files) or None,
+                allow_agent=True,
+                look_for_keys=not settings.identity_files,
+                sock=self._open_socket(),
+                timeout=settings.connect_timeout,
+                banner_timeout=settings.connect_timeout,
+                auth_timeout=settings.connect_timeout,
+            )
+        except BaseException:
+            client.close()
+            raise
+        transport = client.get_transport()
+        assert transport is not None  # connect() succeeded
+        transport.set_keepalive(KEEPALIVE_S)
+        return client
+
+    def _open_socket(self) -> Any:
+        if not self.settings.proxy_jump:
+            return _tcp_socket(self.settings, self.io_timeout)
+        *earlier, last = self.settings.proxy_jump
+        jump_spec = parse_host(last if "://" in last else _jump_as_url(last))
+        jump = SshConnector(jump_spec, config_path=self._config_path, io_timeout=self.io_timeout)
+        if earlier:  # ProxyJump a,b: reach b through a (the config of b is not consulted)
+            jump.close()
+            raise RemoteError(
+                f"{self.label}: ProxyJump chains of more than one host are not supported",
+                hint="give the jump host its own ProxyJump in ~/.ssh/config",
+            )
+        self._jumps.append(jump)
+        transport = jump._client.get_transport()
+        assert transport is not None
+        return transport.open_channel(
+            "direct-tcpip", (self.settings.hostname, self.settings.port), ("127.0.0.1", 0)
+        )
+
+    def _close_jumps(self) -> None:
+        for jump in self._jumps:
+            jump.close()
+        self._jumps.clear()
+
+    def close(self) -> None:
+        if self._sftp_client is not None:
+            self._sftp_client.close()
+        self._client.close()
+        self._close_jumps()
+
+    @property
+    def _sftp(self) -> paramiko.SFTPClient:
+        if self._sftp_client is None:
+            self._sftp_client = self._guard("opening SFTP", self._client.open_sftp)
+            self._sftp_client.get_channel().settimeout(self.io_timeout)
+        return self._sftp_client
+
+    def _guard(self, what: str, action: Any, *args: Any) -> Any:
+        """Run a paramiko call; a failure becomes a one-line RemoteError naming ``what``."""
+        try:
+            return action(*args)
+        except RemoteError:
+            raise
+        except (OSError, EOFError, Exception) as error:
+            if isinstance(error, FileNotFoundError | PermissionError):
+                raise RemoteError(f"{self.label}: {what}: {error.strerror or error}") from error
+            base = describe_failure(self.settings, error)
+            raise RemoteError(
+                f"{self.label}: {what}: connection lost ({base.message.split(': ', 1)[-1]})",
+                hint="rerun the command: transfers resume where they stopped",
+            ) from error
+
+    # --- the transport's operations -------------------------------------------------------
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        command = shlex.join(argv)
+        return self._guard(  # type: ignore[no-any-return]
+            f"running {argv[0]}", self._execute, argv, command, stdin, timeout
+        )
+
+    def _execute(
+        self, argv: Sequence[str], command: str, stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionResetError("the SSH session is closed")
+        channel = transport.open_session(timeout=self.io_timeout)
+        try:
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            stdout, stderr = _drain(channel, timeout)
+            status = channel.recv_exit_status()
+            if status == -1 and not transport.is_active():
+                raise ConnectionResetError("the SSH session ended before the command did")
+            return CommandResult(
+                tuple(argv),
+                status,
+                stdout.decode(errors="replace"),
+                stderr.decode(errors="replace"),
+            )
+        finally:
+            channel.close()
+
+    def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
+        return self._guard(f"uploading {remote}", self._put, local, remote, offset, on_bytes)  # type: ignore[no-any-return]
+
+    def _put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
+        sent = 0
+        with local.open("rb") as source, self._sftp.open(remote, "r+" if offset else "w") as target:
+            # Pipelined: paramiko does not wait for each 32 KiB write's reply; without this
+            # every request costs a round trip and a WiFi link never reaches its rate.
+            target.set_pipelined(True)
+            source.seek(offset)
+            target.seek(offset)
+            while chunk := source.read(CHUNK):
+                target.write(chunk)
+                sent += len(chunk)
+                on_bytes(len(chunk))
+        return sent
+
+    def get(self, remote: str, local: Path) -> None:
+        self._guard(f"downloading {remote}", self._get, remote, local)
+
+    def _get(self, remote: str, local: Path) -> None:
+        with self._sftp.open(remote, "r") as source, local.open("wb") as target:
+            source.prefetch()
+            while chunk := source.read(CHUNK):
+                target.write(chunk)
+
+    def read_bytes(self, remote: str) -> bytes | None:
+        try:
+            return self._guard(f"reading {remote}", self._read_small, remote)  # type: ignore[no-any-return]
+        except RemoteError as error:
+            if isinstance(error.__cause__, FileNotFoundError):
+                return None
+            raise
+
+    def _read_small(self, remote: str) -> bytes:
+        with self._sftp.open(remote, "r") as source:
+            return source.read()  # type: ignore[no-any-return]
+
+    def rename(self, source: str, destination: str) -> None:
+        # posix-rename@openssh.com is rename(2): it replaces the destination atomically.
+        self._guard(f"renaming {source}", self._sftp.posix_rename, source, destination)
+
+
+def _jump_as_url(jump: str) -> str:
+    """``user@host:port`` (ProxyJump syntax) as an ssh:// URL (host specs read ``:`` as a root)."""
+    return "ssh://" + jump
+
+
+def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
+    """Read stdout and stderr together (reading one to its end first can deadlock)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stdout, stderr = bytearray(), bytearray()
+    channel.settimeout(0.2)
+    while True:
+        progressed = False
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(CHUNK)
+            progressed = True
+        try:
+            data = channel.recv(CHUNK)
+            stdout += data
+            progressed = progressed or bool(data)
+            if not data and channel.exit_status_ready() and not channel.recv_stderr_ready():
+                return bytes(stdout), bytes(stderr)
+        except TimeoutError:
+            pass
+        if not progressed and deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"no result after {timeout} s")
