@@ -6,6 +6,7 @@ config facts only, no weights). It counts parameters per part, which the planner
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -221,7 +222,9 @@ def resolve_model_source(
         directory = materialize_demo_model(
             reference.removeprefix(DEMO_PREFIX), cache_root, progress
         )
-        return ModelSource(reference, directory, spec_from_directory(directory))
+        card_name = resolve_spec(reference).name
+        spec = dataclasses.replace(spec_from_directory(directory), name=card_name)
+        return ModelSource(reference, directory, spec)
     spec = resolve_spec(reference)  # raises for unknown names
     hf_id = spec.hf_id or reference
     snapshot = _hf_cache_snapshot(hf_id)

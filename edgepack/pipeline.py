@@ -38,8 +38,9 @@ class StageRun:
     """Wall times of --repeat rebuilds, without the cache."""
 
     def record(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["output_dir"] = str(self.output_dir)
+        """What the manifest keeps: no cache state or local paths, so the same inputs give the
+        same bundle id whether a stage ran or came from the cache."""
+        data: dict[str, Any] = {"name": self.name, "key": self.key, "wall_s": self.wall_s}
         if self.repeat_wall_s:
             data["repeat"] = spread(self.repeat_wall_s)
         return data

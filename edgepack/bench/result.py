@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from edgepack.bench.stats import Spread
+from edgepack.bench.verdict import QualityVerdict
 from edgepack.errors import BadInputError
 
 SCHEMA_VERSION = 1
@@ -71,8 +72,9 @@ class RunResult(BaseModel):
     outputs: list[PromptOutput]
     raw: dict[str, Any] = {}
     """Per-prompt samples of every run, for anyone who wants to redo the statistics."""
-    quality: dict[str, Any] | None = None
+    quality: QualityVerdict | None = None
     gate_enforced: bool = True
+    """False when the run was made with --no-gate (printed in every report)."""
     telemetry: dict[str, Any] | None = None
 
     def save(self, path: Path) -> None:

@@ -114,7 +114,10 @@ def _result_data(result: BuildResult) -> dict[str, object]:
         "bundle_dir": str(result.bundle_dir),
         **bundle_summary(result.manifest),
         "all_cached": result.all_cached,
-        "stages": [run.record() for run in result.stages],
+        "stages": [
+            {**run.record(), "cache_hit": run.cache_hit, "output_dir": str(run.output_dir)}
+            for run in result.stages
+        ],
     }
 
 
