@@ -1,0 +1,333 @@
+"""Real OpenSSH servers for the integration tier: one on loopback, "devices" in network namespaces.
+
+Each server gets its own host key, sshd_config and log in a temporary directory; the client side
+gets its own key, known_hosts and ssh_config (pointed at by EDGEPACK_SSH_CONFIG), so nothing of the
+user's ~/.ssh is read or written. Namespace devices are joined to this host by a veth pair whose
+host end can be rate-limited (tc tbf) and cut (nftables drop). Everything is torn down afterwards.
+A test that cannot get a component (not root, no sshd, no `ip netns`) is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from edgepack.bundle import Manifest, write_bundle
+from edgepack.cache import FileHashIndex
+from edgepack.remote.ssh import SSH_CONFIG_ENV
+
+SSHD = Path("/usr/sbin/sshd")
+_subnets = itertools.count(1)
+
+
+def require(condition: bool, reason: str) -> None:
+    if not condition:
+        pytest.skip(reason)
+
+
+def run(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def _wait_for_port(address: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            socket.create_connection((address, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on {address}:{port}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class SshServer:
+    """One sshd; ``alias`` is its Host entry in the client's ssh_config."""
+
+    alias: str
+    address: str
+    port: int
+    directory: Path
+    netns: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host_key(self) -> Path:
+        return self.directory / "host_ed25519"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "sshd.log"
+
+    def start(self) -> None:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*prefix, str(SSHD), "-D", "-e", "-f", str(self.directory / "sshd_config")],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        _wait_for_port(self.address, self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        """Kill the listener and every session it spawned (its whole process group)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    def new_host_key(self) -> None:
+        """What a reinstalled device looks like: same address, different host key."""
+        self.host_key.unlink()
+        self.host_key.with_suffix(".pub").unlink()
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key))
+
+
+@dataclass
+class SshClientSide:
+    directory: Path
+    key: Path
+    known_hosts: Path
+    config: Path
+    servers: list[SshServer] = field(default_factory=list)
+
+    def add_alias(self, server: SshServer, **extra: str) -> None:
+        lines = [
+            f"Host {server.alias}",
+            f"  HostName {server.address}",
+            f"  Port {server.port}",
+            "  User root",
+            f"  IdentityFile {self.key}",
+            f"  UserKnownHostsFile {self.known_hosts}",
+            *(f"  {key} {value}" for key, value in extra.items()),
+        ]
+        with self.config.open("a", encoding="utf-8") as config:
+            config.write("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def ssh_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshClientSide:
+    require(SSHD.is_file(), f"{SSHD} is missing (scripts/test installs openssh-server)")
+    require(shutil.which("ssh-keygen") is not None, "ssh-keygen is missing")
+    require(os.geteuid() == 0, "sshd for tests must run as root (it switches users)")
+    directory = tmp_path / "client"
+    directory.mkdir()
+    key = directory / "id_ed25519"
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    config = directory / "ssh_config"
+    config.write_text("")
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(config))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return SshClientSide(directory, key, directory / "known_hosts", config)
+
+
+@pytest.fixture
+def sshd_factory(tmp_path: Path, ssh_client: SshClientSide) -> Iterator[Callable[..., SshServer]]:
+    servers: list[SshServer] = []
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+
+    def start(
+        alias: str, address: str = "127.0.0.1", port: int | None = None, netns: str | None = None
+    ) -> SshServer:
+        directory = tmp_path / f"sshd-{alias}"
+        directory.mkdir()
+        server = SshServer(alias, address, port or free_port(), directory, netns)
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
+        shutil.copy(ssh_client.key.with_suffix(".pub"), directory / "authorized_keys")
+        (directory / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {address}:{server.port}",
+                    f"HostKey {server.host_key}",
+                    f"PidFile {directory / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {directory / 'authorized_keys'}",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "PermitRootLogin yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "AllowTcpForwarding yes",
+                    "Subsystem sftp internal-sftp",
+                    # A session whose client vanished (link cut) ends within seconds.
+                    "ClientAliveInterval 2",
+                    "ClientAliveCountMax 2",
+                    "LogLevel VERBOSE",
+                ]
+            )
+            + "\n"
+        )
+        server.start()
+        servers.append(server)
+        ssh_client.add_alias(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@dataclass
+class NetnsDevice:
+    """A network namespace joined to this host by a veth pair."""
+
+    name: str
+    host_if: str
+    host_address: str
+    device_address: str
+    table: str
+
+    def limit_rate(self, rate: str) -> None:
+        """tbf on the host end: shapes what this host sends (uploads) to the device."""
+        run(
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            self.host_if,
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "32kbit",
+            "latency",
+            "400ms",
+        )
+
+    def cut(self) -> None:
+        """Drop every packet to and from the device, like WiFi going away."""
+        run("nft", "add", "table", "inet", self.table)
+        run(
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            self.table,
+            "out",
+            "{ type filter hook output priority 0; policy accept; }",
+        )
+        run(
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            self.table,
+            "out",
+            "ip",
+            "daddr",
+            self.device_address,
+            "drop",
+        )
+        run(
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            self.table,
+            "in",
+            "{ type filter hook input priority 0; policy accept; }",
+        )
+        run(
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            self.table,
+            "in",
+            "ip",
+            "saddr",
+            self.device_address,
+            "drop",
+        )
+
+    def power_off(self) -> None:
+        """Every process of the device dies at once (its sshd sessions included)."""
+        for pid in run("ip", "netns", "pids", self.name).split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+    def heal(self) -> None:
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
+
+
+@pytest.fixture
+def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
+    require(os.geteuid() == 0, "network namespaces need root")
+    require(shutil.which("ip") is not None, "iproute2 (`ip`) is missing")
+    made: list[NetnsDevice] = []
+
+    def make() -> NetnsDevice:
+        index = (os.getpid() * 7 + next(_subnets)) % 250 + 1  # one /30 per device: 10.231.x.0
+        name = f"ep{os.getpid() % 100000}x{index}"
+        subnet = f"10.231.{index}"
+        device = NetnsDevice(name, f"{name}h", f"{subnet}.1", f"{subnet}.2", f"{name}t")
+        try:
+            run("ip", "netns", "add", name)
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"cannot create a network namespace: {exc.stderr.strip()}")
+        made.append(device)
+        run("ip", "link", "add", device.host_if, "type", "veth", "peer", "name", f"{name}d")
+        run("ip", "link", "set", f"{name}d", "netns", name)
+        run("ip", "addr", "add", f"{device.host_address}/30", "dev", device.host_if)
+        run("ip", "link", "set", device.host_if, "up")
+        inside = ("ip", "netns", "exec", name, "ip")
+        run(*inside, "addr", "add", f"{device.device_address}/30", "dev", f"{name}d")
+        run(*inside, "link", "set", f"{name}d", "up")
+        run(*inside, "link", "set", "lo", "up")
+        return device
+
+    yield make
+    for device in made:
+        device.heal()
+        subprocess.run(["ip", "link", "del", device.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", device.name], capture_output=True)
+
+
+def nft_available() -> bool:
+    return shutil.which("nft") is not None
+
+
+def make_bundle(
+    directory: Path, files: dict[str, bytes], *, target: dict[str, object] | None = None
+) -> Path:
+    """A real bundle (sealed manifest) with the given engine files; no model needed."""
+    source = directory.parent / f"{directory.name}-engine-src"
+    for name, content in files.items():
+        path = source / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    prompts = directory.parent / f"{directory.name}-prompts.json"
+    prompts.write_text(json.dumps({"prompts": [{"id": "p1", "text": "Hello"}]}))
+    manifest = Manifest(
+        edgepack_version="test",
+        model={"name": "synthetic"},
+        recipe={"backend": "ort", "precision": "int4"},
+        target=target or {"name": "host-x86_64-cpu", "arch": os.uname().machine, "cuda_arch": None},
+        tools={},
+        plan={},
+        stages=[],
+    )
+    index = FileHashIndex(directory.parent / f"{directory.name}-hashes.json")
+    write_bundle(directory, manifest, {"engine": source, "prompts.json": prompts}, index)
+    return directory
