@@ -23,6 +23,7 @@ class ExitCode:
     BUNDLE_INVALID = 7
     REMOTE = 8
     QUALITY_GATE = 9
+    REGRESSION = 10
     INTERRUPTED = 130
 
 
@@ -92,6 +93,12 @@ class QualityGateError(EdgepackError):
     """An engine's outputs failed the quality gate."""
 
     exit_code = ExitCode.QUALITY_GATE
+
+
+class RegressionError(EdgepackError):
+    """A run is slower than its baseline beyond their noise, or its quality verdict is worse."""
+
+    exit_code = ExitCode.REGRESSION
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -41,6 +41,8 @@ def test_exit_codes_are_distinct_and_nonzero_for_failures() -> None:
         (errors.BadInputError, 2),
         (errors.InvalidPlanError, 3),
         (errors.ProfileError, 4),
+        (errors.RegressionError, ExitCode.REGRESSION),
+        (errors.RegressionError, 10),
     ],
 )
 def test_codes_the_cli_documents(cls: type[EdgepackError], code: int) -> None:
