@@ -38,8 +38,21 @@ def bench(
     ] = None,
     cache_dir: CacheDirOption = None,
     json_output: JsonOption = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Run on the device (the newest deploy's host).")
+    ] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Device to run on (implies --remote).")
+    ] = None,
+    root: Annotated[str | None, typer.Option("--root", help="Deploy root on the device.")] = None,
+    remote_python: Annotated[
+        str | None, typer.Option("--remote-python", help="Python on the device to run with.")
+    ] = None,
 ) -> None:
     """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
+
+    With --remote (or --host) the deployed release runs on the device, with telemetry sampled
+    there (/proc; nvidia-smi or tegrastats where present), and the result comes back.
 
     Every figure is the median of --runs runs with min, max and coefficient of variation; the raw
     samples and the generated texts are kept in the result JSON.
@@ -48,10 +61,16 @@ def bench(
     from edgepack.bundle import latest_bundle
     from edgepack.cache import default_cache_root
 
-    bundle_dir = bundle or latest_bundle(cache_dir or default_cache_root())
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
-    with _progress(disabled=json_output) as report:
-        result = bench_bundle(bundle_dir, options, report)
+    if remote or host:
+        from edgepack.remote.bench import bench_remote_command
+
+        cache_root = cache_dir or default_cache_root()
+        result = bench_remote_command(host, root, remote_python, options, cache_root)
+    else:
+        bundle_dir = bundle or latest_bundle(cache_dir or default_cache_root())
+        with _progress(disabled=json_output) as report:
+            result = bench_bundle(bundle_dir, options, report)
     destination = json_out or Path("runs") / (
         f"{result.bundle.get('model')}-{result.bundle.get('precision')}-{result.run_id}.json"
     )

@@ -6,6 +6,7 @@ Layout under the deploy root::
     releases/<short-id>.partial/   a release being uploaded; a rerun resumes it
     current  -> releases/<id>      switched by renaming a new symlink over it
     previous -> releases/<id>      what `edgepack rollback` switches back to
+    history                        release names in the order they became current
     .deploy-lock/                  one deploy at a time per root
 
 Every file is checked by sha256 on the device: files already there are kept, files another release
@@ -42,6 +43,7 @@ CURRENT = "current"
 PREVIOUS = "previous"
 PARTIAL = ".partial"
 LOCK = ".deploy-lock"
+HISTORY = "history"
 SPACE_RESERVE_BYTES = 16 << 20
 Action = Literal["keep", "link", "resume", "upload"]
 _held_locks: set[str] = set()
@@ -246,6 +248,12 @@ class _RemoteState:
     previous: str | None
     releases: dict[str, int]
     """Release directory name (with .partial) → mtime."""
+    history: list[str] = field(default_factory=list)
+
+    def recency(self, name: str) -> tuple[int, int]:
+        """Sort key: the last time it became current, then its mtime."""
+        last = max((i for i, n in enumerate(self.history) if n == name), default=-1)
+        return last, self.releases.get(name, 0)
 
     @property
     def current_release(self) -> str | None:
@@ -258,6 +266,7 @@ printf 'previous=%s\\n' "$(readlink previous)"
 for d in releases/*; do
   [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
 done
+[ -f history ] && tail -n 200 history | sed 's/^/history=/'
 exit 0"""
 
 
@@ -268,6 +277,8 @@ def read_state(connector: Connector, root: str) -> _RemoteState:
         if key == "release":
             mtime, _, name = value.partition(" ")
             state.releases[name] = int(mtime)
+        elif key == "history":
+            state.history.append(value)
         elif key in ("current", "previous") and value:
             setattr(state, key, value)
     return state
@@ -332,7 +343,7 @@ def _files_in_other_releases(
     """sha256 → absolute path of a file with that content in a complete release (its manifest)."""
     found: dict[str, str] = {}
     others = [n for n in state.releases if not n.endswith(PARTIAL) and n != release]
-    for name in sorted(others, key=lambda n: state.releases[n], reverse=True):
+    for name in sorted(others, key=state.recency, reverse=True):
         directory = posixpath.join(root, RELEASES, name)
         data = connector.read_bytes(posixpath.join(directory, MANIFEST))
         if data is None:
@@ -417,8 +428,7 @@ def switch_to(connector: Connector, root: str, release: str) -> str | None:
     if old and old != release:
         connector.switch_symlink(posixpath.join(root, PREVIOUS), posixpath.join(RELEASES, old))
     connector.switch_symlink(posixpath.join(root, CURRENT), target)
-    # The mtime orders releases for pruning: most recently made current comes first.
-    connector.run(["touch", "-c", "--", posixpath.join(root, target)])
+    connector.run(shell('printf "%s\\n" "$2" >> "$1"', posixpath.join(root, HISTORY), release))
     return old
 
 
@@ -430,7 +440,7 @@ def prune(connector: Connector, root: str, keep: int) -> list[str]:
     }
     complete = sorted(
         (n for n in state.releases if not n.endswith(PARTIAL)),
-        key=lambda n: state.releases[n],
+        key=state.recency,
         reverse=True,
     )
     kept = set(complete[: max(keep, 1)]) | protected

@@ -1,0 +1,57 @@
+"""Remote bench over a real sshd: telemetry sampled on the device, results pulled back."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edgepack.cli.main import run
+from edgepack.remote.bench import run_with_telemetry
+from edgepack.remote.fleet import open_connector
+from edgepack.remote.hosts import parse_host
+from edgepack.remote.telemetry import summarize
+from tests.integration.conftest import SshServer, require
+
+pytestmark = pytest.mark.integration
+BUNDLE_ENV = "EDGEPACK_TEST_ORT_BUNDLE"
+
+
+def test_workload_runs_with_proc_telemetry(
+    sshd_factory: Callable[..., SshServer], tmp_path: Path
+) -> None:
+    sshd_factory("dev")
+    busy = [sys.executable, "-c", "sum(i * i for i in range(6_000_000))"]
+    with open_connector(parse_host("dev")) as device:
+        done, logs = run_with_telemetry(device, str(tmp_path / "run"), busy, interval_ms=100)
+    assert done.status == 0
+    assert list(logs) == ["proc.log"]  # no nvidia-smi or tegrastats on this machine
+    telemetry = summarize(logs, 100, decode_tok_s=None)
+    assert telemetry["proc"]["cpu_util_pct"]["n"] >= 1
+    assert telemetry["proc"]["mem_used_bytes"]["max"] > 0
+    assert "power_w" not in telemetry
+
+
+def test_bench_remote_on_a_deployed_ort_bundle(
+    sshd_factory: Callable[..., SshServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = os.environ.get(BUNDLE_ENV)
+    require(bundle is not None, f"set {BUNDLE_ENV} to a built ort bundle (edgepack build …)")
+    sshd_factory("dev")
+    root = str(tmp_path / "device-root")
+    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", str(bundle)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "result.json"
+    code = run([
+        "bench", "--host", "dev", "--root", root, "--remote-python", sys.executable,
+        "--runs", "1", "--warmup", "0", "--max-new-tokens", "16", "--json-out", str(out),
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["location"] == "dev"
+    assert result["telemetry"]["proc"]["cpu_util_pct"]["n"] >= 1
+    assert result["machine"]["device_facts"]["root"] == root

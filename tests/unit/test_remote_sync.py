@@ -1,0 +1,121 @@
+"""Deploy logic through the local connector (a directory standing in for the device)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from edgepack.bundle import Manifest, verify_bundle
+from edgepack.errors import RemoteError
+from edgepack.remote.connector import LocalConnector
+from edgepack.remote.sync import (
+    LOCK,
+    DeployOptions,
+    DeployReport,
+    SilentProgress,
+    deploy,
+    rollback,
+)
+from edgepack.targets import TargetRegistry
+from tests.integration.conftest import make_bundle
+
+MB = 1_000_000
+
+
+def _deploy(bundle: Path, root: Path, registry: TargetRegistry, **options: object) -> DeployReport:
+    manifest: Manifest = verify_bundle(bundle)
+    with LocalConnector() as device:
+        return deploy(
+            device, bundle, manifest, DeployOptions(root=str(root), **options),  # type: ignore[arg-type]
+            registry, SilentProgress(),
+        )  # fmt: skip
+
+
+def _current(root: Path) -> str:
+    return str((root / "current").readlink())
+
+
+def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    data = os.urandom(2 * MB)
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": data})
+    root = tmp_path / "dev"
+    release = verify_bundle(bundle).short_id
+    partial = root / "releases" / f"{release}.partial" / "engine"
+    partial.mkdir(parents=True)
+    (partial / "weights.bin").write_bytes(data[: MB + 123])
+    report = _deploy(bundle, root, registry)
+    assert report.files["resume"] == 1
+    assert report.bytes_sent == report.bytes_total - (MB + 123)
+    assert (root / "current" / "engine" / "weights.bin").read_bytes() == data
+
+    other = make_bundle(tmp_path / "c", {"weights.bin": data[::-1]})
+    partial = root / "releases" / f"{verify_bundle(other).short_id}.partial" / "engine"
+    partial.mkdir(parents=True)
+    (partial / "weights.bin").write_bytes(b"garbage" * 1000)  # not the bundle's first bytes
+    (partial / "stray.tmp").write_bytes(b"left over")
+    report = _deploy(other, root, registry)
+    assert report.files["resume"] == 0 and report.files["upload"] >= 1
+    assert not (root / "current" / "engine" / "stray.tmp").exists()
+    verify_bundle(root / "current")  # the release on the device is a valid bundle
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, registry: TargetRegistry) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 1000})
+    root = tmp_path / "dev"
+    report = _deploy(bundle, root, registry, dry_run=True)
+    assert report.status == "dry run"
+    assert {c["action"] for c in report.changes} == {"upload"}
+    assert not (root / "releases").exists()
+
+
+def test_keep_prunes_old_releases_but_never_current_or_previous(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    root = tmp_path / "dev"
+    releases = []
+    for index in range(4):
+        bundle = make_bundle(tmp_path / f"b{index}", {"weights.bin": bytes([index]) * 100})
+        releases.append(_deploy(bundle, root, registry, keep=2).release)
+    assert sorted(p.name for p in (root / "releases").iterdir()) == sorted(releases[2:])
+    with LocalConnector() as device:
+        assert rollback(device, str(root)) == (releases[3], releases[2])
+        assert rollback(device, str(root)) == (releases[2], releases[3])
+        with pytest.raises(RemoteError, match="is not on the device"):
+            rollback(device, str(root), to=releases[0])
+
+
+def test_a_live_lock_is_respected_and_a_stale_one_taken_over(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w"})
+    root = tmp_path / "dev"
+    (root / LOCK).mkdir(parents=True)
+    owner = {"host": "other-laptop", "pid": 1, "token": "x", "time": 0}
+    (root / LOCK / "owner").write_text(json.dumps(owner))
+    with pytest.raises(RemoteError, match="another deploy holds"):
+        _deploy(bundle, root, registry)
+    assert _deploy(bundle, root, registry, break_lock=True).status == "deployed"
+
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "token": "y", "time": 0}
+    (root / LOCK).mkdir()
+    (root / LOCK / "owner").write_text(json.dumps(dead))
+    assert _deploy(bundle, root, registry).status == "no change"
+    assert not (root / LOCK).exists()
+
+
+def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: TargetRegistry) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    first = _deploy(bundle, root, registry)
+    (root / "current" / "engine" / "weights.bin").write_bytes(b"bitrot")
+    repaired = _deploy(bundle, root, registry)
+    assert repaired.status == "deployed"
+    assert repaired.bytes_sent == 5000
+    assert _current(root) == f"releases/{first.release}"
+    verify_bundle(root / "current")
