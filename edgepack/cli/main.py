@@ -16,6 +16,7 @@ from edgepack.cli import build as build_cli
 from edgepack.cli import bundle as bundle_cli
 from edgepack.cli import deploy as deploy_cli
 from edgepack.cli import plan as plan_cli
+from edgepack.cli import report as report_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
 from edgepack.errors import EdgepackError, ExitCode
@@ -36,6 +37,7 @@ app.add_typer(bundle_cli.app, name="bundle")
 app.command("bench")(bench_cli.bench)
 app.command("deploy")(deploy_cli.deploy)
 app.command("rollback")(deploy_cli.rollback)
+app.command("report")(report_cli.report)
 app.add_typer(targets_cli.app, name="targets")
 
 
