@@ -150,13 +150,13 @@ class Entry:
     """Why the manifest is missing, when it is."""
 
     @classmethod
-    def from_run(cls, run: RunResult, source: str) -> Entry:
-        manifest, problem = _run_manifest(run)
+    def from_run(
+        cls, run: RunResult, source: str, known: dict[str, Manifest] | None = None
+    ) -> Entry:
+        """``known``: manifests by bundle id, for runs whose bundle lies elsewhere here (a run
+        made on a device names the device's path)."""
+        manifest, problem = _run_manifest(run, known or {})
         return cls(source, run, manifest, problem)
-
-    @classmethod
-    def from_run_file(cls, path: Path) -> Entry:
-        return cls.from_run(RunResult.load_file(path), str(path))
 
     @classmethod
     def from_bundle(cls, directory: Path) -> Entry:
@@ -176,28 +176,57 @@ class Entry:
         return self.run is not None and not self.run.gate_enforced
 
 
-def _run_manifest(run: RunResult) -> tuple[Manifest | None, str]:
-    directory = run.bundle.get("dir")
-    if not directory:
-        return None, "the run names no bundle directory"
-    try:
-        manifest = read_manifest(Path(directory))
-    except BundleError:
-        return None, f"its bundle {directory} is gone"
-    recorded = run.bundle.get("bundle_id")
-    if recorded and recorded != manifest.bundle_id:
+def _run_manifest(run: RunResult, known: dict[str, Manifest]) -> tuple[Manifest | None, str]:
+    """The manifest of the bundle the run measured: at its recorded path, else among ``known``."""
+    directory, recorded = run.bundle.get("dir"), run.bundle.get("bundle_id")
+    manifest = _manifest_at(Path(directory)) if directory else None
+    if manifest is not None and recorded in (None, manifest.bundle_id):
+        return manifest, ""
+    if recorded in known:
+        return known[recorded], ""
+    if manifest is not None:
         return None, f"its bundle {directory} was rebuilt since the run (id {manifest.short_id})"
-    return manifest, ""
+    where = f" on {run.location}" if run.location != "local" else ""
+    return None, f"no manifest of its bundle {directory or '(none recorded)'}{where} is here"
+
+
+def _manifest_at(directory: Path) -> Manifest | None:
+    try:
+        return read_manifest(directory)
+    except BundleError:
+        return None
+
+
+def manifests_under(folders: Sequence[Path]) -> dict[str, Manifest]:
+    """Every readable bundle manifest directly under ``folders``, by bundle id."""
+    found = {}
+    for folder in folders:
+        children = sorted(folder.iterdir()) if folder.is_dir() else []
+        for child in children:
+            manifest = _manifest_at(child) if child.is_dir() else None
+            if manifest is not None:
+                found[manifest.bundle_id] = manifest
+    return found
 
 
 def load_entries(
-    runs: Sequence[Path], bundles: Sequence[Path], baseline: Path | None
+    runs: Sequence[Path],
+    bundles: Sequence[Path],
+    baseline: Path | None,
+    search: Sequence[Path] = (),
 ) -> list[Entry]:
-    """Baseline first (when given), then the runs, then the bundles; each file once."""
+    """Baseline first (when given), then the runs, then bundles that no run measured.
+
+    A run finds its bundle's manifest at the path it recorded, else by bundle id among the
+    ``--bundle`` directories and the bundles directly under ``search``.
+    """
     run_paths = [baseline] if baseline else []
     run_paths += [path for path in runs if not baseline or path.resolve() != baseline.resolve()]
-    entries = [Entry.from_run_file(path) for path in run_paths]
-    entries += [Entry.from_bundle(directory) for directory in bundles]
+    given = [(directory, read_manifest(directory)) for directory in bundles]
+    known = {**manifests_under(search), **{m.bundle_id: m for _, m in given}}
+    entries = [Entry.from_run(RunResult.load_file(p), str(p), known) for p in run_paths]
+    measured = {entry.manifest.bundle_id for entry in entries if entry.manifest}
+    entries += [Entry(str(d), None, m) for d, m in given if m.bundle_id not in measured]
     if not entries:
         raise BadInputError(
             "nothing to report", hint="give run results (runs/*.json) and/or --bundle DIR"

@@ -28,7 +28,11 @@ def report(
     ] = None,
     bundle: Annotated[
         list[Path] | None,
-        typer.Option("--bundle", help="A bundle with no run yet (build-only columns); repeatable."),
+        typer.Option(
+            "--bundle",
+            help="A bundle directory: a build-only column, or the bundle of a run whose recorded "
+            "path is not on this machine; repeatable.",
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -54,7 +58,8 @@ def report(
     """
     from edgepack import report as library
 
-    entries = library.load_entries(runs or [], bundle or [], baseline)
+    search = [Path("bundles")]  # where `edgepack build` writes bundles by default
+    entries = library.load_entries(runs or [], bundle or [], baseline, search)
     result = library.build_report(entries, check_baseline=baseline is not None)
     images = _images(result, plots, format_)
     plot_files = _write_plots(images, plots, output) if plots else {}

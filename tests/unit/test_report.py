@@ -252,7 +252,29 @@ def test_run_whose_bundle_is_gone_keeps_its_recorded_engine_size(tmp_path: Path)
     report = build_report([Entry.from_run(run, "r.json")])
     assert _cells(report, "engine build (s)") == [NO_BUNDLE]
     assert _cells(report, "engine size") == ["1.00 kB"]
-    assert any("is gone" in note for note in report.notes)
+    assert any("no manifest of its bundle" in note for note in report.notes)
+
+
+def test_a_device_run_finds_its_bundle_here_by_id(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "int4", 1000)
+    run = _run(bundle, [90.0, 91.0, 89.0])
+    run.bundle["dir"], run.location = "/opt/edgepack/releases/x", "jetson"
+    run_file = tmp_path / "device.json"
+    run.save(run_file)
+    (alone,) = load_entries([run_file], [], None)
+    assert alone.manifest is None and "on jetson" in alone.problem
+    (matched,) = load_entries([run_file], [bundle], None)
+    assert matched.manifest is not None and matched.run is not None
+    (searched,) = load_entries([run_file], [], None, search=[tmp_path])
+    assert searched.manifest is not None
+
+
+def test_a_bundle_rebuilt_since_the_run_is_not_used(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "int4", 1000)
+    run = _run(bundle, [90.0, 91.0, 89.0])
+    run.bundle["bundle_id"] = "0" * 64
+    entry = Entry.from_run(run, "r.json")
+    assert entry.manifest is None and "rebuilt since the run" in entry.problem
 
 
 def test_percent_of_roofline_uses_the_plans_bandwidth_and_bytes(tmp_path: Path) -> None:
@@ -385,15 +407,17 @@ def test_no_quality_metrics_means_no_quality_plot(tmp_path: Path) -> None:
     assert set(render_plots(report)) == {SPEED_PLOT}
 
 
-def test_load_entries_puts_the_baseline_first_once(tmp_path: Path) -> None:
+def test_load_entries_puts_the_baseline_first_and_bundles_without_runs_last(tmp_path: Path) -> None:
     bundle = _bundle(tmp_path, "int4", 1000)
     paths = []
     for name, decode in (("a", [90.0, 91.0]), ("b", [80.0, 81.0])):
         path = tmp_path / f"{name}.json"
         _run(bundle, decode).save(path)
         paths.append(path)
-    entries = load_entries(paths, [bundle], baseline=paths[1])
-    assert [e.source for e in entries] == [str(paths[1]), str(paths[0]), str(bundle)]
+    unmeasured = _bundle(tmp_path, "fp16", 2000)
+    entries = load_entries(paths, [bundle, unmeasured], baseline=paths[1])
+    # the measured bundle is the runs' own, not a column of its own
+    assert [e.source for e in entries] == [str(paths[1]), str(paths[0]), str(unmeasured)]
     with pytest.raises(BadInputError, match="nothing to report"):
         load_entries([], [], None)
 
