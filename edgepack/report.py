@@ -54,7 +54,7 @@ SPREAD_NOTE = (
     "rebuilds; without --repeat a build time is one sample). Δ is against the first column; "
     "'≈' marks a difference within noise (no larger than the two figures' ranges added)."
 )
-QUALITY_PLOT_KEYS = ("chrf", "token_agreement", "agreement", "exact_match")
+QUALITY_PLOT_KEYS = ("chrf", "prefix_fraction", "token_agreement", "exact_match")
 """Preferred quality metrics for the quality-vs-speed plot, by substring of the metric name."""
 
 Better = Literal["higher", "lower"]
@@ -130,6 +130,8 @@ class Row:
     better: Better | None = None
     compare: bool = True
     """Whether a delta against the first column means something."""
+    exact: bool = False
+    """Figures without noise (sizes, plan values): any difference is real."""
 
     def deltas(self) -> list[Delta | None]:
         base = self.cells[0]
@@ -237,11 +239,13 @@ def load_entries(
 def column_labels(entries: Sequence[Entry]) -> list[str]:
     """ "backend precision", with the model when models differ and an id when labels collide."""
     with_model = len({entry.fact("model") for entry in entries}) > 1
-    labels = [_base_label(entry, with_model) for entry in entries]
-    for index, entry in enumerate(entries):
-        if labels.count(labels[index]) > 1:
-            labels[index] += f" #{_short_id(entry)}"
-    return [label + _label_marks(entry) for label, entry in zip(labels, entries, strict=True)]
+    full = [_base_label(entry, with_model) + _label_marks(entry) for entry in entries]
+    return [
+        _base_label(entry, with_model) + f" #{_short_id(entry)}" + _label_marks(entry)
+        if full.count(label) > 1
+        else label
+        for label, entry in zip(full, entries, strict=True)
+    ]
 
 
 def _base_label(entry: Entry, with_model: bool) -> str:
@@ -271,8 +275,9 @@ def _row(
     cells: Sequence[Cell],
     better: Better | None = None,
     compare: bool = True,
+    exact: bool = False,
 ) -> Row:
-    return Row(section, label, unit, tuple(cells), better, compare)
+    return Row(section, label, unit, tuple(cells), better, compare, exact)
 
 
 def _text_row(section: str, label: str, cells: Sequence[str]) -> Row:
@@ -375,9 +380,9 @@ def _artifact_rows(entries: Sequence[Entry]) -> list[Row]:
         for e in entries
     ):
         checkpoint = [_files_bytes(e.manifest, "checkpoint/") for e in entries]
-        rows.append(_row("artifacts", "checkpoint size", "bytes", checkpoint, "lower"))
+        rows.append(_row("artifacts", "checkpoint size", "bytes", checkpoint, "lower", exact=True))
     engine = [_engine_bytes(e) for e in entries]
-    rows.append(_row("artifacts", "engine size", "bytes", engine, "lower"))
+    rows.append(_row("artifacts", "engine size", "bytes", engine, "lower", exact=True))
     rows.append(
         _row(
             "artifacts",
@@ -385,11 +390,16 @@ def _artifact_rows(entries: Sequence[Entry]) -> list[Row]:
             "bytes",
             [_files_bytes(e.manifest, "") for e in entries],
             "lower",
+            exact=True,
         )
     )
     read = [_plan_value(e, "roofline", "weight_bytes_read_per_step") for e in entries]
     cells = [Measure(value) if value is not None else NO_BUNDLE for value in read]
-    rows.append(_row("artifacts", "weights read per decode step (plan)", "bytes", cells, "lower"))
+    rows.append(
+        _row(
+            "artifacts", "weights read per decode step (plan)", "bytes", cells, "lower", exact=True
+        )
+    )
     return rows
 
 
@@ -400,9 +410,15 @@ def _spread_cell(spread: Spread | None) -> Cell:
     return Measure.of(spread) if spread is not None else None
 
 
-def batch_label(entries: Sequence[Entry]) -> str:
+def common_batch(entries: Sequence[Entry]) -> int | None:
+    """The batch size of the batched figures when every run used the same one."""
     sizes = {e.run.settings.batch_size for e in entries if e.run is not None}
-    return f"batch {sizes.pop()}" if len(sizes) == 1 else "batched"
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def batch_label(entries: Sequence[Entry]) -> str:
+    size = common_batch(entries)
+    return f"batch {size}" if size else "batched"
 
 
 def _runtime_figures(batch: str) -> list[tuple[str, str, Better, RunFigure]]:
@@ -483,37 +499,52 @@ def _mean_context(run: RunResult | None) -> float:
     return statistics.fmean(o.prompt_tokens + o.new_tokens / 2 for o in run.outputs)
 
 
-def _percent_of(speed: Cell, ceiling: float) -> Cell:
-    return speed.scaled(100 / ceiling) if isinstance(speed, Measure) else speed
+def _percent_of(speed: Cell, ceiling: Cell) -> Cell:
+    if not isinstance(ceiling, Measure):
+        return ceiling
+    return speed.scaled(100 / ceiling.value) if isinstance(speed, Measure) else speed
 
 
 def _roofline_rows(entries: Sequence[Entry]) -> list[Row]:
     rooflines = [roofline_of(e) for e in entries]
-    batch = batch_label(entries)
-    rows = [_text_row("roofline", "bandwidth", [_bandwidth_text(r) for r in rooflines])]
-    for name, batch_of in (("batch 1", lambda e: 1), (batch, _batch_size)):
-        ceilings: list[Cell] = [
-            Measure(r.tokens_per_s(batch_of(e))) if r else NO_BUNDLE
-            for r, e in zip(rooflines, entries, strict=True)
-        ]
-        speeds = [_speed(e, batched=name != "batch 1") for e in entries]
-        percents = [
-            _percent_of(speed, ceiling.value) if isinstance(ceiling, Measure) else NO_BUNDLE
-            for speed, ceiling in zip(speeds, ceilings, strict=True)
-        ]
-        rows.append(
-            _row("roofline", f"decode ceiling, {name} (tok/s)", "tok/s", ceilings, "higher")
-        )
-        rows.append(_row("roofline", f"% of decode roofline, {name}", "%", percents, "higher"))
-    return rows
+    common = common_batch(entries)
+    batches = [e.run.settings.batch_size if e.run else common for e in entries]
+    return [
+        _text_row("roofline", "bandwidth", [_bandwidth_text(r) for r in rooflines]),
+        *_ceiling_rows(entries, rooflines, [1] * len(entries), batched=False),
+        *_ceiling_rows(entries, rooflines, batches, batched=True),
+    ]
+
+
+def _ceiling_rows(
+    entries: Sequence[Entry],
+    rooflines: Sequence[Roofline | None],
+    batches: Sequence[int | None],
+    batched: bool,
+) -> list[Row]:
+    """The decode ceiling at each column's batch, and the measured speed as a share of it."""
+    name = batch_label(entries) if batched else "batch 1"
+    ceilings = [_ceiling(r, b) for r, b in zip(rooflines, batches, strict=True)]
+    percents = [
+        _percent_of(_speed(entry, batched), ceiling)
+        for entry, ceiling in zip(entries, ceilings, strict=True)
+    ]
+    return [
+        _row(
+            "roofline", f"decode ceiling, {name} (tok/s)", "tok/s", ceilings, "higher", exact=True
+        ),
+        _row("roofline", f"% of decode roofline, {name}", "%", percents, "higher"),
+    ]
+
+
+def _ceiling(roofline: Roofline | None, batch: int | None) -> Cell:
+    if roofline is None:
+        return NO_BUNDLE
+    return Measure(roofline.tokens_per_s(batch)) if batch else NOT_MEASURED
 
 
 def _bandwidth_text(roofline: Roofline | None) -> str:
     return f"{roofline.bandwidth_gbps:g} GB/s ({roofline.target})" if roofline else NO_BUNDLE
-
-
-def _batch_size(entry: Entry) -> int:
-    return entry.run.settings.batch_size if entry.run is not None else 1
 
 
 def _speed(entry: Entry, batched: bool) -> Cell:
@@ -918,12 +949,15 @@ def format_delta(change: Delta | None, unit: str) -> str:
     return f"≈ {text}" if change.beyond_noise is False else text
 
 
-def _delta_class(change: Delta | None, better: Better | None) -> str:
-    if change is None or better is None or change.absolute == 0:
+def _delta_class(change: Delta | None, row: Row) -> str:
+    """ "better"/"worse" only for real differences; "noise" within noise; "" when unknown."""
+    if change is None or row.better is None or change.absolute == 0:
         return ""
     if change.beyond_noise is False:
         return "noise"
-    improved = (change.absolute > 0) == (better == "higher")
+    if change.beyond_noise is None and not row.exact:
+        return ""  # a figure measured once: no telling a difference from noise
+    improved = (change.absolute > 0) == (row.better == "higher")
     return "better" if improved else "worse"
 
 
@@ -944,9 +978,9 @@ def header(report: Report) -> list[str]:
 def shown_cells(row: Row) -> list[Shown]:
     shown = []
     for index, (cell, change) in enumerate(zip(row.cells, row.deltas(), strict=True)):
-        shown.append(Shown(format_cell(cell, row.unit)))
+        shown.append(Shown(format_cell(cell, row.unit), "text" if row.unit == "text" else ""))
         if index:
-            shown.append(Shown(format_delta(change, row.unit), _delta_class(change, row.better)))
+            shown.append(Shown(format_delta(change, row.unit), _delta_class(change, row)))
     return shown
 
 
@@ -998,6 +1032,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e2e2e2; text-align: right; }
+td { white-space: nowrap; } td.text { white-space: normal; max-width: 26em; }
 th { background: #fafafa; vertical-align: bottom; }
 th:first-child, td:first-child { text-align: left; }
 tr.section td { background: #eef1f5; font-weight: 600; text-align: left; }

@@ -43,6 +43,7 @@ from edgepack.report import (
     render_json,
     render_markdown,
     render_plots,
+    shown_cells,
 )
 from edgepack.targets import TargetRegistry
 
@@ -467,3 +468,39 @@ def test_cli_exits_10_on_a_regression_and_prints_the_rule(
     assert result.code == ExitCode.REGRESSION
     assert "rule: decode tok/s (batch 1) regresses" in result.flat_out
     assert "REGRESSED" in result.flat_err
+
+
+def test_columns_get_an_id_only_when_their_labels_collide(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "int4", 1000)
+    first, second = _run(bundle, [90.0, 91.0]), _run(bundle, [92.0, 93.0])
+    twins = build_report([Entry.from_run(first, "a"), Entry.from_run(second, "b")])
+    assert [c.label for c in twins.columns] == [
+        f"ort int4 #{first.run_id[:6]}",
+        f"ort int4 #{second.run_id[:6]}",
+    ]
+    mixed = build_report([Entry.from_run(first, "a"), Entry.from_bundle(bundle)])
+    assert [c.label for c in mixed.columns] == ["ort int4", "ort int4 (build only)"]
+
+
+def test_only_real_differences_are_coloured(pair: tuple[Entry, Entry]) -> None:
+    report = build_report(pair)
+    kinds = {
+        label: shown_cells(report.row(label))[2].kind
+        for label in ("engine size", "decode tok/s, batch 1", "engine load, first (s)")
+    }
+    # exact sizes and a speed-up beyond noise are judged; a single load time is not
+    assert kinds == {
+        "engine size": "better",
+        "decode tok/s, batch 1": "better",
+        "engine load, first (s)": "",
+    }
+
+
+def test_a_build_only_column_gets_the_runs_batch_ceiling(
+    pair: tuple[Entry, Entry], tmp_path: Path
+) -> None:
+    bundle = _bundle(tmp_path / "extra", "int4", 1000, plan=HAND_PLAN)
+    report = build_report([*pair, Entry.from_bundle(bundle)])
+    # no run: weights only, 3 × 10 GB/s / 100 MB
+    assert _cells(report, "decode ceiling, batch 3 (tok/s)")[2] == "300.0"
+    assert _cells(report, "% of decode roofline, batch 3")[2] == NOT_MEASURED
