@@ -701,6 +701,8 @@ class RegressionCheck:
     candidate_speed: Measure
     baseline_passed: bool | None
     candidate_passed: bool | None
+    machines: tuple[str, str] = ("", "")
+    """Where the baseline and the run were measured."""
 
     @property
     def noise(self) -> float | None:
@@ -737,19 +739,28 @@ class RegressionCheck:
             f"{_measure_text(self.candidate_speed)}; {state}"
         )
 
-    def lines(self) -> list[tuple[str, bool]]:
-        """Each line of the check with whether it is a regression."""
-        return [
-            (self.speed_line(), self.speed_regressed),
-            (self.quality_line(), self.quality_regressed),
-        ]
-
     def quality_line(self) -> str:
         state = "WORSE" if self.quality_regressed else "ok"
         return (
             f"{self.candidate}: quality verdict {_verdict_name(self.baseline_passed)} → "
             f"{_verdict_name(self.candidate_passed)}: {state}"
         )
+
+    def lines(self) -> list[tuple[str, bool]]:
+        """Each line of the check with whether it is a regression."""
+        lines = [
+            (self.speed_line(), self.speed_regressed),
+            (self.quality_line(), self.quality_regressed),
+        ]
+        if self.machines[0] != self.machines[1]:
+            lines.append(
+                (
+                    f"{self.candidate}: note: measured on {self.machines[1]}, the "
+                    f"baseline on {self.machines[0]}",
+                    False,
+                )
+            )
+        return lines
 
 
 def _measure_text(measure: Measure) -> str:
@@ -763,10 +774,14 @@ def _passed(run: RunResult) -> bool | None:
 
 
 def regression_checks(entries: Sequence[Entry], labels: Sequence[str]) -> list[RegressionCheck]:
-    base = entries[0].run
+    base, base_machine = entries[0].run, _machine_text(entries[0])
     if base is None:
         raise BadInputError("--baseline must be a run result")
-    candidates = [(label, e.run) for label, e in zip(labels[1:], entries[1:], strict=True) if e.run]
+    candidates = [
+        (label, e.run, _machine_text(e))
+        for label, e in zip(labels[1:], entries[1:], strict=True)
+        if e.run
+    ]
     if not candidates:
         raise BadInputError("--baseline needs at least one other run result to compare with it")
     return [
@@ -777,8 +792,9 @@ def regression_checks(entries: Sequence[Entry], labels: Sequence[str]) -> list[R
             Measure.of(run.metrics.decode_tok_s),
             _passed(base),
             _passed(run),
+            (base_machine, machine),
         )
-        for label, run in candidates
+        for label, run, machine in candidates
     ]
 
 

@@ -504,3 +504,13 @@ def test_a_build_only_column_gets_the_runs_batch_ceiling(
     # no run: weights only, 3 × 10 GB/s / 100 MB
     assert _cells(report, "decode ceiling, batch 3 (tok/s)")[2] == "300.0"
     assert _cells(report, "% of decode roofline, batch 3")[2] == NOT_MEASURED
+
+
+def test_the_check_notes_runs_from_different_machines(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "int4", 1000)
+    other = _run(bundle, [90.0, 91.0, 89.0])
+    other.machine["cpu_model"] = "Other CPU"
+    entries = [Entry.from_run(_run(bundle, [90.0, 91.0, 89.0]), "a"), Entry.from_run(other, "b")]
+    (check,) = build_report(entries, check_baseline=True).checks
+    assert not check.regressed
+    assert any("measured on Other CPU" in line for line, _ in check.lines())
