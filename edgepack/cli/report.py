@@ -48,13 +48,13 @@ def report(
         Path | None, typer.Option("--plots", help="Write PNG plots into this directory.")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here [default: stdout].")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the report to this file (default: stdout)."),
     ] = None,
 ) -> None:
     """Compare runs side by side: build, artifacts, runtime, roofline, quality, with deltas.
 
-    Exit status: 0 done; 10 a run regressed against --baseline (decode tok/s beyond the two
-    runs' combined min–max range, or a worse quality verdict); 2 bad input.
+    Exit status: 0 done, 10 a regression against --baseline (the rule is printed), 2 bad input.
     """
     from edgepack import report as library
 
