@@ -147,7 +147,7 @@ def _convert_locked(
         _convert(gguf, partial)
         info = {**source, "gguf_sha256": sha, "convert_s": round(time.perf_counter() - started, 2)}
         _write_json_atomic(partial / MARKER_NAME, {**info, "versions": _tool_versions()})
-        os.rename(partial, target)
+        partial.rename(target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -167,10 +167,9 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     # The GGUF-loaded model carries a gguf quantizer and quantization_config; a model rebuilt from
     # a clean config saves as an ordinary checkpoint that every tool can read.
     config = loaded.config.__class__.from_dict(_clean_config(loaded.config.to_dict()))
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = type(loaded)(config)
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
-    plain.eval()
     out_dir.mkdir(parents=True)
     plain.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -279,7 +278,7 @@ def _sha256(path: Path) -> str:
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    temporary.replace(path)
 
 
 def _require_conversion_modules() -> None:

@@ -9,7 +9,6 @@ over its prompts), so the spread shows run-to-run noise; the per-prompt numbers 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import resource
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepack.bench.machine import machine_facts
+from edgepack.bench.reference import HeldoutScore, Prompt, PromptSet
 from edgepack.bench.result import (
     BenchSettings,
     LoadTimes,
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
     from edgepack.bench.ort_runner import GenerationSample, OrtEngine
 
 WARM_LOADS = 2
-
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    text: str
 
 
 @dataclass(frozen=True)
@@ -63,22 +57,6 @@ class BenchOptions:
 
 ProgressCallback = Callable[[str, int, int], None]
 """(phase, done, total)"""
-
-
-def load_prompts(path: Path) -> list[Prompt]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        prompts = [Prompt(str(p["id"]), str(p["text"])) for p in data["prompts"]]
-    except FileNotFoundError as exc:
-        raise BadInputError(f"prompt file {path} does not exist") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(
-            f"{path} is not a prompt set: {exc}",
-            hint='expected {"prompts": [{"id": "...", "text": "..."}, ...]}',
-        ) from exc
-    if not prompts:
-        raise BadInputError(f"{path} holds no prompts")
-    return prompts
 
 
 def drop_from_page_cache(directory: Path) -> bool:
@@ -115,7 +93,8 @@ def bench_bundle(
         raise BadInputError("; ".join(problems))
     manifest = verify_bundle(bundle_dir)
     prompts_path = options.prompts_file or bundle_dir / manifest.prompts_file
-    prompts = load_prompts(prompts_path)
+    prompt_set = PromptSet.load(prompts_path)
+    prompts = prompt_set.prompts
     engine_dir = bundle_dir / manifest.engine_dir
     engine_class = _open_engine(manifest, engine_dir)
 
@@ -134,6 +113,7 @@ def bench_bundle(
     assert engine is not None  # WARM_LOADS >= 1
     encoded = [engine.encode_chat(p.text) for p in prompts]
     runs = _measure(engine, encoded, options, progress)
+    heldout = _score_heldout(engine, prompt_set)
     return RunResult(
         location="local",
         bundle={"dir": str(bundle_dir.resolve()), **bundle_summary(manifest)},
@@ -153,6 +133,7 @@ def bench_bundle(
         ),
         metrics=_metrics(runs, options.batch_size),
         outputs=_outputs(prompts, runs[-1].single),
+        heldout=heldout,
         raw={"runs": [run.raw() for run in runs]},
     )
 
@@ -176,6 +157,13 @@ class _RunSamples:
             ]
 
         return {"single": rows(self.single), "batched": rows(self.batched)}
+
+
+def _score_heldout(engine: OrtEngine, prompt_set: PromptSet) -> HeldoutScore | None:
+    if prompt_set.heldout is None:
+        return None
+    token_ids = engine.encode_text(prompt_set.heldout.text)
+    return HeldoutScore(token_ids=token_ids, logprobs=engine.score(token_ids))
 
 
 def _measure(

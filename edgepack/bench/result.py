@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from edgepack.bench.reference import HeldoutScore
 from edgepack.bench.stats import Spread
 from edgepack.bench.verdict import QualityVerdict
 from edgepack.errors import BadInputError
@@ -72,6 +73,8 @@ class RunResult(BaseModel):
     outputs: list[PromptOutput]
     raw: dict[str, Any] = {}
     """Per-prompt samples of every run, for anyone who wants to redo the statistics."""
+    heldout: HeldoutScore | None = None
+    """The engine's log-probabilities of the prompt set's held-out text (perplexity check)."""
     quality: QualityVerdict | None = None
     gate_enforced: bool = True
     """False when the run was made with --no-gate (printed in every report)."""

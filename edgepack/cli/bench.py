@@ -48,6 +48,14 @@ def bench(
     remote_python: Annotated[
         str | None, typer.Option("--remote-python", help="Python on the device to run with.")
     ] = None,
+    no_gate: Annotated[
+        bool,
+        typer.Option("--no-gate", help="Skip the quality gate (the result records that it did)."),
+    ] = False,
+    gate_config: Annotated[
+        Path | None,
+        typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
+    ] = None,
 ) -> None:
     """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
 
@@ -56,30 +64,44 @@ def bench(
 
     Every figure is the median of --runs runs with min, max and coefficient of variation; the raw
     samples and the generated texts are kept in the result JSON.
+
+    Every run is judged by the quality gate against the source model's reference answers
+    (computed once per model with transformers); a failed gate exits with status 9.
     """
+    from edgepack.bench.gate import apply_gate, enforce
     from edgepack.bench.local import BenchOptions, bench_bundle
-    from edgepack.bundle import latest_bundle
+    from edgepack.bench.quality import GateConfig
+    from edgepack.bundle import latest_bundle, read_manifest
     from edgepack.cache import default_cache_root
 
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
-    if remote or host:
-        from edgepack.remote.bench import bench_remote_command
+    cache_root = cache_dir or default_cache_root()
+    config = GateConfig.load(gate_config)
+    with _progress(disabled=json_output) as report:
+        if remote or host:
+            from edgepack.remote.bench import bench_remote_command
 
-        cache_root = cache_dir or default_cache_root()
-        result = bench_remote_command(host, root, remote_python, options, cache_root)
-    else:
-        bundle_dir = bundle or latest_bundle(cache_dir or default_cache_root())
-        with _progress(disabled=json_output) as report:
+            measured = bench_remote_command(host, root, remote_python, options, cache_root)
+            result, manifest, prompts_file = measured
+        else:
+            bundle_dir = bundle or latest_bundle(cache_root)
             result = bench_bundle(bundle_dir, options, report)
+            manifest = read_manifest(bundle_dir)
+            prompts_file = Path(result.settings.prompts_file)
+        if no_gate:
+            result.gate_enforced = False
+        else:
+            result = apply_gate(result, manifest, prompts_file, cache_root, config, report)
     destination = json_out or Path("runs") / (
         f"{result.bundle.get('model')}-{result.bundle.get('precision')}-{result.run_id}.json"
     )
     result.save(destination)
     if json_output:
         print_json(result.model_dump(mode="json"))
-        return
-    print_result(result)
-    console.print(f"result written to [bold]{destination}[/]")
+    else:
+        print_result(result)
+        console.print(f"result written to [bold]{destination}[/]")
+    enforce(result)
 
 
 class _progress:  # noqa: N801 - used as a context manager like a function
@@ -152,7 +174,30 @@ def print_result(result: RunResult) -> None:
         f"first load {result.load.first_s:.3f} s (page cache {result.load.first_page_cache}), "
         f"peak RSS {human_bytes(metrics.peak_rss_bytes)}"
     )
+    _print_verdict(result)
     for output in result.outputs:
         text = " ".join(output.text.split())
         shown = text[:110] + ("…" if len(text) > 110 else "")
         console.print(f"{output.id}: {shown}", highlight=False, markup=False)
+
+
+def _print_verdict(result: RunResult) -> None:
+    if not result.gate_enforced:
+        console.print("[yellow]quality gate skipped (--no-gate): this is not a result[/]")
+        return
+    verdict = result.quality
+    if verdict is None:
+        return
+    colour = "green" if verdict.passed else "bold red"
+    console.print(f"[{colour}]quality {verdict.summary()}[/]", highlight=False)
+    metrics = verdict.metrics
+    console.print(
+        f"  chrF {metrics['chrf']:.1f}, exact match {metrics['exact_match_rate']:.0%}, "
+        f"prefix {metrics['prefix_fraction']:.0%}"
+        + (
+            f", perplexity ratio {metrics['perplexity_ratio']:.3f}"
+            if "perplexity_ratio" in metrics
+            else ""
+        ),
+        highlight=False,
+    )

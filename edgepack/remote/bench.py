@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgepack.bench.local import BenchOptions
 from edgepack.bench.result import RunResult
+from edgepack.bundle import MANIFEST, PROMPTS_FILE, Manifest, read_manifest
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import CommandResult, Connector, shell
 from edgepack.remote.facts import DeviceFacts, gather_facts
@@ -77,7 +78,7 @@ def bench_remote(
         "--bundle", release_dir, "--json-out", result_path,
         "--runs", str(options.runs), "--warmup", str(options.warmup),
         "--batch-size", str(options.batch_size), "--max-new-tokens", str(options.max_new_tokens),
-        "--json",
+        "--json", "--no-gate",
     ]  # fmt: skip
     done, logs = run_with_telemetry(connector, run_dir, argv, interval_ms)
     if done.status != 0:
@@ -99,7 +100,7 @@ def bench_remote(
 
 def bench_remote_command(
     host: str | None, root: str | None, python: str | None, options: BenchOptions, cache_root: Path
-) -> RunResult:
+) -> tuple[RunResult, Manifest, Path]:
     """The device: --host, else where the newest deploy went (its root too)."""
     from edgepack.remote.fleet import last_deployed, open_connector
     from edgepack.remote.hosts import DEFAULT_ROOT, parse_host
@@ -114,4 +115,18 @@ def bench_remote_command(
         spec, device_root = deployed[0]
         device_root = root or device_root
     with open_connector(spec) as connector:
-        return bench_remote(connector, device_root, options, python)
+        result = bench_remote(connector, device_root, options, python)
+        manifest, prompts = fetch_release_lockfile(connector, result, cache_root)
+    return result, manifest, prompts
+
+
+def fetch_release_lockfile(
+    connector: Connector, result: RunResult, cache_root: Path
+) -> tuple[Manifest, Path]:
+    """The benched release's manifest and prompt set, copied here for the host-side quality gate."""
+    release_dir = str(result.bundle["dir"])
+    local = cache_root / "remote-releases" / str(result.bundle["bundle_id"])[:16]
+    local.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, PROMPTS_FILE):
+        connector.get(posixpath.join(release_dir, name), local / name)
+    return read_manifest(local), local / PROMPTS_FILE

@@ -1,0 +1,43 @@
+"""Attach a quality verdict to a run: the reference for the bundle's model, then the gate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgepack.bench.quality import GateConfig, gate_run
+from edgepack.bench.reference import load_or_compute_reference
+from edgepack.bench.result import RunResult
+from edgepack.bundle import Manifest
+from edgepack.errors import QualityGateError
+
+
+def apply_gate(
+    result: RunResult,
+    manifest: Manifest,
+    prompts_file: Path,
+    cache_root: Path,
+    config: GateConfig,
+    progress: Callable[[str, int, int], None] = lambda *a: None,
+) -> RunResult:
+    """Compute (or reuse) the reference outputs and judge the run against them."""
+    reference = load_or_compute_reference(
+        Path(manifest.model["directory"]),
+        str(manifest.model["hash"]),
+        prompts_file,
+        result.settings.max_new_tokens,
+        cache_root,
+        progress,
+    )
+    verdict = gate_run(result.outputs, result.heldout, manifest.recipe, reference, config)
+    return result.model_copy(update={"quality": verdict, "gate_enforced": True})
+
+
+def enforce(result: RunResult) -> None:
+    """Raise QualityGateError when an enforced gate failed (after the result is saved)."""
+    if result.gate_enforced and result.quality is not None and not result.quality.passed:
+        raise QualityGateError(
+            f"quality gate failed: {result.quality.summary()}",
+            hint="the engine's answers drifted from the reference; see the result JSON "
+            "(--no-gate records a run without the gate)",
+        )

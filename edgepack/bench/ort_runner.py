@@ -1,0 +1,296 @@
+"""A minimal, measured generation runner on ONNX Runtime GenAI.
+
+It loads an engine folder written by ``onnxruntime_genai.models.builder`` (``genai_config.json``,
+``model.onnx``, tokenizer files), applies the model's chat template, runs one batched greedy
+generation and times prefill (time to first token) apart from decode.
+
+How onnxruntime-genai (0.18) behaves, which the code below relies on:
+
+- ``Generator.append_tokens`` runs the prefill; the first ``generate_next_token`` only picks the
+  token from those logits, and every later call runs one decode step first.
+- A batch of unequal prompts is right-padded with the pad token id (what ``Tokenizer.encode_batch``
+  does too); left padding gives wrong outputs. Each sequence from ``get_sequence`` holds the padded
+  prompt, then its new tokens; a finished sequence is filled with the pad token.
+- ``get_output("logits")`` after ``append_tokens`` holds the logits of every prompt position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from edgepack.errors import BadInputError, ToolFailedError, ToolMissingError
+
+_INSTALL_HINT = "pip install onnxruntime-genai"
+
+
+@dataclass
+class GenerationSample:
+    """One batched generation: its outputs and how long prefill and decode took."""
+
+    prompt_tokens: list[int]
+    output_token_ids: list[list[int]]
+    texts: list[str]
+    ttft_s: float
+    decode_s: float
+    new_tokens: list[int]
+    total_s: float
+    # True where the sequence ended with an end-of-sequence token (that token is counted in
+    # new_tokens but left out of output_token_ids and texts).
+    stopped_at_eos: list[bool] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompt_tokens)
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens produced by decode steps (all but each sequence's first) per second, summed."""
+        decoded = sum(max(count - 1, 0) for count in self.new_tokens)
+        return decoded / self.decode_s if self.decode_s > 0 else 0.0
+
+
+class OrtEngine:
+    """An onnxruntime-genai model and tokenizer, loaded from one engine folder."""
+
+    def __init__(self, engine_dir: Path, model: Any, tokenizer: Any, load_s: float) -> None:
+        self.engine_dir = engine_dir
+        self.load_s = load_s
+        self._model = model
+        self._tokenizer = tokenizer
+        self._eos_ids = {int(token) for token in tokenizer.eos_token_ids}
+        self._pad_id = int(tokenizer.pad_token_id)
+
+    @classmethod
+    def load(cls, engine_dir: Path, intra_op_threads: int | None = None) -> OrtEngine:
+        """Load model and tokenizer from ``engine_dir``; ``load_s`` records how long that took."""
+        og = _import_genai()
+        if not (engine_dir / "genai_config.json").is_file():
+            raise BadInputError(
+                f"{engine_dir} is not an onnxruntime-genai engine (no genai_config.json)",
+                hint="build one with: python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT",
+            )
+        started = time.perf_counter()
+        try:
+            config = og.Config(str(engine_dir))
+            if intra_op_threads is not None:
+                config.overlay(json.dumps(_threads_overlay(intra_op_threads)))
+            model = og.Model(config)
+            tokenizer = og.Tokenizer(model)
+        except RuntimeError as error:
+            raise ToolFailedError(
+                f"onnxruntime-genai could not load {engine_dir}: {error}"
+            ) from error
+        return cls(engine_dir, model, tokenizer, time.perf_counter() - started)
+
+    def __enter__(self) -> OrtEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the model's memory now rather than at garbage collection."""
+        self._tokenizer = None
+        self._model = None
+
+    def encode_chat(self, user_message: str) -> list[int]:
+        """Token ids of one user turn in the model's chat template, with the generation prompt."""
+        text = self._render_chat([{"role": "user", "content": user_message}])
+        return [int(token) for token in self._tokenizer.encode(text)]
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of plain text, no template and no special tokens added (for scoring)."""
+        return [int(token) for token in self._tokenizer.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        import numpy as np
+
+        return str(self._tokenizer.decode(np.asarray(ids, dtype=np.int32)))
+
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        greedy: bool = True,
+        ignore_eos: bool = False,
+    ) -> GenerationSample:
+        """Run one batched generation of up to ``max_new_tokens`` per prompt.
+
+        A sequence stops at its end-of-sequence token unless ``ignore_eos`` is set, which forces
+        exactly ``max_new_tokens`` per sequence (for throughput runs with a fixed length).
+        """
+        _check_prompts(prompts, max_new_tokens)
+        batch = self._padded_batch(prompts)
+        width = batch.shape[1]
+        try:
+            started = time.perf_counter()
+            generator = self._new_generator(
+                len(prompts), width + max_new_tokens, greedy, ignore_eos
+            )
+            generator.append_tokens(batch)
+            generator.generate_next_token()
+            first_token = time.perf_counter()
+            while not generator.is_done():
+                generator.generate_next_token()
+            finished = time.perf_counter()
+        except RuntimeError as error:
+            raise ToolFailedError(f"onnxruntime-genai failed while generating: {error}") from error
+        sequences = [
+            generator.get_sequence(index)[width:].tolist() for index in range(len(prompts))
+        ]
+        return self._sample(prompts, sequences, started, first_token, finished)
+
+    def score(self, token_ids: list[int]) -> list[float]:
+        """Log-probability of each token after the first, given the tokens before it."""
+        import numpy as np
+
+        if len(token_ids) < 2:
+            raise BadInputError("scoring needs at least two tokens")
+        try:
+            generator = self._new_generator(1, len(token_ids) + 1, greedy=True, ignore_eos=False)
+            generator.append_tokens(np.asarray([token_ids], dtype=np.int32))
+            logits = np.asarray(generator.get_output("logits"), dtype=np.float64)[0]
+        except RuntimeError as error:
+            raise ToolFailedError(f"onnxruntime-genai failed while scoring: {error}") from error
+        shifted = logits[:-1] - logits[:-1].max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        targets = np.asarray(token_ids[1:])
+        return [float(value) for value in log_probs[np.arange(len(targets)), targets]]
+
+    def _new_generator(self, batch: int, max_length: int, greedy: bool, ignore_eos: bool) -> Any:
+        og = _import_genai()
+        params = og.GeneratorParams(self._model)
+        options: dict[str, Any] = {
+            "batch_size": batch,
+            "max_length": max_length,
+            "do_sample": not greedy,
+        }
+        if ignore_eos:
+            options["min_length"] = max_length
+        params.set_search_options(**options)
+        return og.Generator(self._model, params)
+
+    def _padded_batch(self, prompts: list[list[int]]) -> Any:
+        import numpy as np
+
+        width = max(len(prompt) for prompt in prompts)
+        batch = np.full((len(prompts), width), self._pad_id, dtype=np.int32)
+        for row, prompt in enumerate(prompts):
+            batch[row, : len(prompt)] = prompt
+        return batch
+
+    def _sample(
+        self,
+        prompts: list[list[int]],
+        sequences: list[list[int]],
+        started: float,
+        first_token: float,
+        finished: float,
+    ) -> GenerationSample:
+        outputs: list[list[int]] = []
+        stopped: list[bool] = []
+        for sequence in sequences:
+            tokens, hit_eos = self._cut_at_eos(sequence)
+            outputs.append(tokens)
+            stopped.append(hit_eos)
+        return GenerationSample(
+            prompt_tokens=[len(prompt) for prompt in prompts],
+            output_token_ids=outputs,
+            texts=[self.decode(tokens) for tokens in outputs],
+            ttft_s=first_token - started,
+            decode_s=finished - first_token,
+            new_tokens=[
+                len(tokens) + int(hit) for tokens, hit in zip(outputs, stopped, strict=True)
+            ],
+            total_s=finished - started,
+            stopped_at_eos=stopped,
+        )
+
+    def _cut_at_eos(self, sequence: list[int]) -> tuple[list[int], bool]:
+        for index, token in enumerate(sequence):
+            if token in self._eos_ids:
+                return sequence[:index], True
+        return sequence, False
+
+    def _render_chat(self, messages: list[dict[str, str]]) -> str:
+        native = getattr(self._tokenizer, "apply_chat_template", None)
+        if native is not None:
+            # Raises "Empty chat template" when it finds none; the files may still hold one.
+            with contextlib.suppress(RuntimeError):
+                return str(native(json.dumps(messages), add_generation_prompt=True))
+        return render_chat_template(self.engine_dir, messages)
+
+
+def render_chat_template(engine_dir: Path, messages: list[dict[str, str]]) -> str:
+    """Render the engine folder's chat template with jinja2, the way transformers does."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    template, special_tokens = _read_chat_template(engine_dir)
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = _raise_template_error
+    rendered = environment.from_string(template).render(
+        messages=messages, add_generation_prompt=True, **special_tokens
+    )
+    return str(rendered)
+
+
+def _read_chat_template(engine_dir: Path) -> tuple[str, dict[str, str]]:
+    config_path = engine_dir / "tokenizer_config.json"
+    config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    jinja_path = engine_dir / "chat_template.jinja"
+    template = jinja_path.read_text() if jinja_path.is_file() else config.get("chat_template")
+    if isinstance(template, list):  # several named templates; "default" is the chat one
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    if not isinstance(template, str):
+        raise BadInputError(
+            f"{engine_dir} has no chat template (chat_template.jinja or tokenizer_config.json)"
+        )
+    return template, _special_tokens(config)
+
+
+def _special_tokens(config: dict[str, Any]) -> dict[str, str]:
+    tokens: dict[str, str] = {}
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        value = config.get(key)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str):
+            tokens[key] = value
+    return tokens
+
+
+def _raise_template_error(message: str) -> None:
+    raise BadInputError(f"chat template: {message}")
+
+
+def _check_prompts(prompts: list[list[int]], max_new_tokens: int) -> None:
+    if not prompts or any(not prompt for prompt in prompts):
+        raise BadInputError("generation needs at least one prompt, and no prompt may be empty")
+    if max_new_tokens < 1:
+        raise BadInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+
+
+def _threads_overlay(threads: int) -> dict[str, Any]:
+    options = {"intra_op_num_threads": threads}
+    return {"model": {"decoder": {"session_options": options}}}
+
+
+def _import_genai() -> Any:
+    try:
+        import onnxruntime_genai
+    except ImportError as error:
+        raise ToolMissingError(
+            f"the onnxruntime-genai runtime is not installed ({error})", hint=_INSTALL_HINT
+        ) from None
+    return onnxruntime_genai
