@@ -619,10 +619,18 @@ def _quality_metrics(entry: Entry) -> dict[str, float]:
 def _quality_rows(entries: Sequence[Entry]) -> list[Row]:
     rows = [_text_row("quality", "quality verdict", [_verdict_text(e) for e in entries])]
     names = sorted({name for e in entries for name in _quality_metrics(e)})
+    directions = _check_directions(entries)
     for name in names:
         cells = [_metric_cell(e, name) for e in entries]
-        rows.append(_row("quality", name, "", cells))
+        # greedy outputs make the metrics deterministic: any difference is real
+        rows.append(_row("quality", name, "", cells, directions.get(name), exact=True))
     return rows
+
+
+def _check_directions(entries: Sequence[Entry]) -> dict[str, Better]:
+    """Which way is better for each metric the gate checks (a "min" limit: higher)."""
+    checks = [c for e in entries if e.run and e.run.quality for c in e.run.quality.checks]
+    return {c.name: "higher" if c.direction == "min" else "lower" for c in checks}
 
 
 def _metric_cell(entry: Entry, name: str) -> Cell:
@@ -991,10 +999,16 @@ def header(report: Report) -> list[str]:
     return ["metric", first, *[text for label in others for text in (label, f"Δ {label}")]]
 
 
+def _text_kind(text: str) -> str:
+    """Text cells wrap; a failed verdict or a --no-gate run stands out."""
+    return "text bad" if text.startswith("FAIL") or NO_GATE_MARK in text else "text"
+
+
 def shown_cells(row: Row) -> list[Shown]:
     shown = []
     for index, (cell, change) in enumerate(zip(row.cells, row.deltas(), strict=True)):
-        shown.append(Shown(format_cell(cell, row.unit), "text" if row.unit == "text" else ""))
+        text = format_cell(cell, row.unit)
+        shown.append(Shown(text, _text_kind(text) if row.unit == "text" else ""))
         if index:
             shown.append(Shown(format_delta(change, row.unit), _delta_class(change, row)))
     return shown
@@ -1054,7 +1068,7 @@ th:first-child, td:first-child { text-align: left; }
 tr.section td { background: #eef1f5; font-weight: 600; text-align: left; }
 td.better { color: #17692d; } td.worse { color: #b00020; } td.noise { color: #8a8a8a; }
 .nogate { color: #b00020; font-weight: 600; }
-li.bad { color: #b00020; font-weight: 600; }
+li.bad, td.bad { color: #b00020; font-weight: 600; }
 figure { display: inline-block; margin: 0 1.5em 1em 0; }
 figure img { width: 560px; border: 1px solid #e2e2e2; }
 """
@@ -1286,8 +1300,18 @@ def _quality_plot(points: Sequence[PlotPoint], metric: str) -> bytes:
     figure, axes = _axes(PLOT_TITLES[QUALITY_PLOT], "decode tokens/s, batch 1", metric)
     xs = [p.decode.value if p.decode else 0.0 for p in points]
     ys = [p.quality or 0.0 for p in points]
-    colours = [VERDICT_COLOURS[p.passed] for p in points]
-    axes.scatter(xs, ys, c=colours, s=60, zorder=3)
+    for passed, colour in VERDICT_COLOURS.items():
+        group = [i for i, p in enumerate(points) if p.passed is passed]
+        if group:
+            axes.scatter(
+                [xs[i] for i in group],
+                [ys[i] for i in group],
+                c=colour,
+                s=60,
+                zorder=3,
+                label=f"verdict: {_verdict_name(passed)}",
+            )
     _label_points(axes, points, xs, ys)
+    axes.legend(fontsize=8, loc="best")
     axes.set_xlim(left=0, right=max(xs) * 1.25)
     return _png(figure)

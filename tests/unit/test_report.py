@@ -322,6 +322,9 @@ def test_no_gate_runs_are_marked_in_every_format(tmp_path: Path) -> None:
     assert data["columns"][1]["no_gate"] is True
     assert NO_GATE_MARK in data["columns"][1]["label"]
     assert _cells(report, "quality verdict")[1].startswith("FAIL (4bit): chrf 5")
+    assert shown_cells(report.row("quality verdict"))[1].kind == "text bad"
+    assert report.row("chrf").better == "higher"  # the gate's check has a minimum
+    assert shown_cells(report.row("chrf"))[2].kind == "worse"
 
 
 def _check(tmp_path: Path, base: list[float], run: list[float], passed: bool = True) -> Report:
