@@ -373,34 +373,40 @@ def _plan_value(entry: Entry, *keys: str) -> float | None:
     return float(data) if isinstance(data, int | float) else None
 
 
+CHECKPOINT_DIR = "checkpoint/"
+"""Where a bundle keeps a quantized checkpoint besides its engine (NVIDIA toolchains)."""
+
+
+def _has_checkpoint(entry: Entry) -> bool:
+    files = entry.manifest.files if entry.manifest else []
+    return any(record.path.startswith(CHECKPOINT_DIR) for record in files)
+
+
+def _checkpoint_bytes(entry: Entry) -> Cell:
+    if entry.manifest is None:
+        return NO_BUNDLE
+    return _files_bytes(entry.manifest, CHECKPOINT_DIR) if _has_checkpoint(entry) else None
+
+
+def _plan_bytes_read(entry: Entry) -> Cell:
+    value = _plan_value(entry, "roofline", "weight_bytes_read_per_step")
+    return Measure(value) if value is not None else NO_BUNDLE
+
+
 def _artifact_rows(entries: Sequence[Entry]) -> list[Row]:
-    rows = []
-    if any(
-        e.manifest and any(f.path.startswith("checkpoint/") for f in e.manifest.files)
-        for e in entries
-    ):
-        checkpoint = [_files_bytes(e.manifest, "checkpoint/") for e in entries]
-        rows.append(_row("artifacts", "checkpoint size", "bytes", checkpoint, "lower", exact=True))
-    engine = [_engine_bytes(e) for e in entries]
-    rows.append(_row("artifacts", "engine size", "bytes", engine, "lower", exact=True))
-    rows.append(
-        _row(
-            "artifacts",
-            "bundle size",
-            "bytes",
-            [_files_bytes(e.manifest, "") for e in entries],
-            "lower",
-            exact=True,
-        )
-    )
-    read = [_plan_value(e, "roofline", "weight_bytes_read_per_step") for e in entries]
-    cells = [Measure(value) if value is not None else NO_BUNDLE for value in read]
-    rows.append(
-        _row(
-            "artifacts", "weights read per decode step (plan)", "bytes", cells, "lower", exact=True
-        )
-    )
-    return rows
+    """Sizes are exact: every difference between them is real."""
+    figures: list[tuple[str, Callable[[Entry], Cell]]] = [
+        ("checkpoint size", _checkpoint_bytes),
+        ("engine size", _engine_bytes),
+        ("bundle size", lambda e: _files_bytes(e.manifest, "")),
+        ("weights read per decode step (plan)", _plan_bytes_read),
+    ]
+    if not any(_has_checkpoint(e) for e in entries):
+        figures = figures[1:]
+    return [
+        _row("artifacts", label, "bytes", [figure(e) for e in entries], "lower", exact=True)
+        for label, figure in figures
+    ]
 
 
 RunFigure = Callable[[RunResult], Cell]

@@ -70,12 +70,19 @@ def _bundle(
     engine_bytes: int,
     stages: list[dict[str, Any]] | None = None,
     plan: dict[str, Any] | None = None,
+    checkpoint_bytes: int = 0,
 ) -> Path:
     source = root / f"src-{precision}"
     source.mkdir(parents=True)
     (source / "model.onnx.data").write_bytes(b"w" * engine_bytes)
     prompts = root / f"prompts-{precision}.json"
     prompts.write_text('{"prompts": []}', encoding="utf-8")
+    contents = {"engine": source, "prompts.json": prompts}
+    if checkpoint_bytes:
+        checkpoint = root / f"ckpt-{precision}"
+        checkpoint.mkdir()
+        (checkpoint / "rank0.safetensors").write_bytes(b"c" * checkpoint_bytes)
+        contents["checkpoint"] = checkpoint
     manifest = Manifest(
         edgepack_version="test",
         model={"name": "smollm2-135m-instruct", "hash": "h"},
@@ -87,7 +94,7 @@ def _bundle(
     )
     destination = root / f"bundle-{precision}"
     index = FileHashIndex(root / f"hashes-{precision}.json")
-    write_bundle(destination, manifest, {"engine": source, "prompts.json": prompts}, index)
+    write_bundle(destination, manifest, contents, index)
     return destination
 
 
@@ -517,3 +524,13 @@ def test_the_check_notes_runs_from_different_machines(tmp_path: Path) -> None:
     (check,) = build_report(entries, check_baseline=True).checks
     assert not check.regressed
     assert any("measured on Other CPU" in line for line, _ in check.lines())
+
+
+def test_checkpoint_size_row_appears_when_a_bundle_carries_one(
+    pair: tuple[Entry, Entry], tmp_path: Path
+) -> None:
+    assert "checkpoint size" not in {row.label for row in build_report(pair).rows}
+    with_checkpoint = _bundle(tmp_path / "ckpt", "fp8", 1500, checkpoint_bytes=3000)
+    report = build_report([pair[0], Entry.from_bundle(with_checkpoint)])
+    assert _cells(report, "checkpoint size") == ["–", "3.00 kB"]
+    assert report.row("bundle size").cells[1] == Measure(1500 + 3000 + len(b'{"prompts": []}'))
