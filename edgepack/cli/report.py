@@ -70,7 +70,7 @@ def report(
         _write_text(output, text)
         err_console.print(f"report written to [bold]{output}[/]", highlight=False)
         for line in library.check_lines(result):
-            console.print(line, highlight=False, markup=False)
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     library.enforce(result.checks)
 
 
