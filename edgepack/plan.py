@@ -185,6 +185,7 @@ def make_plan(request: PlanRequest) -> Plan:
     ]
     warnings: list[str] = []
     _check_kv_quantization(request, kv_dtype, problems, warnings)
+    warnings += backend.known_issues(target, request.precision)
 
     memory = _estimate_memory(request, backend, kv_dtype)
     problems += _memory_problems(target, memory, request)

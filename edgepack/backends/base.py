@@ -21,6 +21,7 @@ from edgepack.precisions import UNQUANTIZED_BYTES, WEIGHT_FORMATS
 if TYPE_CHECKING:
     from edgepack.models import ModelSpec
     from edgepack.plan import Plan
+    from edgepack.targets import TargetProfile
 
 StageName = Literal["quantize", "export", "engine", "runtime"]
 
@@ -92,6 +93,8 @@ class Backend(Protocol):
 
     def requirements(self) -> tuple[Requirement, ...]: ...
 
+    def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
+
     def tool_versions(self) -> dict[str, str]: ...
 
     def stages(self, plan: Plan) -> list[Stage]: ...
@@ -136,6 +139,10 @@ class BackendDescription:
 
     def requirements(self) -> tuple[Requirement, ...]:
         return self.needs
+
+    def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
+        """Combinations that build but are known to fail or misbehave with the pinned tools."""
+        return []
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}

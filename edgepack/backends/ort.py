@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgepack.backends.base import BackendDescription, Requirement, Stage, StageContext
+from edgepack.precisions import WEIGHT_FORMATS
 from edgepack.process import python_module_command, run_tool
 
 if TYPE_CHECKING:
     from edgepack.plan import Plan
+    from edgepack.targets import TargetProfile
 
 ORT_GENAI = Requirement(
     "python", "onnxruntime_genai", "pip install 'edgepack[ort]'", distribution="onnxruntime-genai"
@@ -26,7 +29,17 @@ class OrtBackend(BackendDescription):
         return "fp16" if precision == "fp16" else "fp32"
 
     def unquantized_bytes(self, precision: str) -> float:
-        return 2.0 if precision == "fp16" else 4.0
+        """The embedding table and lm_head: int8 beside int4 blocks, else the model's io dtype."""
+        return {"fp16": 2.0, "int4": 1.0}.get(precision, 4.0)
+
+    def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
+        if precision == "fp16" and target.gpu is None:
+            return [
+                "fp16 engines build, but ONNX Runtime's CPU execution provider fails on their "
+                "first decode step (onnxruntime 1.32 / onnxruntime-genai 0.18: 'Shape mismatch "
+                "attempting to re-use buffer' in an inserted Cast); use fp32 or int4 on a CPU"
+            ]
+        return []
 
     def stages(self, plan: Plan) -> list[Stage]:
         config = {
@@ -46,14 +59,23 @@ class OrtBackend(BackendDescription):
         ]
 
 
+INT4_ACCURACY_LEVEL = "4"
+"""int8 activations in the int4 MatMuls: the CPU EP's fastest kernels (its default too)."""
+INT4_ALGORITHM = "k_quant"
+INT4_MIXED_PRECISION = "last_matmul:int8"
+"""Keep the lm_head in int8: on SmolLM2-135M this raised chrF against the fp32 reference from 26 to
+38 and cut the held-out perplexity ratio from 1.52 to 1.43, for 17 % more bytes."""
+
+
 def _extra_options(plan: Plan) -> dict[str, str]:
     if plan.precision != "int4":
         return {}
-    from edgepack.precisions import WEIGHT_FORMATS
-
+    block_size = WEIGHT_FORMATS["int4"].block_size
     return {
-        "int4_block_size": str(WEIGHT_FORMATS["int4"].block_size),
-        "int4_accuracy_level": "4",
+        "block_size": str(block_size),
+        "accuracy_level": INT4_ACCURACY_LEVEL,
+        "algo_config": INT4_ALGORITHM,
+        "matmul_mixed_precision": INT4_MIXED_PRECISION,
     }
 
 
@@ -76,12 +98,15 @@ def _run_builder(context: StageContext) -> None:
     ]
     if options:
         command += ["--extra_options", *(f"{k}={v}" for k, v in options.items())]
-    run_tool(
-        command,
-        install_hint=ORT_GENAI.install_hint,
-        log=context.log,
-        env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    )
+    try:
+        run_tool(
+            command,
+            install_hint=ORT_GENAI.install_hint,
+            log=context.log,
+            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+        )
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)  # the builder's scratch files, not the engine
 
 
 ORT = OrtBackend(
@@ -90,5 +115,10 @@ ORT = OrtBackend(
     weight_precisions=("fp32", "fp16", "int4"),
     kv_dtypes=("fp32", "fp16"),
     build_ram_factor=4.0,
-    needs=(ORT_GENAI, ONNXRUNTIME),
+    needs=(
+        ORT_GENAI,
+        ONNXRUNTIME,
+        Requirement("python", "transformers", "pip install transformers", "transformers"),
+        Requirement("python", "torch", "pip install torch", "torch"),
+    ),
 )

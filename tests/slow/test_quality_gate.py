@@ -1,0 +1,156 @@
+"""The quality gate catches what a benchmark alone does not: each failure is planted for real.
+
+Degenerate outputs (token salad, repetition loops, empty answers, the wrong script) are planted
+into a real run of the healthy int4 demo engine, tokenized with the engine's own tokenizer; the
+scrambled-weights case builds a real engine from perturbed weights and judges its answers against
+the source model's reference.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgepack.bench.gate import apply_gate
+from edgepack.bench.quality import GateConfig
+from edgepack.bench.result import RunResult
+from edgepack.bundle import read_manifest
+from edgepack.cli.main import run
+from edgepack.errors import ExitCode
+from tests.slow.test_demo_pipeline import bench
+
+pytestmark = pytest.mark.slow
+
+SALAD = "strugg (str, 1, 1, 1, 1) 1) 1) (str, 1) 1) 1, 1) 1) 1) strugg (str, 1, 1) 1) 1) 1)"
+CYRILLIC = str.maketrans(
+    "abcdeghiklmnoprstuyABCDEGHIKLMNOPRSTUY", "абцдегхиклмнопрстуыАБЦДЕГХИКЛМНОПРСТУЫ"
+)
+
+
+@pytest.fixture(scope="module")
+def int4_run(demo_bundles: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "int4.json"
+    assert bench(demo_bundles["int4"], out) == 0
+    return out
+
+
+def _tokenizer(bundle: Path) -> object:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(bundle / "engine" / "tokenizer.json"))
+
+
+def _plant(run_file: Path, bundle: Path, texts: dict[str, str]) -> RunResult:
+    """The run with the given answers, re-tokenized like the engine would have produced them."""
+    tokenizer = _tokenizer(bundle)
+    result = RunResult.load_file(run_file)
+    for output in result.outputs:
+        text = texts.get(output.id, texts.get("*", output.text))
+        output.text = text
+        output.token_ids = tokenizer.encode(text, add_special_tokens=False).ids  # type: ignore[attr-defined]
+    return result
+
+
+def _judge(result: RunResult, bundle: Path, cache: Path) -> list[str]:
+    manifest = read_manifest(bundle)
+    judged = apply_gate(result, manifest, bundle / "prompts.json", cache, GateConfig())
+    assert judged.quality is not None
+    return [check.name for check in judged.quality.failed_checks]
+
+
+def test_the_unaltered_run_passes(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    assert _judge(RunResult.load_file(int4_run), demo_bundles["int4"], session_cache) == []
+
+
+def test_token_salad_fails(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    planted = _plant(int4_run, demo_bundles["int4"], {"*": SALAD})
+    failed = _judge(planted, demo_bundles["int4"], session_cache)
+    assert "chrf" in failed
+    assert "prefix_fraction" in failed
+
+
+def test_repetition_loop_fails(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    result = RunResult.load_file(int4_run)
+    loops = {o.id: " ".join([o.text.split(".")[0] + "."] * 12) for o in result.outputs}
+    failed = _judge(
+        _plant(int4_run, demo_bundles["int4"], loops), demo_bundles["int4"], session_cache
+    )
+    assert "repetition_increase" in failed or "longest_repeat_increase" in failed
+
+
+def test_empty_outputs_fail(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    result = RunResult.load_file(int4_run)
+    half_empty = {o.id: "" for o in result.outputs[::2]}
+    failed = _judge(
+        _plant(int4_run, demo_bundles["int4"], half_empty), demo_bundles["int4"], session_cache
+    )
+    assert "empty_rate" in failed
+
+
+def test_wrong_script_fails(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    result = RunResult.load_file(int4_run)
+    cyrillic = {o.id: o.text.translate(CYRILLIC) for o in result.outputs}
+    failed = _judge(
+        _plant(int4_run, demo_bundles["int4"], cyrillic), demo_bundles["int4"], session_cache
+    )
+    assert "script_ratio" in failed
+
+
+def _scrambled_model(source: Path, destination: Path) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, destination)
+    weights_file = destination / "model.safetensors"
+    weights = load_file(str(weights_file))
+    generator = torch.Generator().manual_seed(0)
+    for name, tensor in weights.items():
+        if tensor.dim() == 2:
+            noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+            weights[name] = tensor + noise * tensor.std() * 0.6
+    save_file(weights, str(weights_file), metadata={"format": "pt"})
+    return destination
+
+
+def test_engine_from_scrambled_weights_fails(
+    demo_bundles: dict[str, Path], session_cache: Path, tmp_path: Path
+) -> None:
+    healthy = read_manifest(demo_bundles["fp32"])
+    scrambled_model = _scrambled_model(Path(healthy.model["directory"]), tmp_path / "scrambled")
+    bundle = tmp_path / "scrambled-bundle"
+    assert run([
+        "build", "--target", "host-x86_64-cpu", "--precision", "fp32",
+        "--model", str(scrambled_model), "--output", str(bundle),
+    ]) == 0  # fmt: skip
+    out = tmp_path / "run.json"
+    assert bench(bundle, out, "--no-gate") == 0
+    result = RunResult.load_file(out)
+    # Judged against what the engine claims to be: the demo model's fp32 build.
+    failed = _judge(result, demo_bundles["fp32"], session_cache)
+    assert {"chrf", "perplexity_ratio"} <= set(failed)
+
+
+def test_bench_exits_with_the_gate_status(
+    demo_bundles: dict[str, Path], session_cache: Path, tmp_path: Path
+) -> None:
+    strict = tmp_path / "gate.toml"
+    strict.write_text("[thresholds.4bit]\nchrf_min = 99.5\n")
+    out = tmp_path / "run.json"
+    code = bench(demo_bundles["int4"], out, "--gate-config", str(strict))
+    assert code == ExitCode.QUALITY_GATE
+    verdict = json.loads(out.read_text())["quality"]
+    assert verdict["passed"] is False
+    assert [c["name"] for c in verdict["checks"] if not c["passed"]] == ["chrf"]
