@@ -89,7 +89,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         repetition_increase_max=0.2,
         longest_repeat_increase_max=32,
         nonword_increase_max=0.1,
-        perplexity_ratio_max=1.5,
+        perplexity_ratio_max=1.6,
     ),
 }
 
