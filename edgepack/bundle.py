@@ -166,6 +166,7 @@ def _copy_item(source: Path, target: Path, name: str, hashes: FileHashIndex) -> 
     for file, copied, relative in pairs:
         copied.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file, copied)
+        shutil.copymode(file, copied)  # the runtime binary stays executable
         size = copied.stat().st_size
         records.append(FileRecord(path=relative, size=size, sha256=hashes.sha256(file)))
     return records

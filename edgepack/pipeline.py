@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepack import __version__
 from edgepack.backends import BACKENDS, Stage, StageContext
@@ -23,7 +23,12 @@ from edgepack.models import ModelSource
 from edgepack.plan import Plan
 from edgepack.resources import data_dir
 
+if TYPE_CHECKING:
+    from edgepack.codegen import RuntimeBuild
+
 MODEL_INPUT = "model"
+STAGE_BUNDLE_FOLDERS = {"runtime": "runtime"}
+"""Stages whose output goes into a bundle folder of its own; the last other stage's is engine/."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,16 @@ def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
     )
 
 
+def plan_stages(plan: Plan, runtime: RuntimeBuild | None = None) -> list[Stage]:
+    """The backend's stages, then the C++ runtime's when one is to be built."""
+    stages = BACKENDS[plan.backend].stages(plan)
+    if runtime is not None and runtime.mode != "none":
+        from edgepack.codegen import runtime_stage
+
+        stages.append(runtime_stage(plan, runtime))
+    return stages
+
+
 def run_pipeline(
     plan: Plan,
     model_dir: Path,
@@ -102,11 +117,12 @@ def run_pipeline(
     force: bool = False,
     repeat: int = 0,
     events: PipelineEvents | None = None,
+    runtime: RuntimeBuild | None = None,
 ) -> list[StageRun]:
     """Run (or reuse) every stage of the plan's backend in order."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = BACKENDS[plan.backend].stages(plan)
+    stages = plan_stages(plan, runtime)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -177,13 +193,21 @@ def build_bundle(
     force: bool = False,
     repeat: int = 0,
     events: PipelineEvents | None = None,
+    runtime: RuntimeBuild | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
     hashes = FileHashIndex(cache.root / "file-hashes.json")
     model_hash = hashes.tree_hash(source.directory)
     runs = run_pipeline(
-        plan, source.directory, model_hash, cache, force=force, repeat=repeat, events=events
+        plan,
+        source.directory,
+        model_hash,
+        cache,
+        force=force,
+        repeat=repeat,
+        events=events,
+        runtime=runtime,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(
@@ -204,7 +228,7 @@ def build_bundle(
             "calibration": None,
             "stage_config": {
                 run.name: dict(stage.config)
-                for run, stage in zip(runs, backend.stages(plan), strict=True)
+                for run, stage in zip(runs, plan_stages(plan, runtime), strict=True)
             },
         },
         target={
@@ -222,10 +246,20 @@ def build_bundle(
         plan=plan.summary(),
         stages=[run.record() for run in runs],
     )
-    contents = {ENGINE_DIR: runs[-1].output_dir, PROMPTS_FILE: default_prompts_file()}
+    contents = {**bundle_folders(runs), PROMPTS_FILE: default_prompts_file()}
     sealed = write_bundle(destination, manifest, contents, hashes, progress=events.log)
     hashes.save()
     return BuildResult(sealed, destination.resolve(), runs)
+
+
+def bundle_folders(runs: list[StageRun]) -> dict[str, Path]:
+    """engine/ from the last stage that builds the engine, plus each stage's own folder."""
+    engine = [run for run in runs if run.name not in STAGE_BUNDLE_FOLDERS][-1]
+    folders = {ENGINE_DIR: engine.output_dir}
+    for run in runs:
+        if run.name in STAGE_BUNDLE_FOLDERS:
+            folders[STAGE_BUNDLE_FOLDERS[run.name]] = run.output_dir
+    return folders
 
 
 def default_prompts_file() -> Path:

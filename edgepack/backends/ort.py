@@ -11,6 +11,7 @@ from edgepack.precisions import WEIGHT_FORMATS
 from edgepack.process import python_module_command, run_tool
 
 if TYPE_CHECKING:
+    from edgepack.codegen import RuntimeBuild
     from edgepack.plan import Plan
     from edgepack.targets import TargetProfile
 
@@ -107,6 +108,32 @@ def _run_builder(context: StageContext) -> None:
         )
     finally:
         shutil.rmtree(cache, ignore_errors=True)  # the builder's scratch files, not the engine
+
+
+CMAKE = Requirement("program", "cmake", "apt-get install cmake")
+
+
+def runtime_stage(plan: Plan, build: RuntimeBuild) -> Stage:
+    """The C++ runtime against the ONNX Runtime GenAI C API, built for the target's arch."""
+    from edgepack.codegen import sources_hash
+
+    return Stage(
+        name="runtime",
+        description=f"C++ runtime ({build.mode} build for {plan.target.arch})",
+        config={"mode": build.mode, "sysroot": build.sysroot, "sources": sources_hash("ort")},
+        inputs=(),
+        run=lambda context: _build_runtime(context, build),
+        requirements=(CMAKE,) if build.mode != "container" else (),
+    )
+
+
+def _build_runtime(context: StageContext, build: RuntimeBuild) -> None:
+    from edgepack.cache import default_cache_root
+    from edgepack.codegen import RuntimeSpec, build_runtime
+
+    spec = RuntimeSpec.from_plan(context.plan, sysroot=build.sysroot)
+    cache_root = build.cache_root or default_cache_root()
+    build_runtime(spec, build.mode, context.output_dir, cache_root=cache_root, log=context.log)
 
 
 ORT = OrtBackend(

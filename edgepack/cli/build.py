@@ -28,7 +28,9 @@ from edgepack.cli.plan import DEFAULT_MAX_BATCH, DEFAULT_MAX_INPUT, DEFAULT_MAX_
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from edgepack.codegen import RuntimeBuild
     from edgepack.pipeline import BuildResult, PipelineEvents, StageRun
+    from edgepack.plan import Plan
 
 
 def build(
@@ -57,6 +59,15 @@ def build(
             "(build times are I/O-bound and noisy).",
         ),
     ] = 0,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="Build the C++ runtime into the bundle: none, native, cross or container "
+            "[default: native when this host has the target's architecture, else cross].",
+            show_default=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
     targets_dir: TargetsDirOption = None,
     verbose: VerboseOption = False,
@@ -85,6 +96,7 @@ def build(
     )
     plan.require_valid()
     cache_root = cache_dir or default_cache_root()
+    runtime_build = runtime_choice(runtime, plan, cache_root)
     quiet = json_output
     with _Progress(quiet=quiet, verbose=verbose) as progress:
         source = resolve_model_source(model, cache_root, progress=progress.note)
@@ -99,12 +111,28 @@ def build(
             force=force,
             repeat=repeat,
             events=progress.events(),
+            runtime=runtime_build,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:
         print_json(_result_data(result))
     else:
         _print_result(result)
+
+
+def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBuild:
+    from edgepack.codegen import RUNTIME_MODES, RuntimeBuild, default_mode
+    from edgepack.errors import BadInputError, did_you_mean
+
+    if value is None:
+        return RuntimeBuild(default_mode(plan.target), cache_root=cache_root)
+    for mode in RUNTIME_MODES:
+        if mode == value:
+            return RuntimeBuild(mode, cache_root=cache_root)
+    raise BadInputError(
+        f"unknown --runtime {value!r}{did_you_mean(value, RUNTIME_MODES)}",
+        hint="choose one of " + ", ".join(RUNTIME_MODES),
+    )
 
 
 def _result_data(result: BuildResult) -> dict[str, object]:
