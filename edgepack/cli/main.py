@@ -17,6 +17,7 @@ from edgepack.cli import bundle as bundle_cli
 from edgepack.cli import deploy as deploy_cli
 from edgepack.cli import plan as plan_cli
 from edgepack.cli import report as report_cli
+from edgepack.cli import runtime as runtime_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
 from edgepack.errors import EdgepackError, ExitCode
@@ -39,6 +40,7 @@ app.command("deploy")(deploy_cli.deploy)
 app.command("rollback")(deploy_cli.rollback)
 app.command("report")(report_cli.report)
 app.add_typer(targets_cli.app, name="targets")
+app.add_typer(runtime_cli.app, name="runtime")
 
 
 def _version(value: bool) -> None:
