@@ -47,6 +47,18 @@ def test_second_build_reuses_every_stage(demo_bundles: dict[str, Path], tmp_path
     assert again["bundle_id"] == read_manifest(demo_bundles["int4"]).bundle_id
 
 
+def test_force_and_repeat_rebuild_without_the_cache(
+    demo_bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    forced = build_demo("int4", tmp_path / "forced", "--force", "--repeat", "2")
+    (stage,) = forced["stages"]  # type: ignore[misc]
+    assert stage["cache_hit"] is False
+    assert stage["repeat"]["n"] == 2
+    assert stage["repeat"]["min"] <= stage["repeat"]["median"] <= stage["repeat"]["max"]
+    manifest = read_manifest(tmp_path / "forced")
+    assert manifest.stages[0]["repeat"]["n"] == 2
+
+
 def test_verify_fails_after_one_engine_byte_changes(
     demo_bundles: dict[str, Path], tmp_path: Path
 ) -> None:
