@@ -50,7 +50,9 @@ def test_second_build_reuses_every_stage(demo_bundles: dict[str, Path], tmp_path
 def test_force_and_repeat_rebuild_without_the_cache(
     demo_bundles: dict[str, Path], tmp_path: Path
 ) -> None:
-    forced = build_demo("int4", tmp_path / "forced", "--force", "--repeat", "2")
+    # Another recipe (batch 2), so forcing it leaves the shared int4 cache entry alone.
+    args = ("--max-batch-size", "2", "--force", "--repeat", "2")
+    forced = build_demo("int4", tmp_path / "forced", *args)
     (stage,) = forced["stages"]  # type: ignore[misc]
     assert stage["cache_hit"] is False
     assert stage["repeat"]["n"] == 2
