@@ -28,16 +28,39 @@ def edgepack(*args: str) -> subprocess.CompletedProcess[str]:
 
 def measure(precision: str, workdir: Path, runs: int) -> dict[str, Any]:
     bundle = workdir / "bundles" / precision
-    built = edgepack("build", "--target", TARGET, "--precision", precision,
-                     "--model", "demo:smollm2-135m", "--output", str(bundle), "--json")
+    built = edgepack(
+        "build",
+        "--target",
+        TARGET,
+        "--precision",
+        precision,
+        "--model",
+        "demo:smollm2-135m",
+        "--output",
+        str(bundle),
+        "--json",
+    )
     if built.returncode != 0:
         return {"precision": precision, "error": _last_line(built.stderr)}
     build = json.loads(built.stdout)
     run_file = workdir / "runs" / f"{precision}.json"
-    benched = edgepack("bench", "--bundle", str(bundle), "--runs", str(runs), "--warmup", "1",
-                       "--json-out", str(run_file))
-    row: dict[str, Any] = {"precision": precision, "engine_bytes": build["engine_bytes"],
-                           "bundle_id": build["bundle_id"], "plan": _plan(bundle)}
+    benched = edgepack(
+        "bench",
+        "--bundle",
+        str(bundle),
+        "--runs",
+        str(runs),
+        "--warmup",
+        "1",
+        "--json-out",
+        str(run_file),
+    )
+    row: dict[str, Any] = {
+        "precision": precision,
+        "engine_bytes": build["engine_bytes"],
+        "bundle_id": build["bundle_id"],
+        "plan": _plan(bundle),
+    }
     if not run_file.is_file():
         return {**row, "error": _last_line(benched.stderr)}
     row["run"] = json.loads(run_file.read_text())
@@ -58,8 +81,10 @@ def _last_line(text: str) -> str:
 def _cell(spread: dict[str, Any] | None, fmt: str) -> str:
     if not spread:
         return "–"
-    return (f"{fmt.format(spread['median'])} ({fmt.format(spread['min'])}–"
-            f"{fmt.format(spread['max'])}, CV {spread['cv']:.1%})")
+    return (
+        f"{fmt.format(spread['median'])} ({fmt.format(spread['min'])}–"
+        f"{fmt.format(spread['max'])}, CV {spread['cv']:.1%})"
+    )
 
 
 def _roofline_percent(row: dict[str, Any]) -> str:
@@ -69,19 +94,29 @@ def _roofline_percent(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    header = ("| engine | size | first load (s) | warm load (s) | TTFT (s) | decode tok/s b1 | "
-              "decode tok/s b3 (total) | % roofline b1 | quality |")
-    lines = [f"Machine: {machine.get('cpu_model')}, {machine.get('usable_cores')} cores, "
-             f"{machine.get('libraries')}", "", header, "|" + "---|" * 9]
+    header = (
+        "| engine | size | first load (s) | warm load (s) | TTFT (s) | decode tok/s b1 | "
+        "decode tok/s b3 (total) | % roofline b1 | quality |"
+    )
+    lines = [
+        f"Machine: {machine.get('cpu_model')}, {machine.get('usable_cores')} cores, "
+        f"{machine.get('libraries')}",
+        "",
+        header,
+        "|" + "---|" * 9,
+    ]
     for row in rows:
         if "run" not in row:
-            lines.append(f"| ort {row['precision']} | "
-                         f"{row.get('engine_bytes', 0) / 1e6:.0f} MB | failed: {row['error']} |"
-                         + " |" * 6)
+            lines.append(
+                f"| ort {row['precision']} | "
+                f"{row.get('engine_bytes', 0) / 1e6:.0f} MB | failed: {row['error']} |" + " |" * 6
+            )
             continue
         run, metrics = row["run"], row["run"]["metrics"]
         verdict = run["quality"]
-        quality = ("pass" if verdict["passed"] else "FAIL") + f", chrF {verdict['metrics']['chrf']:.0f}"
+        quality = (
+            "pass" if verdict["passed"] else "FAIL"
+        ) + f", chrF {verdict['metrics']['chrf']:.0f}"
         lines.append(
             f"| ort {row['precision']} | {row['engine_bytes'] / 1e6:.0f} MB | "
             f"{run['load']['first_s']:.2f} | {_cell(run['load']['warm'], '{:.2f}')} | "
