@@ -3,33 +3,54 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgepack.bench.quality import GateConfig, gate_run
+from edgepack.bench.quality import GateConfig, gate_run, quality_class
 from edgepack.bench.reference import load_or_compute_reference
 from edgepack.bench.result import RunResult
 from edgepack.bundle import Manifest
 from edgepack.errors import QualityGateError
 
 
+@dataclass(frozen=True)
+class GateSubject:
+    """What a run's answers are judged as: a source model and a quality class."""
+
+    model_dir: Path
+    model_hash: str
+    quality_class: str
+
+    @classmethod
+    def of_bundle(cls, manifest: Manifest) -> GateSubject:
+        recipe = manifest.recipe
+        return cls(
+            Path(manifest.model["directory"]),
+            str(manifest.model["hash"]),
+            quality_class(str(recipe["precision"]), str(recipe["kv_cache_dtype"])),
+        )
+
+
 def apply_gate(
     result: RunResult,
-    manifest: Manifest,
+    subject: GateSubject | Manifest,
     prompts_file: Path,
     cache_root: Path,
     config: GateConfig,
     progress: Callable[[str, int, int], None] = lambda *a: None,
 ) -> RunResult:
     """Compute (or reuse) the reference outputs and judge the run against them."""
+    if isinstance(subject, Manifest):
+        subject = GateSubject.of_bundle(subject)
     reference = load_or_compute_reference(
-        Path(manifest.model["directory"]),
-        str(manifest.model["hash"]),
+        subject.model_dir,
+        subject.model_hash,
         prompts_file,
         result.settings.max_new_tokens,
         cache_root,
         progress,
     )
-    verdict = gate_run(result.outputs, result.heldout, manifest.recipe, reference, config)
+    verdict = gate_run(result.outputs, result.heldout, subject.quality_class, reference, config)
     return result.model_copy(update={"quality": verdict, "gate_enforced": True})
 
 

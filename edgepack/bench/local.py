@@ -12,9 +12,9 @@ import hashlib
 import os
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from edgepack.bench.machine import machine_facts
 from edgepack.bench.reference import HeldoutScore, Prompt, PromptSet
@@ -30,7 +30,7 @@ from edgepack.bundle import Manifest, bundle_summary, verify_bundle
 from edgepack.errors import BadInputError
 
 if TYPE_CHECKING:
-    from edgepack.bench.ort_runner import GenerationSample, OrtEngine
+    from edgepack.bench.ort_runner import GenerationSample
 
 WARM_LOADS = 2
 
@@ -56,6 +56,7 @@ class BenchOptions:
 
 
 ProgressCallback = Callable[[str, int, int], None]
+PromptT = TypeVar("PromptT")
 """(phase, done, total)"""
 
 
@@ -73,7 +74,25 @@ def drop_from_page_cache(directory: Path) -> bool:
     return True
 
 
-def _open_engine(manifest: Manifest, engine_dir: Path) -> type[OrtEngine]:
+class BenchEngine(Protocol[PromptT]):
+    """What the bench needs of an engine; the ORT runner and the baseline engines provide it.
+
+    A prompt is whatever the engine consumes: token ids for ORT and llama.cpp, text for a server.
+    """
+
+    load_s: float
+    supports_batching: bool
+
+    def encode_chat(self, user_message: str) -> PromptT: ...
+
+    def generate(self, prompts: list[PromptT], max_new_tokens: int) -> GenerationSample: ...
+
+    def score_text(self, text: str) -> tuple[list[int], list[float]] | None:
+        """Token ids of ``text`` and the log-probability of each after the first, if exposed."""
+        ...
+
+
+def _ort_loader(manifest: Manifest, engine_dir: Path) -> Callable[[], BenchEngine[list[int]]]:
     backend = manifest.recipe.get("backend")
     if backend != "ort":
         raise BadInputError(
@@ -82,41 +101,56 @@ def _open_engine(manifest: Manifest, engine_dir: Path) -> type[OrtEngine]:
         )
     from edgepack.bench.ort_runner import OrtEngine
 
-    return OrtEngine
+    return lambda: OrtEngine.load(engine_dir)
 
 
 def bench_bundle(
     bundle_dir: Path, options: BenchOptions, progress: ProgressCallback = lambda *a: None
 ) -> RunResult:
+    manifest = verify_bundle(bundle_dir)
+    engine_dir = bundle_dir / manifest.engine_dir
+    loader = _ort_loader(manifest, engine_dir)
+    cold = drop_from_page_cache(engine_dir)
+    return measure_engine(
+        loader,
+        options.prompts_file or bundle_dir / manifest.prompts_file,
+        options,
+        {"dir": str(bundle_dir.resolve()), **bundle_summary(manifest)},
+        "dropped" if cold else "unknown",
+        progress,
+    )
+
+
+def measure_engine(
+    load: Callable[[], BenchEngine[PromptT]],
+    prompts_path: Path,
+    options: BenchOptions,
+    bundle: dict[str, Any],
+    first_page_cache: str,
+    progress: ProgressCallback = lambda *a: None,
+) -> RunResult:
+    """Loads (first, then warm), warmup, ``runs`` measured repetitions, held-out scoring."""
     problems = options.problems()
     if problems:
         raise BadInputError("; ".join(problems))
-    manifest = verify_bundle(bundle_dir)
-    prompts_path = options.prompts_file or bundle_dir / manifest.prompts_file
     prompt_set = PromptSet.load(prompts_path)
-    prompts = prompt_set.prompts
-    engine_dir = bundle_dir / manifest.engine_dir
-    engine_class = _open_engine(manifest, engine_dir)
-
     progress("loading engine", 0, 1 + WARM_LOADS)
-    cold = drop_from_page_cache(engine_dir)
-    first = engine_class.load(engine_dir)
-    first_load_s = first.load_s
-    del first
+    first_load_s = load().load_s
     warm_loads = []
     engine = None
     for index in range(WARM_LOADS):
         engine = None  # release the previous engine before loading the next
-        engine = engine_class.load(engine_dir)
+        engine = load()
         warm_loads.append(engine.load_s)
         progress("loading engine", 2 + index, 1 + WARM_LOADS)
     assert engine is not None  # WARM_LOADS >= 1
-    encoded = [engine.encode_chat(p.text) for p in prompts]
+    if not engine.supports_batching:
+        options = replace(options, batch_size=1)
+    encoded = [engine.encode_chat(p.text) for p in prompt_set.prompts]
     runs = _measure(engine, encoded, options, progress)
-    heldout = _score_heldout(engine, prompt_set)
     return RunResult(
         location="local",
-        bundle={"dir": str(bundle_dir.resolve()), **bundle_summary(manifest)},
+        bundle=bundle,
         machine=machine_facts(),
         settings=BenchSettings(
             runs=options.runs,
@@ -127,13 +161,11 @@ def bench_bundle(
             prompts_sha256=hashlib.sha256(prompts_path.read_bytes()).hexdigest(),
         ),
         load=LoadTimes(
-            first_s=first_load_s,
-            first_page_cache="dropped" if cold else "unknown",
-            warm=Spread.of(warm_loads),
+            first_s=first_load_s, first_page_cache=first_page_cache, warm=Spread.of(warm_loads)
         ),
         metrics=_metrics(runs, options.batch_size),
-        outputs=_outputs(prompts, runs[-1].single),
-        heldout=heldout,
+        outputs=_outputs(prompt_set.prompts, runs[-1].single),
+        heldout=_score_heldout(engine, prompt_set),
         raw={"runs": [run.raw() for run in runs]},
     )
 
@@ -159,15 +191,16 @@ class _RunSamples:
         return {"single": rows(self.single), "batched": rows(self.batched)}
 
 
-def _score_heldout(engine: OrtEngine, prompt_set: PromptSet) -> HeldoutScore | None:
-    if prompt_set.heldout is None:
-        return None
-    token_ids = engine.encode_text(prompt_set.heldout.text)
-    return HeldoutScore(token_ids=token_ids, logprobs=engine.score(token_ids))
+def _score_heldout(engine: BenchEngine[PromptT], prompt_set: PromptSet) -> HeldoutScore | None:
+    scored = None if prompt_set.heldout is None else engine.score_text(prompt_set.heldout.text)
+    return None if scored is None else HeldoutScore(token_ids=scored[0], logprobs=scored[1])
 
 
 def _measure(
-    engine: OrtEngine, encoded: list[list[int]], options: BenchOptions, progress: ProgressCallback
+    engine: BenchEngine[PromptT],
+    encoded: list[PromptT],
+    options: BenchOptions,
+    progress: ProgressCallback,
 ) -> list[_RunSamples]:
     for index in range(options.warmup):
         progress("warmup", index, options.warmup)

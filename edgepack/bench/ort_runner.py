@@ -58,6 +58,8 @@ class GenerationSample:
 class OrtEngine:
     """An onnxruntime-genai model and tokenizer, loaded from one engine folder."""
 
+    supports_batching = True
+
     def __init__(self, engine_dir: Path, model: Any, tokenizer: Any, load_s: float) -> None:
         self.engine_dir = engine_dir
         self.load_s = load_s
@@ -167,6 +169,11 @@ class OrtEngine:
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         targets = np.asarray(token_ids[1:])
         return [float(value) for value in log_probs[np.arange(len(targets)), targets]]
+
+    def score_text(self, text: str) -> tuple[list[int], list[float]]:
+        """Plain text's token ids and each token's log-probability (held-out perplexity)."""
+        token_ids = self.encode_text(text)
+        return token_ids, self.score(token_ids)
 
     def _new_generator(self, batch: int, max_length: int, greedy: bool, ignore_eos: bool) -> Any:
         og = _import_genai()

@@ -329,11 +329,10 @@ def _checks(metrics: dict[str, float], limits: Thresholds) -> list[Check]:
 def judge(
     engine: EngineOutputs,
     reference: Reference,
-    precision: str,
-    kv_cache_dtype: str,
+    klass: str,
     config: GateConfig | None = None,
 ) -> QualityVerdict:
-    klass = quality_class(precision, kv_cache_dtype)
+    """Judge outputs with the thresholds of a quality class (see :func:`quality_class`)."""
     limits = (config or GateConfig()).for_class(klass)
     metrics = compute_metrics(engine, reference)
     checks = _checks(metrics, limits)
@@ -363,15 +362,9 @@ def outputs_of_run(outputs: Sequence[Any], heldout: HeldoutScore | None) -> Engi
 def gate_run(
     outputs: Sequence[Any],
     heldout: HeldoutScore | None,
-    recipe: dict[str, Any],
+    klass: str,
     reference: Reference,
     config: GateConfig | None = None,
 ) -> QualityVerdict:
-    """Judge a run's outputs for a bundle recipe (precision and KV dtype pick the thresholds)."""
-    return judge(
-        outputs_of_run(outputs, heldout),
-        reference,
-        precision=str(recipe["precision"]),
-        kv_cache_dtype=str(recipe["kv_cache_dtype"]),
-        config=config,
-    )
+    """Judge a run's outputs (objects with id, token_ids and text) in a quality class."""
+    return judge(outputs_of_run(outputs, heldout), reference, klass, config)

@@ -13,8 +13,10 @@ from edgepack.cli.output import console, human_bytes, print_json
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from edgepack.bench.gate import GateSubject
     from edgepack.bench.result import RunResult
     from edgepack.bench.stats import Spread
+    from edgepack.bundle import Manifest
 
 
 def bench(
@@ -52,6 +54,29 @@ def bench(
         bool,
         typer.Option("--no-gate", help="Skip the quality gate (the result records that it did)."),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="bundle (an edgepack bundle), or a baseline in the same format: llamacpp "
+            "(--gguf FILE) or ollama (--ollama-model NAME).",
+        ),
+    ] = "bundle",
+    gguf: Annotated[Path | None, typer.Option("--gguf", help="GGUF file for llamacpp.")] = None,
+    ollama_model: Annotated[
+        str | None, typer.Option("--ollama-model", help="Model tag served by Ollama.")
+    ] = None,
+    ollama_url: Annotated[
+        str, typer.Option("--ollama-url", help="Ollama server URL.")
+    ] = "http://127.0.0.1:11434",
+    reference_model: Annotated[
+        str | None,
+        typer.Option(
+            "--reference-model",
+            help="For baselines: the source model whose answers the gate compares with "
+            "(a folder, demo:smollm2-135m, or a cached hub id).",
+        ),
+    ] = None,
     gate_config: Annotated[
         Path | None,
         typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
@@ -73,25 +98,38 @@ def bench(
     from edgepack.bench.quality import GateConfig
     from edgepack.bundle import latest_bundle, read_manifest
     from edgepack.cache import default_cache_root
+    from edgepack.errors import BadInputError
 
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
     cache_root = cache_dir or default_cache_root()
     config = GateConfig.load(gate_config)
     with _progress(disabled=json_output) as report:
-        if remote or host:
+        if engine != "bundle":
+            from edgepack.bench.baselines import BaselineRequest, bench_baseline
+
+            if reference_model is None:
+                raise BadInputError(
+                    f"--engine {engine} needs --reference-model (the gate judges against it)",
+                    hint="e.g. --reference-model demo:smollm2-135m",
+                )
+            request = BaselineRequest(engine, reference_model, gguf, ollama_model, ollama_url)
+            result, subject = bench_baseline(request, options, cache_root, report)
+            judged_as: GateSubject | Manifest = subject
+            prompts_file = Path(result.settings.prompts_file)
+        elif remote or host:
             from edgepack.remote.bench import bench_remote_command
 
             measured = bench_remote_command(host, root, remote_python, options, cache_root)
-            result, manifest, prompts_file = measured
+            result, judged_as, prompts_file = measured
         else:
             bundle_dir = bundle or latest_bundle(cache_root)
             result = bench_bundle(bundle_dir, options, report)
-            manifest = read_manifest(bundle_dir)
+            judged_as = read_manifest(bundle_dir)
             prompts_file = Path(result.settings.prompts_file)
         if no_gate:
             result.gate_enforced = False
         else:
-            result = apply_gate(result, manifest, prompts_file, cache_root, config, report)
+            result = apply_gate(result, judged_as, prompts_file, cache_root, config, report)
     destination = json_out or Path("runs") / (
         f"{result.bundle.get('model')}-{result.bundle.get('precision')}-{result.run_id}.json"
     )
