@@ -29,6 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REPEAT_NGRAM = 4
+LOOP_MARGIN = 0.5
 
 
 class Thresholds(BaseModel):
@@ -44,6 +45,9 @@ class Thresholds(BaseModel):
     """Mean longest repeated token span above the reference's, in tokens."""
     nonword_increase_max: float
     """Share of words without a letter or digit above the reference's."""
+    looping_share_max: float
+    """Share of answers that loop (repeated 4-grams more than LOOP_MARGIN above the reference's
+    answer): means hide one answer stuck in a loop; this does not."""
     empty_rate_max: float = 0.0
     script_ratio_min: float = 0.9
     """Share of the engine's letters in the reference's script, relative to the reference."""
@@ -52,6 +56,7 @@ class Thresholds(BaseModel):
 
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "full": Thresholds(
+        looping_share_max=0.0,
         prefix_fraction_min=0.6,
         chrf_min=70,
         repetition_increase_max=0.08,
@@ -60,6 +65,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         perplexity_ratio_max=1.02,
     ),
     "half": Thresholds(
+        looping_share_max=0.0,
         prefix_fraction_min=0.45,
         chrf_min=60,
         repetition_increase_max=0.1,
@@ -68,6 +74,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         perplexity_ratio_max=1.05,
     ),
     "strict": Thresholds(
+        looping_share_max=0.0,
         prefix_fraction_min=0.45,
         chrf_min=60,
         repetition_increase_max=0.1,
@@ -76,6 +83,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         perplexity_ratio_max=1.05,
     ),
     "8bit": Thresholds(
+        looping_share_max=0.1,
         prefix_fraction_min=0.2,
         chrf_min=40,
         repetition_increase_max=0.15,
@@ -84,6 +92,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         perplexity_ratio_max=1.2,
     ),
     "4bit": Thresholds(
+        looping_share_max=0.25,
         prefix_fraction_min=0.08,
         chrf_min=28,
         repetition_increase_max=0.2,
@@ -229,6 +238,12 @@ def compute_metrics(engine: EngineOutputs, reference: Reference) -> dict[str, fl
         "chrf": chrf(texts, ref_texts),
         "repetition": _mean([repeated_ngram_fraction(m) for m in mine]),
         "repetition_reference": _mean([repeated_ngram_fraction(r.token_ids) for r in refs]),
+        "looping_share": _mean(
+            [
+                float(repeated_ngram_fraction(m) - repeated_ngram_fraction(r) > LOOP_MARGIN)
+                for m, r in pairs
+            ]
+        ),
         "distinct2": _mean([distinct_fraction(m) for m in mine]),
         "longest_repeat": _mean([longest_repeated_span(m) for m in mine]),
         "longest_repeat_reference": _mean([longest_repeated_span(r.token_ids) for r in refs]),
@@ -280,6 +295,13 @@ def _checks(metrics: dict[str, float], limits: Thresholds) -> list[Check]:
             limits.repetition_increase_max,
             "max",
             "repeated 4-grams above the reference's",
+        ),
+        check(
+            "looping_share",
+            metrics["looping_share"],
+            limits.looping_share_max,
+            "max",
+            "answers stuck in a loop that the reference answer is not in",
         ),
         check(
             "longest_repeat_increase",

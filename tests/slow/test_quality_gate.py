@@ -84,7 +84,19 @@ def test_repetition_loop_fails(
     failed = _judge(
         _plant(int4_run, demo_bundles["int4"], loops), demo_bundles["int4"], session_cache
     )
+    assert "looping_share" in failed
     assert "repetition_increase" in failed or "longest_repeat_increase" in failed
+
+
+def test_a_third_of_answers_looping_fails(
+    int4_run: Path, demo_bundles: dict[str, Path], session_cache: Path
+) -> None:
+    result = RunResult.load_file(int4_run)
+    loops = {o.id: " ".join(["Paris is the capital."] * 20) for o in result.outputs[::3]}
+    failed = _judge(
+        _plant(int4_run, demo_bundles["int4"], loops), demo_bundles["int4"], session_cache
+    )
+    assert "looping_share" in failed
 
 
 def test_empty_outputs_fail(

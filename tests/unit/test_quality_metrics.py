@@ -77,8 +77,11 @@ def test_thresholds_loosen_with_fewer_bits() -> None:
     order = ["full", "half", "8bit", "4bit"]
     chrf = [DEFAULT_THRESHOLDS[c].chrf_min for c in order]
     ppl = [DEFAULT_THRESHOLDS[c].perplexity_ratio_max for c in order]
+    loops = [DEFAULT_THRESHOLDS[c].looping_share_max for c in order]
     assert chrf == sorted(chrf, reverse=True)
     assert ppl == sorted(ppl)
+    assert loops == sorted(loops)
+    assert DEFAULT_THRESHOLDS["full"].looping_share_max == 0
     assert DEFAULT_THRESHOLDS["strict"].chrf_min >= DEFAULT_THRESHOLDS["8bit"].chrf_min
 
 
