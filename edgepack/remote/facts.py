@@ -58,9 +58,10 @@ for g in /sys/class/devfreq/*gpu* /sys/class/devfreq/*.gpu /sys/devices/gpu.0/de
 done
 if has python3; then
   say python "$(command -v python3)"
-  say python_version "$(python3 -c 'import platform; print(platform.python_version())')"
-  say packages "$(python3 - <<'PY' 2>/dev/null
-import importlib.metadata as m
+  python3 - <<'PY' 2>/dev/null
+import platform
+print("python_version=" + platform.python_version(), flush=True)
+import importlib.metadata as m  # Python 3.8+; an older one still reports its version
 names = ["onnxruntime", "onnxruntime-genai", "tensorrt", "tensorrt-edgellm", "edgepack"]
 found = []
 for name in names:
@@ -68,9 +69,9 @@ for name in names:
         found.append(f"{name}=={m.version(name)}")
     except m.PackageNotFoundError:
         pass
-print(",".join(found))
+if found:
+    print("packages=" + ",".join(found))
 PY
-)"
 fi
 exit 0
 """

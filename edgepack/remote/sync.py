@@ -21,6 +21,7 @@ import json
 import os
 import posixpath
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from typing import Any, Literal, Protocol
 from edgepack.bundle import MANIFEST, Manifest
 from edgepack.cache import sha256_file
 from edgepack.errors import RemoteError
-from edgepack.remote.connector import Connector, shell
+from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
@@ -97,6 +98,8 @@ class DeployPlan:
     steps: list[FileStep]
     strays: list[str]
     current: str | None
+    device: _RemoteState
+    """The deploy root as the plan found it."""
 
     @property
     def final_dir(self) -> str:
@@ -181,7 +184,7 @@ def deploy(
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         return _report(plan, manifest, "dry run", started)
-    with device_lock(connector, facts.root, options.break_lock):
+    with device_lock(connector, facts.root, options.break_lock) as lock:
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         if plan.no_change:
@@ -189,8 +192,9 @@ def deploy(
             return _report(plan, manifest, "no change", started)
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
-        previous = switch_to(connector, plan.root, plan.release)
-        pruned = prune(connector, plan.root, options.keep)
+        previous = switch_to(connector, plan.root, plan.release, plan.device)
+        pruned = doomed_releases(after_switch(plan.device, plan.release, previous), options.keep)
+        finish(connector, plan.root, plan.release, pruned, lock)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned = sent, previous, pruned
@@ -267,12 +271,37 @@ for d in releases/*; do
   [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
 done
 [ -f history ] && tail -n 200 history | sed 's/^/history=/'
+"""
+
+# After the state: the files of releases/$2 (or its .partial), "size path" each, and the sha256 of
+# those whose size is the one stdin names for them ("size path" lines): the whole plan's view of
+# the device in one round trip.
+FILES_SCRIPT = """d=releases/$2
+[ -d "$d" ] || d=$d.partial
+cd "$d" 2>/dev/null || exit 0
+find . -type f -exec stat -c "file=%s %n" {} +
+set --
+while read -r size path; do
+  [ -f "$path" ] && [ "$(stat -c %s -- "$path")" = "$size" ] && set -- "$@" "$path"
+done
+[ $# -eq 0 ] || sha256sum -- "$@" | sed 's/^/sha256=/'
 exit 0"""
 
 
 def read_state(connector: Connector, root: str) -> _RemoteState:
+    state, _, _ = _read_device(connector, root, STATE_SCRIPT + "exit 0", [])
+    return state
+
+
+def _read_device(
+    connector: Connector, root: str, script: str, args: list[str], stdin: bytes | None = None
+) -> tuple[_RemoteState, dict[str, int], dict[str, str]]:
+    """Run a state script; returns the state, file sizes and sha256 digests it printed."""
     state = _RemoteState(None, None, {})
-    for line in connector.run(shell(STATE_SCRIPT, root)).stdout.splitlines():
+    sizes: dict[str, int] = {}
+    digests: dict[str, str] = {}
+    output = connector.run(shell(script, root, *args), stdin=stdin, timeout=None).stdout
+    for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "release":
             mtime, _, name = value.partition(" ")
@@ -281,7 +310,13 @@ def read_state(connector: Connector, root: str) -> _RemoteState:
             state.history.append(value)
         elif key in ("current", "previous") and value:
             setattr(state, key, value)
-    return state
+        elif key == "file":
+            size, _, name = value.partition(" ")
+            sizes[name.removeprefix("./")] = int(size)
+        elif key == "sha256":
+            digest, _, name = value.partition("  ")
+            digests[name] = digest
+    return state, sizes, digests
 
 
 def make_plan(
@@ -289,7 +324,11 @@ def make_plan(
 ) -> DeployPlan:
     host = connector.label
     release = bundle.manifest.short_id
-    state = read_state(connector, root)
+    progress.phase(host, "checking files on the device")
+    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
+    state, sizes, digests = _read_device(
+        connector, root, STATE_SCRIPT + FILES_SCRIPT, [release], expected
+    )
     if state.current_release == release and release in state.releases:
         where: Literal["current", "installed", "partial", "new"] = "current"
     elif release in state.releases:
@@ -297,11 +336,7 @@ def make_plan(
     else:
         where = "partial" if release + PARTIAL in state.releases else "new"
     directory = posixpath.join(root, RELEASES, release + (PARTIAL if where == "partial" else ""))
-    progress.phase(host, "checking files on the device")
-    sizes = connector.file_sizes(directory) if where != "new" else {}
-    wanted = {path: (size, digest) for path, size, digest in bundle.files}
-    same_size = [p for p, size in sizes.items() if p in wanted and wanted[p][0] == size]
-    digests = connector.sha256(directory, same_size)
+    wanted = {path for path, _, _ in bundle.files}
     elsewhere = _files_in_other_releases(connector, root, state, release)
     steps = []
     for path, size, digest in bundle.files:
@@ -313,8 +348,8 @@ def make_plan(
             steps.append(FileStep(path, size, digest, "link", source=elsewhere[digest]))
         else:
             steps.append(FileStep(path, size, digest, "upload"))
-    strays = sorted(set(sizes) - set(wanted))
-    return DeployPlan(host, root, release, where, steps, strays, state.current_release)
+    strays = sorted(set(sizes) - wanted)
+    return DeployPlan(host, root, release, where, steps, strays, state.current_release, state)
 
 
 def _resumable(
@@ -359,9 +394,19 @@ def _files_in_other_releases(
 
 # --- applying ---------------------------------------------------------------------------------
 
-LINK_SCRIPT = """while [ $# -gt 1 ]; do
-  ln -f -- "$1" "$2" 2>/dev/null || cp -f -- "$1" "$2" || exit 1
-  shift 2
+# Arguments: paths to remove, then --mkdir and directories to make, then --link and (existing
+# file, new name) pairs to hard-link (or copy across file systems): one round trip.
+PREPARE_SCRIPT = """mode=rm
+for a; do
+  case "$mode:$a" in
+    *:--mkdir) mode=mkdir ;;
+    *:--link) mode=source ;;
+    rm:*) rm -rf -- "$a" || exit 1 ;;
+    mkdir:*) mkdir -p -- "$a" || exit 1 ;;
+    source:*) source=$a; mode=target ;;
+    target:*) ln -f -- "$source" "$a" 2>/dev/null || cp -f -- "$source" "$a" || exit 1
+      mode=source ;;
+  esac
 done"""
 
 
@@ -372,23 +417,95 @@ def _apply(
     if plan.state in ("current", "installed"):
         # A complete release whose files no longer match: repair it as a partial one.
         connector.rename(plan.final_dir, staging)
-    connector.remove_trees([posixpath.join(staging, path) for path in plan.strays])
-    parents = {posixpath.dirname(posixpath.join(staging, step.path)) for step in plan.steps}
-    connector.make_dirs(sorted(parents))
     links = [s for s in plan.steps if s.action == "link"]
     if links:
         progress.phase(host, f"linking {len(links)} unchanged files from earlier releases")
-        pairs = [arg for s in links for arg in (str(s.source), posixpath.join(staging, s.path))]
-        connector.run(shell(LINK_SCRIPT, *pairs))
-    sent = _upload(connector, plan, bundle.directory, progress)
-    _verify(connector, plan, progress)
+    parents = {posixpath.dirname(posixpath.join(staging, step.path)) for step in plan.steps}
+    connector.run(
+        shell(
+            PREPARE_SCRIPT,
+            *(posixpath.join(staging, path) for path in plan.strays),
+            "--mkdir",
+            *sorted(parents),
+            "--link",
+            *(arg for s in links for arg in (str(s.source), posixpath.join(staging, s.path))),
+        )
+    )
+    with _Verifier(connector, staging) as verifier:
+        verifier.add([s.path for s in links])
+        sent = _upload(connector, plan, bundle.directory, progress, verifier)
+        progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
+        digests = verifier.finish()
+    _check_digests(connector, plan, digests)
     connector.rename(staging, plan.final_dir)
     return sent
 
 
+class _Verifier:
+    """Hashes uploaded files on the device in the background while later files are uploading.
+
+    One worker thread; each device command hashes every file queued since the previous one.
+    """
+
+    def __init__(self, connector: Connector, directory: str) -> None:
+        self.connector, self.directory = connector, directory
+        self.digests: dict[str, str] = {}
+        self.count = 0
+        self._pending: list[str] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="edgepack-verify", daemon=True)
+
+    def __enter__(self) -> _Verifier:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def add(self, paths: list[str]) -> None:
+        with self._ready:
+            self._pending.extend(paths)
+            self.count += len(paths)
+            self._ready.notify()
+
+    def finish(self) -> dict[str, str]:
+        self._close()
+        if self._error is not None:
+            raise self._error
+        return self.digests
+
+    def _close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _work(self) -> None:
+        while batch := self._next_batch():
+            try:
+                self.digests |= self.connector.sha256(self.directory, batch)
+            except BaseException as error:  # re-raised by finish() in the deploying thread
+                self._error = error
+                return
+
+    def _next_batch(self) -> list[str]:
+        with self._ready:
+            while not self._pending and not self._closed:
+                self._ready.wait()
+            batch, self._pending = self._pending, []
+            return batch
+
+
 def _upload(
-    connector: Connector, plan: DeployPlan, bundle_dir: Path, progress: DeployProgress
+    connector: Connector,
+    plan: DeployPlan,
+    bundle_dir: Path,
+    progress: DeployProgress,
+    verifier: _Verifier,
 ) -> int:
+    """Send what is missing, largest file first: its hash on the device overlaps the rest."""
     total, done = plan.bytes_to_send, 0
 
     def moved(count: int) -> None:
@@ -396,19 +513,18 @@ def _upload(
         done += count
         progress.transfer(plan.host, done, total)
 
-    for step in plan.steps:
+    for step in sorted(plan.steps, key=lambda s: s.bytes_to_send, reverse=True):
         if step.bytes_to_send:
             verb = "resuming" if step.action == "resume" else "uploading"
             progress.phase(plan.host, f"{verb} {step.path}")
             remote = posixpath.join(plan.partial_dir, step.path)
             connector.put(bundle_dir / step.path, remote, step.offset, moved)
+            verifier.add([step.path])
     return done
 
 
-def _verify(connector: Connector, plan: DeployPlan, progress: DeployProgress) -> None:
+def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, str]) -> None:
     unverified = [s for s in plan.steps if s.action != "keep"]
-    progress.phase(plan.host, f"verifying {len(unverified)} files (sha256 on the device)")
-    digests = connector.sha256(plan.partial_dir, [s.path for s in unverified])
     bad = [s.path for s in unverified if digests.get(s.path) != s.sha256]
     if bad:
         connector.remove_trees([posixpath.join(plan.partial_dir, path) for path in bad])
@@ -420,21 +536,53 @@ def _verify(connector: Connector, plan: DeployPlan, progress: DeployProgress) ->
         )
 
 
-def switch_to(connector: Connector, root: str, release: str) -> str | None:
-    """Make ``release`` current; the old current becomes previous. Returns the old current."""
-    state = read_state(connector, root)
+# Makes the new links under temporary names ($3: "" when previous stays as it is).
+LINKS_SCRIPT = """cd "$1" || exit 1
+[ -z "$3" ] || ln -sfn -- "releases/$3" "previous.tmp-$4" || exit 1
+ln -sfn -- "releases/$2" "current.tmp-$4"
+"""
+
+# Records the switch in the history, then removes what is no longer wanted (the lock last).
+FINISH_SCRIPT = """printf '%s\\n' "$2" >> "$1/history"
+shift 2
+rm -rf -- "$@"
+"""
+
+
+def switch_to(
+    connector: Connector, root: str, release: str, state: _RemoteState | None = None
+) -> str | None:
+    """Make ``release`` current; the old current becomes previous. Returns the old current.
+
+    The history entry is written by ``finish`` (pass it the lock and what to prune).
+    """
+    state = state or read_state(connector, root)
     old = state.current_release
-    target = posixpath.join(RELEASES, release)
-    if old and old != release:
-        connector.switch_symlink(posixpath.join(root, PREVIOUS), posixpath.join(RELEASES, old))
-    connector.switch_symlink(posixpath.join(root, CURRENT), target)
-    connector.run(shell('printf "%s\\n" "$2" >> "$1"', posixpath.join(root, HISTORY), release))
+    token = uuid.uuid4().hex[:8]
+    previous = old if old and old != release else ""
+    connector.run(shell(LINKS_SCRIPT, root, release, previous, token))
+    links = [posixpath.join(root, name) for name in ([PREVIOUS] if previous else []) + [CURRENT]]
+    try:
+        for link in links:
+            connector.rename(f"{link}.tmp-{token}", link)
+    except BaseException:
+        temporary = [f"{link}.tmp-{token}" for link in links]
+        connector.execute(["rm", "-f", "--", *temporary], None, DEFAULT_TIMEOUT_S)
+        raise
     return old
 
 
-def prune(connector: Connector, root: str, keep: int) -> list[str]:
-    """Keep the newest ``keep`` releases (current and previous always); drop stale partials."""
-    state = read_state(connector, root)
+def after_switch(state: _RemoteState, release: str, old: str | None) -> _RemoteState:
+    """The deploy root's state once ``release`` became current (without asking the device)."""
+    releases = {n: t for n, t in state.releases.items() if n != release + PARTIAL}
+    releases[release] = int(time.time())
+    previous = posixpath.join(RELEASES, old) if old and old != release else state.previous
+    history = [*state.history, release]
+    return _RemoteState(posixpath.join(RELEASES, release), previous, releases, history)
+
+
+def doomed_releases(state: _RemoteState, keep: int) -> list[str]:
+    """Beyond the newest ``keep`` releases (current and previous are always kept); partials."""
     protected = {
         posixpath.basename(link) for link in (state.current, state.previous) if link is not None
     }
@@ -444,9 +592,16 @@ def prune(connector: Connector, root: str, keep: int) -> list[str]:
         reverse=True,
     )
     kept = set(complete[: max(keep, 1)]) | protected
-    doomed = [n for n in state.releases if n not in kept]
-    connector.remove_trees([posixpath.join(root, RELEASES, name) for name in sorted(doomed)])
-    return sorted(doomed)
+    return sorted(n for n in state.releases if n not in kept)
+
+
+def finish(
+    connector: Connector, root: str, release: str, doomed: list[str], lock: DeviceLock
+) -> None:
+    """Append ``release`` to the history, prune ``doomed`` and release the lock: one command."""
+    paths = [posixpath.join(root, RELEASES, name) for name in doomed]
+    connector.run(shell(FINISH_SCRIPT, root, release, *paths, lock.path))
+    lock.released = True
 
 
 def rollback(
@@ -454,7 +609,7 @@ def rollback(
 ) -> tuple[str | None, str]:
     """Switch current to ``to`` (default: previous). Returns (old current, new current)."""
     facts_root = gather_facts(connector, root).root
-    with device_lock(connector, facts_root, break_lock):
+    with device_lock(connector, facts_root, break_lock) as lock:
         state = read_state(connector, facts_root)
         target = to or (posixpath.basename(state.previous) if state.previous else None)
         if target is None:
@@ -467,31 +622,47 @@ def rollback(
             raise RemoteError(
                 f"{connector.label}: release {target} is not on the device (releases: {known})"
             )
-        old = switch_to(connector, facts_root, target)
+        old = switch_to(connector, facts_root, target, state)
+        finish(connector, facts_root, target, [], lock)
         return old, target
 
 
 # --- the device lock --------------------------------------------------------------------------
 
 
+@dataclass
+class DeviceLock:
+    path: str
+    released: bool = False
+
+
+# $1 the deploy root, $2 the lock, $3 the owner record; exits 3 when another holds the lock.
+LOCK_SCRIPT = """mkdir -p -- "$1" || exit 1
+mkdir -- "$2" 2>/dev/null || exit 3
+printf '%s' "$3" > "$2/owner"
+"""
+
+
 @contextmanager
-def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[None]:
+def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[DeviceLock]:
     """One deploy per deploy root; the owner is recorded so a stale lock can be recognised."""
-    lock = posixpath.join(root, LOCK)
+    lock = DeviceLock(posixpath.join(root, LOCK))
     token = uuid.uuid4().hex
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "time": time.time()}
-    connector.make_dirs([root])
-    if connector.run(["mkdir", "--", lock], check=False).status != 0:
-        _take_over_or_refuse(connector, lock, break_lock)
-    connector.run(
-        shell('cat > "$1"', posixpath.join(lock, "owner")), stdin=json.dumps(owner).encode()
-    )
+    take = shell(LOCK_SCRIPT, root, lock.path, json.dumps(owner))
+    result = connector.run(take, check=False)
+    if result.status == 3:
+        _take_over_or_refuse(connector, lock.path, break_lock)
+        result = connector.run(take, check=False)
+    if result.status != 0:
+        raise RemoteError(f"{connector.label}: cannot take {lock.path}: {result.error_line()}")
     _held_locks.add(token)
     try:
-        yield
+        yield lock
     finally:
         _held_locks.discard(token)
-        _release_quietly(connector, lock)
+        if not lock.released:
+            _release_quietly(connector, lock.path)
 
 
 def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool) -> None:
@@ -505,7 +676,6 @@ def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool) -> N
             hint="wait for it; if that deploy is dead, rerun with --break-lock",
         )
     connector.remove_trees([lock])
-    connector.run(["mkdir", "--", lock])
 
 
 def _parse_owner(data: bytes | None) -> dict[str, Any]:

@@ -126,60 +126,88 @@ class SshClientSide:
             config.write("\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def ssh_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshClientSide:
-    require(SSHD.is_file(), f"{SSHD} is missing (scripts/test installs openssh-server)")
-    require(shutil.which("ssh-keygen") is not None, "ssh-keygen is missing")
-    require(os.geteuid() == 0, "sshd for tests must run as root (it switches users)")
-    directory = tmp_path / "client"
-    directory.mkdir()
+def missing_sshd() -> str | None:
+    """Why real sshd servers cannot be started here, or None when they can."""
+    if not SSHD.is_file():
+        return f"{SSHD} is missing (scripts/test installs openssh-server)"
+    if shutil.which("ssh-keygen") is None:
+        return "ssh-keygen is missing"
+    if os.geteuid() != 0:
+        return "sshd for tests must run as root (it switches users)"
+    return None
+
+
+def make_client_side(directory: Path) -> SshClientSide:
+    """A client key, known_hosts and ssh_config of its own (set EDGEPACK_SSH_CONFIG to it)."""
+    directory.mkdir(parents=True)
     key = directory / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
     config = directory / "ssh_config"
     config.write_text("")
-    monkeypatch.setenv(SSH_CONFIG_ENV, str(config))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     return SshClientSide(directory, key, directory / "known_hosts", config)
+
+
+def _sshd_config(server: SshServer) -> str:
+    return "\n".join(
+        [
+            f"ListenAddress {server.address}:{server.port}",
+            f"HostKey {server.host_key}",
+            f"PidFile {server.directory / 'sshd.pid'}",
+            f"AuthorizedKeysFile {server.directory / 'authorized_keys'}",
+            "UsePAM no",
+            "StrictModes no",
+            "PermitRootLogin yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "AllowTcpForwarding yes",
+            "Subsystem sftp internal-sftp",
+            # A session whose client vanished (link cut) ends within seconds.
+            "ClientAliveInterval 2",
+            "ClientAliveCountMax 2",
+            "LogLevel VERBOSE",
+        ]
+    )
+
+
+def start_sshd(
+    client: SshClientSide,
+    directory: Path,
+    alias: str,
+    address: str = "127.0.0.1",
+    port: int | None = None,
+    netns: str | None = None,
+) -> SshServer:
+    """Start an sshd (inside ``netns`` if given) that accepts ``client``'s key as root."""
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    directory.mkdir()
+    server = SshServer(alias, address, port or free_port(), directory, netns)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
+    shutil.copy(client.key.with_suffix(".pub"), directory / "authorized_keys")
+    (directory / "sshd_config").write_text(_sshd_config(server) + "\n")
+    server.start()
+    client.add_alias(server)
+    return server
+
+
+@pytest.fixture
+def ssh_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SshClientSide:
+    missing = missing_sshd()
+    require(missing is None, str(missing))
+    client = make_client_side(tmp_path / "client")
+    monkeypatch.setenv(SSH_CONFIG_ENV, str(client.config))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return client
 
 
 @pytest.fixture
 def sshd_factory(tmp_path: Path, ssh_client: SshClientSide) -> Iterator[Callable[..., SshServer]]:
     servers: list[SshServer] = []
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
 
     def start(
         alias: str, address: str = "127.0.0.1", port: int | None = None, netns: str | None = None
     ) -> SshServer:
-        directory = tmp_path / f"sshd-{alias}"
-        directory.mkdir()
-        server = SshServer(alias, address, port or free_port(), directory, netns)
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
-        shutil.copy(ssh_client.key.with_suffix(".pub"), directory / "authorized_keys")
-        (directory / "sshd_config").write_text(
-            "\n".join(
-                [
-                    f"ListenAddress {address}:{server.port}",
-                    f"HostKey {server.host_key}",
-                    f"PidFile {directory / 'sshd.pid'}",
-                    f"AuthorizedKeysFile {directory / 'authorized_keys'}",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PermitRootLogin yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "AllowTcpForwarding yes",
-                    "Subsystem sftp internal-sftp",
-                    # A session whose client vanished (link cut) ends within seconds.
-                    "ClientAliveInterval 2",
-                    "ClientAliveCountMax 2",
-                    "LogLevel VERBOSE",
-                ]
-            )
-            + "\n"
-        )
-        server.start()
+        server = start_sshd(ssh_client, tmp_path / f"sshd-{alias}", alias, address, port, netns)
         servers.append(server)
-        ssh_client.add_alias(server)
         return server
 
     yield start
@@ -270,23 +298,36 @@ class NetnsDevice:
     def heal(self) -> None:
         subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
 
+    def sent_bytes(self) -> int:
+        """Bytes this host has sent to the device over the veth (headers included)."""
+        return int(Path(f"/sys/class/net/{self.host_if}/statistics/tx_bytes").read_text())
 
-@pytest.fixture
-def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
-    require(os.geteuid() == 0, "network namespaces need root")
-    require(shutil.which("ip") is not None, "iproute2 (`ip`) is missing")
-    made: list[NetnsDevice] = []
+    def received_bytes(self) -> int:
+        return int(Path(f"/sys/class/net/{self.host_if}/statistics/rx_bytes").read_text())
 
-    def make() -> NetnsDevice:
-        index = (os.getpid() * 7 + next(_subnets)) % 250 + 1  # one /30 per device: 10.231.x.0
-        name = f"ep{os.getpid() % 100000}x{index}"
-        subnet = f"10.231.{index}"
-        device = NetnsDevice(name, f"{name}h", f"{subnet}.1", f"{subnet}.2", f"{name}t")
-        try:
-            run("ip", "netns", "add", name)
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(f"cannot create a network namespace: {exc.stderr.strip()}")
-        made.append(device)
+    def destroy(self) -> None:
+        self.heal()
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def missing_netns() -> str | None:
+    """Why namespace devices cannot be made here, or None when they can."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "iproute2 (`ip`) is missing"
+    return None
+
+
+def make_netns_device() -> NetnsDevice:
+    """A new namespace with a veth pair to this host (one /30 per device: 10.231.x.0)."""
+    index = (os.getpid() * 7 + next(_subnets)) % 250 + 1
+    name = f"ep{os.getpid() % 100000}x{index}"
+    subnet = f"10.231.{index}"
+    device = NetnsDevice(name, f"{name}h", f"{subnet}.1", f"{subnet}.2", f"{name}t")
+    run("ip", "netns", "add", name)
+    try:
         run("ip", "link", "add", device.host_if, "type", "veth", "peer", "name", f"{name}d")
         run("ip", "link", "set", f"{name}d", "netns", name)
         run("ip", "addr", "add", f"{device.host_address}/30", "dev", device.host_if)
@@ -295,13 +336,29 @@ def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
         run(*inside, "addr", "add", f"{device.device_address}/30", "dev", f"{name}d")
         run(*inside, "link", "set", f"{name}d", "up")
         run(*inside, "link", "set", "lo", "up")
+    except BaseException:
+        device.destroy()
+        raise
+    return device
+
+
+@pytest.fixture
+def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
+    missing = missing_netns()
+    require(missing is None, str(missing))
+    made: list[NetnsDevice] = []
+
+    def make() -> NetnsDevice:
+        try:
+            device = make_netns_device()
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"cannot create a network namespace: {exc.stderr.strip()}")
+        made.append(device)
         return device
 
     yield make
     for device in made:
-        device.heal()
-        subprocess.run(["ip", "link", "del", device.host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", device.name], capture_output=True)
+        device.destroy()
 
 
 def nft_available() -> bool:

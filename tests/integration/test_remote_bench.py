@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +14,9 @@ from edgepack.remote.bench import run_with_telemetry
 from edgepack.remote.fleet import open_connector
 from edgepack.remote.hosts import parse_host
 from edgepack.remote.telemetry import summarize
-from tests.integration.conftest import SshServer, require
+from tests.integration.conftest import NetnsDevice, SshServer
 
 pytestmark = pytest.mark.integration
-BUNDLE_ENV = "EDGEPACK_TEST_ORT_BUNDLE"
 
 
 def test_workload_runs_with_proc_telemetry(
@@ -36,14 +34,20 @@ def test_workload_runs_with_proc_telemetry(
     assert "power_w" not in telemetry
 
 
+@pytest.mark.slow
 def test_bench_remote_on_a_deployed_ort_bundle(
-    sshd_factory: Callable[..., SshServer], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_bundles: dict[str, Path],
+    netns_factory: Callable[[], NetnsDevice],
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bundle = os.environ.get(BUNDLE_ENV)
-    require(bundle is not None, f"set {BUNDLE_ENV} to a built ort bundle (edgepack build …)")
-    sshd_factory("dev")
+    """The demo int4 bundle deployed to a namespace device, benched there, judged here."""
+    device = netns_factory()
+    sshd_factory("dev", address=device.device_address, port=22, netns=device.name)
     root = str(tmp_path / "device-root")
-    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", str(bundle)]) == 0
+    bundle = str(demo_bundles["int4"])
+    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", bundle]) == 0
     capsys.readouterr()
     out = tmp_path / "result.json"
     code = run([
@@ -53,5 +57,9 @@ def test_bench_remote_on_a_deployed_ort_bundle(
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["location"] == "dev"
+    assert result["gate_enforced"] is True
+    assert result["quality"]["passed"] is True, result["quality"]["checks"]
+    assert result["quality"]["quality_class"] == "4bit"
     assert result["telemetry"]["proc"]["cpu_util_pct"]["n"] >= 1
+    assert result["telemetry"]["proc"]["mem_used_bytes"]["max"] > 0
     assert result["machine"]["device_facts"]["root"] == root

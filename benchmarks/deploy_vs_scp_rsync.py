@@ -1,0 +1,260 @@
+"""edgepack deploy vs `scp -r` vs `rsync -a` on the same shaped link; write JSON and a table.
+
+    sudo python benchmarks/deploy_vs_scp_rsync.py --bundle DIR [--rate 20mbit] [--out DIR]
+
+The device is a network namespace running its own sshd, joined to this host by a veth pair whose
+host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Each tool copies the
+bundle three times: first copy, the same again (no change), and a copy with one file changed.
+edgepack also has a transfer cut (nftables drop) at half the payload and then restarted. Bytes are
+what the host sent on the veth (`tx_bytes`: TCP/IP and SSH framing included); `ideal_s` is the
+payload at the link rate. Needs root, `ip netns`, tc, nft, sshd, scp and rsync. Nothing is asserted:
+the numbers go to `deploy_vs_scp_rsync.json` and `.md` for people to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edgepack.bundle import MANIFEST, verify_bundle, write_bundle
+from edgepack.cache import FileHashIndex
+from edgepack.remote.ssh import SSH_CONFIG_ENV
+from tests.integration.conftest import (
+    NetnsDevice,
+    SshClientSide,
+    make_client_side,
+    make_netns_device,
+    missing_netns,
+    missing_sshd,
+    start_sshd,
+)
+
+NAME = "deploy_vs_scp_rsync"
+ALIAS = "bench-device"
+CHANGED_FILE = "engine/genai_config.json"
+
+
+@dataclass
+class Link:
+    """The shaped device and how to reach it."""
+
+    device: NetnsDevice
+    client: SshClientSide
+    rate_bps: float
+    work: Path
+
+    def measure(self, label: str, command: list[str], payload: int) -> dict[str, Any]:
+        print("$", " ".join(command), flush=True)
+        sent, received = self.device.sent_bytes(), self.device.received_bytes()
+        started = time.monotonic()
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        seconds = time.monotonic() - started
+        row = {
+            "scenario": label,
+            "seconds": round(seconds, 2),
+            "wire_bytes_sent": self.device.sent_bytes() - sent,
+            "wire_bytes_received": self.device.received_bytes() - received,
+            "payload_bytes": payload,
+            "ideal_s": round(payload * 8 / self.rate_bps, 2),
+            "ok": done.returncode == 0,
+        }
+        if done.returncode != 0:
+            row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+        if command[1:4] == ["-m", "edgepack", "deploy"] and done.stdout.strip().startswith("["):
+            report = json.loads(done.stdout)[0]
+            row["edgepack_bytes_sent"] = report.get("bytes_sent")
+            row["status"] = report.get("status")
+            row["error"] = report.get("error") or row.get("error")
+        return row
+
+
+@contextlib.contextmanager
+def shaped_device(rate: str, work: Path) -> Iterator[Link]:
+    for missing in (missing_sshd(), missing_netns()):
+        if missing:
+            sys.exit(f"error: {missing}")
+    client = make_client_side(work / "client")
+    os.environ[SSH_CONFIG_ENV] = str(client.config)
+    device = make_netns_device()
+    server = None
+    try:
+        device.limit_rate(rate)
+        server = start_sshd(client, work / "sshd", ALIAS, device.device_address, 22, device.name)
+        yield Link(device, client, rate_to_bps(rate), work)
+    finally:
+        if server is not None:
+            server.stop()
+        device.destroy()
+
+
+def rate_to_bps(rate: str) -> float:
+    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+    for unit, scale in units.items():
+        if rate.lower().endswith(unit):
+            return float(rate[: -len(unit)]) * scale
+    return float(rate)
+
+
+def changed_copy(bundle: Path, work: Path) -> Path:
+    """The bundle with one file changed, sealed again (the same directory name, elsewhere)."""
+    source = work / "changed-src"
+    shutil.copytree(bundle, source)
+    with (source / CHANGED_FILE).open("a", encoding="utf-8") as changed:
+        changed.write("\n")
+    contents = {p.name: p for p in sorted(source.iterdir()) if p.name != MANIFEST}
+    target = work / "changed" / bundle.name
+    write_bundle(target, verify_bundle(bundle), contents, FileHashIndex(work / "hashes.json"))
+    return target
+
+
+def edgepack_deploy(link: Link, bundle: Path, root: str, *extra: str) -> list[str]:
+    args = ["deploy", "--json", "--host", ALIAS, "--root", root, "--bundle", str(bundle)]
+    return [sys.executable, "-m", "edgepack", *args, *extra]
+
+
+def ssh_options(link: Link) -> list[str]:
+    return [
+        "-F",
+        str(link.client.config),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+    ]
+
+
+def ssh_command(link: Link) -> list[str]:
+    return ["ssh", *ssh_options(link)]
+
+
+def scp_copy(link: Link, bundle: Path, root: str) -> list[str]:
+    return ["scp", "-q", "-r", *ssh_options(link), str(bundle), f"{ALIAS}:{root}/"]
+
+
+def rsync_copy(link: Link, bundle: Path, root: str) -> list[str]:
+    remote_shell = " ".join(ssh_command(link))
+    return ["rsync", "-a", "-e", remote_shell, f"{bundle}/", f"{ALIAS}:{root}/{bundle.name}/"]
+
+
+Tool = Callable[[Link, Path, str], list[str]]
+TOOLS: dict[str, Tool] = {"edgepack": edgepack_deploy, "scp -r": scp_copy, "rsync -a": rsync_copy}
+
+
+def three_copies(link: Link, tool: str, bundle: Path, changed: Path) -> list[dict[str, Any]]:
+    root = f"/root/edgepack-bench-{tool.split()[0]}-{os.getpid()}"
+    subprocess.run([*ssh_command(link), ALIAS, "mkdir", "-p", root], check=True)
+    make = TOOLS[tool]
+    size, changed_bytes = payload_bytes(bundle), changed_file_bytes(changed)
+    rows = [
+        link.measure("first copy", make(link, bundle, root), size),
+        link.measure("no change", make(link, bundle, root), 0),
+        link.measure("one file changed", make(link, changed, root), changed_bytes),
+    ]
+    subprocess.run([*ssh_command(link), ALIAS, "rm", "-rf", root], check=True)
+    return [{"tool": tool, **row} for row in rows]
+
+
+def payload_bytes(bundle: Path) -> int:
+    return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+
+
+def changed_file_bytes(bundle: Path) -> int:
+    """What must move for the changed bundle: the changed file and the new manifest."""
+    return (bundle / CHANGED_FILE).stat().st_size + (bundle / MANIFEST).stat().st_size
+
+
+def cut_and_resume(link: Link, bundle: Path) -> list[dict[str, Any]]:
+    """Cut the link once half the payload is on the device, then deploy again."""
+    root = Path(f"/root/edgepack-bench-resume-{os.getpid()}")
+    size = payload_bytes(bundle)
+    watcher = threading.Thread(target=_cut_at, args=(link.device, root, size // 2), daemon=True)
+    watcher.start()
+    cut = link.measure("cut at half", edgepack_deploy(link, bundle, str(root), "--timeout", "5"), 0)
+    watcher.join()
+    link.device.heal()
+    on_device = _partial_bytes(root)
+    command = edgepack_deploy(link, bundle, str(root))
+    resumed = link.measure("restart after the cut", command, size - on_device)
+    resumed["bytes_on_device_before"] = on_device
+    shutil.rmtree(root, ignore_errors=True)
+    return [{"tool": "edgepack", **cut}, {"tool": "edgepack", **resumed}]
+
+
+def _partial_bytes(root: Path) -> int:
+    """The namespace shares this machine's file system: the device's files are readable here."""
+    releases = root / "releases"
+    if not releases.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in releases.rglob("*") if p.is_file())
+
+
+def _cut_at(device: NetnsDevice, root: Path, threshold: int) -> None:
+    deadline = time.monotonic() + 600
+    while _partial_bytes(root) < threshold and time.monotonic() < deadline:
+        time.sleep(0.05)
+    device.cut()
+
+
+def markdown(rows: list[dict[str, Any]], rate: str, bundle: str) -> str:
+    lines = [
+        f"# deploy vs scp -r vs rsync -a ({rate} tbf-shaped veth to a namespace device)",
+        "",
+        f"Bundle: `{bundle}`. Wire bytes: what the host sent on the veth (TCP/IP and SSH framing "
+        "included). Ideal: the bytes that must move, at the link rate.",
+        "",
+        "| tool | scenario | wall s | ideal s | wire MB sent | payload MB | ok |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['tool']} | {row['scenario']} | {row['seconds']:.2f} | {row['ideal_s']:.2f} "
+            f"| {row['wire_bytes_sent'] / 1e6:.2f} | {row['payload_bytes'] / 1e6:.2f} "
+            f"| {'yes' if row['ok'] else 'no: ' + row.get('error', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="a built bundle directory")
+    parser.add_argument("--rate", default="20mbit", help="tc tbf rate of the link")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
+    parser.add_argument("--no-resume", action="store_true", help="skip the cut-and-resume run")
+    args = parser.parse_args()
+    bundle = args.bundle.resolve()
+    verify_bundle(bundle)
+    rows: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory() as temporary,
+        shaped_device(args.rate, Path(temporary)) as link,
+    ):
+        changed = changed_copy(bundle, link.work)
+        for tool in args.tools.split(","):
+            rows += three_copies(link, tool, bundle, changed)
+        if not args.no_resume:
+            rows += cut_and_resume(link, bundle)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"rate": args.rate, "bundle": str(bundle), "rows": rows}
+    (args.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(rows, args.rate, bundle.name)
+    (args.out / f"{NAME}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
