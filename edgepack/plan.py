@@ -13,7 +13,7 @@ from typing import Any
 from edgepack.backends import BACKENDS, Backend
 from edgepack.errors import BadInputError, InvalidPlanError, did_you_mean
 from edgepack.models import ModelSpec
-from edgepack.precisions import KV_FORMATS, WEIGHT_FORMATS
+from edgepack.precisions import KV_FORMATS, WEIGHT_FORMATS, fitting_block_size
 from edgepack.targets import TargetProfile
 
 GIB = 1024**3
@@ -180,7 +180,7 @@ def make_plan(request: PlanRequest) -> Plan:
         *_precision_problems(target, backend, request.precision),
         *_backend_problems(target, backend_name),
         *_kv_problems(target, backend, kv_dtype),
-        *_block_size_problems(spec, request.precision),
+        *_block_size_problems(spec, backend, request.precision),
         *request.limits.problems(spec),
     ]
     warnings: list[str] = []
@@ -257,20 +257,30 @@ def _kv_problems(target: TargetProfile, backend: Backend, kv_dtype: str) -> list
     return found
 
 
-def _block_size_problems(spec: ModelSpec, precision: str) -> list[str]:
-    block = WEIGHT_FORMATS[precision].block_size
-    if block is None:
+def quantized_dims(spec: ModelSpec) -> dict[str, int]:
+    """The GEMM input dimensions that block quantization splits into blocks."""
+    return {"hidden size": spec.hidden_size, "intermediate size": spec.intermediate_size}
+
+
+def block_size_for(spec: ModelSpec, backend: Backend, precision: str) -> int | None:
+    """The block size the backend uses for this model, or None (no blocks, or none fits)."""
+    return fitting_block_size(backend.block_sizes(precision), tuple(quantized_dims(spec).values()))
+
+
+def _block_size_problems(spec: ModelSpec, backend: Backend, precision: str) -> list[str]:
+    choices = backend.block_sizes(precision)
+    if not choices or block_size_for(spec, backend, precision) is not None:
         return []
-    dims = {"hidden size": spec.hidden_size, "intermediate size": spec.intermediate_size}
-    bad = {name: dim for name, dim in dims.items() if dim % block}
-    if not bad:
-        return []
+    dims = quantized_dims(spec)
+    bad = {name: dim for name, dim in dims.items() if dim % min(choices)}
     described = ", ".join(f"{name} {dim}" for name, dim in bad.items())
+    blocks = " or ".join(", ".join(str(block) for block in choices).rsplit(", ", 1))
+    which = "which does not divide" if len(choices) == 1 else "none of which divides"
     dividing = [b for b in (16, 32, 64, 128) if all(d % b == 0 for d in dims.values())]
     alternatives = f"block sizes that divide it: {dividing}" if dividing else "no block size fits"
     return [
-        f"{precision} quantizes in blocks of {block}, which does not divide {spec.name}'s "
-        f"{described}; {alternatives}"
+        f"{precision} quantizes in blocks of {blocks} with {backend.name}, {which} "
+        f"{spec.name}'s {described}; {alternatives}"
     ]
 
 

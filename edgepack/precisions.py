@@ -102,5 +102,11 @@ KV_FORMATS: dict[str, KvFormat] = {
     )
 }
 
+
+def fitting_block_size(choices: tuple[int, ...], dims: tuple[int, ...]) -> int | None:
+    """The first block size of ``choices`` (preferred first) that divides every dimension."""
+    return next((block for block in choices if all(dim % block == 0 for dim in dims)), None)
+
+
 UNQUANTIZED_BYTES = 2.0
 """Bytes per parameter of the parts NVIDIA toolchains leave in FP16 (embedding, lm_head)."""

@@ -91,6 +91,8 @@ class Backend(Protocol):
 
     def build_host_ram_bytes(self, spec: ModelSpec, precision: str) -> float: ...
 
+    def block_sizes(self, precision: str) -> tuple[int, ...]: ...
+
     def requirements(self) -> tuple[Requirement, ...]: ...
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
@@ -136,6 +138,12 @@ class BackendDescription:
 
     def build_host_ram_bytes(self, spec: ModelSpec, precision: str) -> float:
         return spec.parameters.total * UNQUANTIZED_BYTES * self.build_ram_factor
+
+    def block_sizes(self, precision: str) -> tuple[int, ...]:
+        """Quantization block sizes this toolchain can use for ``precision``, preferred first;
+        empty for a format without blocks. The planner picks the first that fits the model."""
+        block = WEIGHT_FORMATS[precision].block_size
+        return () if block is None else (block,)
 
     def requirements(self) -> tuple[Requirement, ...]:
         return self.needs

@@ -1,12 +1,14 @@
 """The NVIDIA toolchains as the planner knows them: what they build and what they need.
 
 Their build stages land in their own modules as each backend is implemented; until then the
-descriptions here let ``edgepack plan`` size and validate every NVIDIA target.
+descriptions here let ``edgepack plan`` size and validate every NVIDIA target. TensorRT for RTX
+(``trtrtx``) is implemented: it is re-exported from :mod:`edgepack.backends.trtrtx`.
 """
 
 from __future__ import annotations
 
 from edgepack.backends.base import BackendDescription, Requirement
+from edgepack.backends.trtrtx import TRTRTX  # TensorRT for RTX builds for real, in its own module
 
 EDGELLM = BackendDescription(
     name="edgellm",
@@ -35,15 +37,4 @@ TRTLLM = BackendDescription(
     ),
 )
 
-TRTRTX = BackendDescription(
-    name="trtrtx",
-    summary="TensorRT for RTX: Ampere/Ada/Blackwell RTX; engines built ahead of time on any host",
-    weight_precisions=("fp16", "fp8", "int8_wo", "int4", "nvfp4"),
-    kv_dtypes=("fp16",),
-    build_ram_factor=4.0,
-    needs=(
-        Requirement(
-            "python", "tensorrt_rtx", "pip install tensorrt-rtx-cu13", distribution="tensorrt_rtx"
-        ),
-    ),
-)
+__all__ = ["EDGELLM", "TRTLLM", "TRTRTX"]

@@ -94,9 +94,13 @@ class BenchEngine(Protocol[PromptT]):
 
 def _ort_loader(manifest: Manifest, engine_dir: Path) -> Callable[[], BenchEngine[list[int]]]:
     backend = manifest.recipe.get("backend")
+    if backend == "trtrtx":
+        from edgepack.bench.trtrtx_runner import trtrtx_loader
+
+        return trtrtx_loader(engine_dir)  # refuses at once where no supported GPU is present
     if backend != "ort":
         raise BadInputError(
-            f"this bundle's backend is {backend}; only ort bundles run on this machine",
+            f"this bundle's backend is {backend}; only ort and trtrtx bundles run on this machine",
             hint="deploy it to its target and use `edgepack bench --remote`",
         )
     from edgepack.bench.ort_runner import OrtEngine

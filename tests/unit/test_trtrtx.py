@@ -1,0 +1,229 @@
+"""The trtrtx backend without building anything: plan rules, stage configs, the decode loop, and
+the plain refusal where no GPU can run its engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from edgepack.backends import BACKENDS
+from edgepack.backends.trtrtx import SUPPORTED_SM, TRTRTX
+from edgepack.bench.trtrtx_runner import (
+    DecoderLayout,
+    Gpu,
+    greedy_decode,
+    parse_gpu_list,
+    require_supported_gpu,
+)
+from edgepack.errors import EdgepackError, ExitCode, ToolMissingError
+from edgepack.models import ModelSpec, load_card
+from edgepack.plan import Limits, PlanRequest, block_size_for, make_plan
+from edgepack.resources import data_dir
+
+SMOLLM2 = load_card("smollm2-135m-instruct")
+
+
+@pytest.fixture
+def trtrtx_plan(registry):
+    def make(target: str, precision: str, model: ModelSpec = SMOLLM2, **options):
+        request = PlanRequest(
+            target=registry.get(target), model=model, precision=precision, backend="trtrtx",
+            **options,
+        )  # fmt: skip
+        return make_plan(request)
+
+    return make
+
+
+def _stage(plan, name: str):
+    return next(stage for stage in TRTRTX.stages(plan) if stage.name == name)
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+def test_the_registry_holds_the_real_backend() -> None:
+    assert BACKENDS["trtrtx"] is TRTRTX
+    assert TRTRTX.kv_dtypes == ("fp16",)
+
+
+@pytest.mark.parametrize(
+    ("target", "precision"),
+    [
+        ("ada-sm89", "fp16"),
+        ("ada-sm89", "fp8"),
+        ("ada-sm89", "int4"),
+        ("rtx-pro-blackwell", "fp16"),
+        ("rtx-pro-blackwell", "nvfp4"),
+    ],
+)
+def test_valid_plans(trtrtx_plan, target: str, precision: str) -> None:
+    plan = trtrtx_plan(target, precision)
+    assert plan.problems == []
+    assert plan.kv_cache_dtype == "fp16"
+
+
+def test_nvfp4_is_refused_on_ada(trtrtx_plan) -> None:
+    [problem] = trtrtx_plan("ada-sm89", "nvfp4").problems
+    assert "ada-sm89 (SM89) has no FP4 tensor cores" in problem
+    assert "compute capability >= 10.0" in problem
+
+
+def test_int4_block_size_divides_the_hidden_size(trtrtx_plan) -> None:
+    plan = trtrtx_plan("ada-sm89", "int4")
+    assert block_size_for(SMOLLM2, TRTRTX, "int4") == 64  # 576 = 4.5 × 128
+    assert _stage(plan, "quantize").config["block_size"] == 64
+    qwen = load_card("qwen3-8b")
+    assert block_size_for(qwen, TRTRTX, "int4") == 128
+
+
+def test_int4_without_a_fitting_block_is_refused_with_the_reason(trtrtx_plan) -> None:
+    odd = dataclasses.replace(SMOLLM2, name="odd-model", hidden_size=1000, intermediate_size=2048)
+    [problem] = trtrtx_plan("ada-sm89", "int4", model=odd).problems
+    assert "int4 quantizes in blocks of 128, 64 or 32 with trtrtx" in problem
+    assert "none of which divides odd-model's hidden size 1000" in problem
+    assert "intermediate size" not in problem  # 2048 divides fine
+
+
+def test_int4_weights_count_fp16_scales_per_block(trtrtx_plan) -> None:
+    parts = trtrtx_plan("ada-sm89", "int4").memory.weights_by_part
+    assert parts["mlp"] == pytest.approx(SMOLLM2.parameters.mlp * (4 + 16 / 64) / 8)
+    assert parts["embedding"] == SMOLLM2.parameters.embedding * 2  # kept in fp16
+
+
+def test_every_target_that_allows_trtrtx_has_a_compute_capability_it_builds(registry) -> None:
+    allowing = [t for t in registry.all() if "trtrtx" in t.backends.allowed]
+    assert {t.name for t in allowing} >= {"ada-sm89", "rtx-pro-blackwell"}
+    assert all(t.gpu is not None and t.gpu.sm in SUPPORTED_SM for t in allowing)
+
+
+def test_a_target_it_cannot_build_for_is_warned_and_refused(registry) -> None:
+    orin = registry.get("jetson-agx-orin-64gb")
+    plan = make_plan(PlanRequest(target=orin, model=SMOLLM2, precision="fp16", backend="trtrtx"))
+    assert any("TensorRT-RTX builds no engines for SM87" in w for w in plan.warnings)
+    with pytest.raises(EdgepackError, match="cannot build an engine for jetson-agx-orin-64gb"):
+        TRTRTX.stages(plan)
+
+
+# --- the stages ----------------------------------------------------------------------------------
+
+
+def test_stages_export_quantize_engine(trtrtx_plan) -> None:
+    stages = TRTRTX.stages(trtrtx_plan("ada-sm89", "fp16"))
+    assert [s.name for s in stages] == ["export", "quantize", "engine"]
+    assert [s.inputs for s in stages] == [("model",), ("export", "model"), ("quantize", "model")]
+    assert stages[1].config["method"] == "modelopt.onnx.autocast.convert_to_f16"
+
+
+def test_engine_config_follows_the_target_and_the_limits(trtrtx_plan) -> None:
+    limits = Limits(max_batch_size=2, max_input_len=512, max_seq_len=1024)
+    ada = _stage(trtrtx_plan("ada-sm89", "fp16", limits=limits), "engine").config
+    assert ada["compute_capability"] == "SM89"
+    assert ada["layout"] == {"layers": 30, "kv_heads": 3, "head_dim": 64}
+    assert ada["profiles"]["prefill"] == {
+        "batch": [1, 1, 2], "tokens": [1, 128, 512], "past": [0, 0, 0],
+    }  # fmt: skip
+    assert ada["profiles"]["decode"]["past"] == [1, 256, 1023]
+    blackwell = _stage(trtrtx_plan("rtx-pro-blackwell", "fp16"), "engine").config
+    assert blackwell["compute_capability"] == "SM120"
+
+
+def test_fp8_quantizes_matmuls_only_and_records_its_calibration(trtrtx_plan) -> None:
+    config = _stage(trtrtx_plan("ada-sm89", "fp8"), "quantize").config
+    assert config["quantize_mode"] == "fp8"
+    assert config["op_types_to_quantize"] == ["MatMul"]
+    assert config["high_precision_dtype"] == "fp16"
+    prompts = (data_dir("prompts") / "default.json").read_bytes()
+    assert config["calibration"]["sha256"] == hashlib.sha256(prompts).hexdigest()
+
+
+# --- the decode loop -----------------------------------------------------------------------------
+
+VOCAB = 16
+EOS = 15
+
+
+class CountingSession:
+    """A numeric stand-in for a decoder: the next token is the last one plus one; the cache
+    grows by one entry per input token, holding the token id."""
+
+    kv_dtype = np.float32
+
+    def __init__(self, layout: DecoderLayout) -> None:
+        self.layout = layout
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append(feeds)
+        ids = feeds["input_ids"]
+        logits = np.zeros((*ids.shape, VOCAB), np.float32)
+        np.put_along_axis(logits, ((ids + 1) % VOCAB)[..., None], 1.0, axis=-1)
+        new = np.broadcast_to(
+            ids[:, None, :, None], (ids.shape[0], self.layout.kv_heads, ids.shape[1], 2)
+        )
+        outputs = {"logits": logits}
+        for name in self.layout.kv_names("past_key_values"):
+            present = np.concatenate([feeds[name], new.astype(np.float32)], axis=2)
+            outputs[name.replace("past_key_values", "present")] = present
+        return outputs
+
+
+def test_greedy_decode_left_pads_grows_the_cache_and_stops_at_eos() -> None:
+    layout = DecoderLayout(layers=2, kv_heads=1, head_dim=2)
+    session = CountingSession(layout)
+    result = greedy_decode(session, layout, [[3, 4, 5], [12]], 5, eos_ids={EOS}, keep_logits=True)
+    assert result.tokens == [[6, 7, 8, 9, 10], [13, 14]]
+    assert result.stopped_at_eos == [False, True]
+    prefill, last = session.calls[0], session.calls[-1]
+    assert prefill["input_ids"].tolist() == [[3, 4, 5], [0, 0, 12]]
+    assert prefill["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert prefill["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert prefill["past_key_values.1.value"].shape == (2, 1, 0, 2)
+    assert last["attention_mask"].shape == (2, 7)
+    assert last["position_ids"].tolist() == [[6], [4]]
+    assert last["past_key_values.0.key"].shape == (2, 1, 6, 2)
+    assert len(result.logits) == 5
+
+
+def test_profile_shapes_come_from_corners() -> None:
+    layout = DecoderLayout(layers=1, kv_heads=3, head_dim=64)
+    shapes = layout.input_shapes([(1, 1, 0), (1, 128, 0), (4, 1024, 0)])
+    assert shapes["attention_mask"] == ((1, 1), (1, 128), (4, 1024))
+    assert shapes["past_key_values.0.key"] == ((1, 3, 0, 64), (1, 3, 0, 64), (4, 3, 0, 64))
+    assert layout.input_names()[-1] == "past_key_values.0.value"
+
+
+def test_layout_from_a_config_without_head_dim() -> None:
+    config = {"num_hidden_layers": 4, "num_attention_heads": 8, "hidden_size": 512}
+    assert DecoderLayout.of_config(config) == DecoderLayout(4, 8, 64)
+
+
+# --- no GPU, no numbers --------------------------------------------------------------------------
+
+
+def test_nvidia_smi_output_is_parsed() -> None:
+    text = "NVIDIA RTX 6000 Ada Generation, 8.9\nNVIDIA H100 80GB HBM3, 9.0\n"
+    assert parse_gpu_list(text) == [
+        Gpu("NVIDIA RTX 6000 Ada Generation", "8.9"),
+        Gpu("NVIDIA H100 80GB HBM3", "9.0"),
+    ]
+
+
+def test_no_gpu_is_a_plain_refusal() -> None:
+    with pytest.raises(ToolMissingError) as caught:
+        require_supported_gpu("SM89", gpus=[])
+    assert caught.value.exit_code == ExitCode.TOOL_MISSING
+    assert caught.value.message.startswith("no supported GPU:")
+    assert "no NVIDIA GPU" in caught.value.message
+    assert "no numbers were recorded" in caught.value.message
+
+
+def test_hopper_is_refused_and_the_matching_gpu_is_taken() -> None:
+    hopper = Gpu("NVIDIA H100 80GB HBM3", "9.0")
+    with pytest.raises(ToolMissingError, match=r"has NVIDIA H100 80GB HBM3 \(SM90\)"):
+        require_supported_gpu("SM89", gpus=[hopper])
+    ada = Gpu("NVIDIA RTX 6000 Ada Generation", "8.9")
+    assert require_supported_gpu("SM89", gpus=[hopper, ada]) == ada
