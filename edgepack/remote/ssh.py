@@ -144,7 +144,7 @@ def describe_failure(settings: SshSettings, error: BaseException) -> RemoteError
         )
     if isinstance(error, OSError):
         return RemoteError(f"{where}: unreachable: {error.strerror or error}")
-    return RemoteError(f"{where}: SSH failed: {error or type(error).__name__}")
+    return RemoteError(f"{where}: SSH failed: {str(error) or type(error).__name__}")
 
 
 def _tcp_socket(settings: SshSettings, idle_timeout: float) -> socket.socket:
