@@ -182,6 +182,7 @@ def make_plan(request: PlanRequest) -> Plan:
         *_kv_problems(target, backend, kv_dtype),
         *_block_size_problems(spec, backend, request.precision),
         *request.limits.problems(spec),
+        *backend.unsupported(target, request.precision),
     ]
     warnings: list[str] = []
     _check_kv_quantization(request, kv_dtype, problems, warnings)

@@ -97,6 +97,8 @@ class Backend(Protocol):
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
 
+    def unsupported(self, target: TargetProfile, precision: str) -> list[str]: ...
+
     def tool_versions(self) -> dict[str, str]: ...
 
     def stages(self, plan: Plan) -> list[Stage]: ...
@@ -149,7 +151,11 @@ class BackendDescription:
         return self.needs
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
-        """Combinations that build but are known to fail or misbehave with the pinned tools."""
+        """Combinations that build but are known to misbehave with the pinned tools (warnings)."""
+        return []
+
+    def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
+        """Combinations the toolchain cannot run on the target (plan problems), with the fix."""
         return []
 
     def tool_versions(self) -> dict[str, str]:

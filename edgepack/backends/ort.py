@@ -33,12 +33,13 @@ class OrtBackend(BackendDescription):
         """The embedding table and lm_head: int8 beside int4 blocks, else the model's io dtype."""
         return {"fp16": 2.0, "int4": 1.0}.get(precision, 4.0)
 
-    def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
+    def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
         if precision == "fp16" and target.gpu is None:
             return [
-                "fp16 engines build, but ONNX Runtime's CPU execution provider fails on their "
-                "first decode step (onnxruntime 1.32 / onnxruntime-genai 0.18: 'Shape mismatch "
-                "attempting to re-use buffer' in an inserted Cast); use fp32 or int4 on a CPU"
+                f"ONNX Runtime GenAI has no fp16 path for the CPU of {target.name}: its model "
+                "builder leaves FP16-on-CPU out of its supported combinations, and such an engine "
+                "fails on its first decode step ('Shape mismatch attempting to re-use buffer'); "
+                "use --precision fp32 or int4"
             ]
         return []
 

@@ -76,12 +76,7 @@ def test_verify_fails_after_one_engine_byte_changes(
     assert run(["bundle", "verify", str(copy)]) == ExitCode.BUNDLE_INVALID
 
 
-FP16_ON_CPU = pytest.mark.xfail(
-    reason="onnxruntime 1.32's CPU EP fails on fp16 decode (the plan warns about it)", strict=False
-)
-
-
-@pytest.mark.parametrize("precision", ["int4", "fp32", pytest.param("fp16", marks=FP16_ON_CPU)])
+@pytest.mark.parametrize("precision", ["int4", "fp32"])
 def test_healthy_bundles_bench_and_pass_the_gate(
     demo_bundles: dict[str, Path], tmp_path: Path, precision: str
 ) -> None:
