@@ -224,9 +224,17 @@ class OrtKvSession:
 
     @classmethod
     def load(cls, onnx_path: Path) -> OrtKvSession:
+        """Without buffer reuse: onnxruntime 1.32's CPU provider otherwise fails fp16 graphs
+        ('Shape mismatch attempting to re-use buffer' in an inserted Cast)."""
         import onnxruntime
 
-        return cls(onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]))
+        options = onnxruntime.SessionOptions()
+        options.enable_mem_reuse = False
+        options.enable_mem_pattern = False
+        session = onnxruntime.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        return cls(session)
 
     @property
     def kv_dtype(self) -> type[np.floating[Any]]:

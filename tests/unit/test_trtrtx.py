@@ -57,7 +57,7 @@ def test_the_registry_holds_the_real_backend() -> None:
         ("ada-sm89", "fp8"),
         ("ada-sm89", "int4"),
         ("rtx-pro-blackwell", "fp16"),
-        ("rtx-pro-blackwell", "nvfp4"),
+        ("rtx-pro-blackwell", "int4"),
     ],
 )
 def test_valid_plans(trtrtx_plan, target: str, precision: str) -> None:
@@ -67,9 +67,15 @@ def test_valid_plans(trtrtx_plan, target: str, precision: str) -> None:
 
 
 def test_nvfp4_is_refused_on_ada(trtrtx_plan) -> None:
-    [problem] = trtrtx_plan("ada-sm89", "nvfp4").problems
-    assert "ada-sm89 (SM89) has no FP4 tensor cores" in problem
-    assert "compute capability >= 10.0" in problem
+    target, backend = trtrtx_plan("ada-sm89", "nvfp4").problems
+    assert "ada-sm89 (SM89) has no FP4 tensor cores" in target
+    assert "compute capability >= 10.0" in target
+    assert "backend trtrtx cannot build nvfp4; it builds: fp16, fp8, int4" in backend
+
+
+def test_nvfp4_on_blackwell_is_refused_by_the_backend_only(trtrtx_plan) -> None:
+    [problem] = trtrtx_plan("rtx-pro-blackwell", "nvfp4").problems
+    assert problem.startswith("backend trtrtx cannot build nvfp4")
 
 
 def test_int4_block_size_divides_the_hidden_size(trtrtx_plan) -> None:
@@ -115,7 +121,9 @@ def test_stages_export_quantize_engine(trtrtx_plan) -> None:
     stages = TRTRTX.stages(trtrtx_plan("ada-sm89", "fp16"))
     assert [s.name for s in stages] == ["export", "quantize", "engine"]
     assert [s.inputs for s in stages] == [("model",), ("export", "model"), ("quantize", "model")]
-    assert stages[1].config["method"] == "modelopt.onnx.autocast.convert_to_f16"
+    quantize = stages[1].config
+    assert quantize["fp16_conversion"]["io"] == "fp16"
+    assert quantize["check"]["gate"] is True  # the fp16 network must match transformers
 
 
 def test_engine_config_follows_the_target_and_the_limits(trtrtx_plan) -> None:
@@ -135,9 +143,23 @@ def test_fp8_quantizes_matmuls_only_and_records_its_calibration(trtrtx_plan) -> 
     config = _stage(trtrtx_plan("ada-sm89", "fp8"), "quantize").config
     assert config["quantize_mode"] == "fp8"
     assert config["op_types_to_quantize"] == ["MatMul"]
-    assert config["high_precision_dtype"] == "fp16"
+    assert config["high_precision_dtype"] == "fp32"  # ModelOpt's own fp16 pass is slow
+    assert "RMSNorm" in config["fp16_conversion"]["kept_fp32"]
+    assert config["check"]["gate"] is False
     prompts = (data_dir("prompts") / "default.json").read_bytes()
     assert config["calibration"]["sha256"] == hashlib.sha256(prompts).hexdigest()
+
+
+def test_norm_statistics_are_found_after_each_pow() -> None:
+    helper = pytest.importorskip("onnx.helper")
+    from edgepack.backends.trtrtx_build import norm_statistics_nodes
+
+    chain = [("Pow", ["x", "two"], "p"), ("ReduceMean", ["p"], "m"), ("Add", ["m", "eps"], "a")]
+    chain += [("Sqrt", ["a"], "s"), ("Reciprocal", ["s"], "r"), ("Mul", ["x", "r"], "y")]
+    chain += [("Add", ["y", "x"], "z")]  # the residual: not a statistic
+    nodes = [helper.make_node(op, inputs, [out], name=f"n_{out}") for op, inputs, out in chain]
+    graph = helper.make_graph(nodes, "norm", [], [])
+    assert norm_statistics_nodes(helper.make_model(graph)) == ["n_p", "n_m", "n_a", "n_s", "n_r"]
 
 
 # --- the decode loop -----------------------------------------------------------------------------
