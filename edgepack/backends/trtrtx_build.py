@@ -35,6 +35,7 @@ from edgepack.resources import data_dir
 
 ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx.data"
+LOGITS = "logits"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -320,11 +321,13 @@ def _modelopt_quantize(
 
     layout = DecoderLayout.of_config(json.loads((model_dir / "config.json").read_text()))
     windows = calibration_windows(model_dir, config["calibration"]["window_tokens"])
-    options = {
+    options: dict[str, Any] = {
         key: config[key]
         for key in ("block_size", "calibration_method", "op_types_to_quantize", "disable_mha_qdq")
         if key in config
     }
+    if config["keep_lm_head"]:
+        options["nodes_to_exclude"] = [f"^{re.escape(logits_producer(source))}$"]
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     modelopt_quantize(
@@ -339,6 +342,14 @@ def _modelopt_quantize(
     )
     elapsed = time.perf_counter() - started
     return {"calibration_samples": len(windows), "options": options, "modelopt_s": elapsed}
+
+
+def logits_producer(onnx_path: Path) -> str:
+    """The node that computes the logits: the lm_head MatMul."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return next(str(n.name) for n in model.graph.node if LOGITS in n.output)
 
 
 def calibration_windows(model_dir: Path, window: int) -> list[list[int]]:

@@ -75,11 +75,16 @@ def test_manifest_names_tensorrt_rtx_sm89_and_every_stage(trtrtx_bundles) -> Non
     assert all(float(stage["wall_s"]) > 0 for stage in manifest.stages)
 
 
-def test_the_export_matches_transformers(trtrtx_bundles) -> None:
-    check = _record(trtrtx_bundles["fp16"], "export")["check"]
-    assert isinstance(check, dict)
-    assert check["top1_agreement"] == check["steps"] == 8
-    assert check["max_abs_logit_diff"] < 0.01
+def test_the_export_and_the_fp16_network_match_transformers(trtrtx_bundles) -> None:
+    exported = _record(trtrtx_bundles["fp16"], "export")["check"]
+    assert isinstance(exported, dict)
+    assert exported["top1_agreement"] == exported["steps"] == 8
+    assert exported["max_abs_logit_diff"] < 0.01
+    fp16 = _record(trtrtx_bundles["fp16"], "quantize")
+    assert isinstance(fp16["check"], dict)
+    assert fp16["check"]["top1_agreement"] == 8
+    assert fp16["check"]["max_abs_logit_diff"] < 0.25
+    assert int(str(fp16["nodes_kept_fp32"])) > 0  # the RMSNorm statistics
 
 
 def test_engines_are_real_and_int4_is_smaller(trtrtx_bundles) -> None:
@@ -101,7 +106,11 @@ def test_engines_are_real_and_int4_is_smaller(trtrtx_bundles) -> None:
 def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
     config = read_manifest(trtrtx_bundles["int4"]).recipe["stage_config"]["quantize"]
     assert config["block_size"] == 64
+    assert config["keep_lm_head"] is True
     assert config["calibration"]["prompts"] == "default.json"
+    check = _record(trtrtx_bundles["int4"], "quantize")["check"]
+    assert isinstance(check, dict)
+    assert check.get("top1_agreement", 0) >= 6 or "skipped" in check  # recorded, not gated
 
 
 def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -> None:
