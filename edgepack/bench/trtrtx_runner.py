@@ -333,12 +333,12 @@ class TrtRtxSession:
             self._context.set_optimization_profile_async(profile, self._stream.ptr)
         for name, array in feeds.items():
             self._context.set_input_shape(name, array.shape)
-            self._device(name, array.nbytes).copy_from(np.ascontiguousarray(array), self._stream)
+            self._device(name, array.nbytes).copy_from(_bytes(array), self._stream)
         outputs = {name: self._output(name) for name in self._output_names()}
         if not self._context.execute_async_v3(self._stream.ptr):
             raise ToolFailedError("TensorRT-RTX failed to run the engine")
         for name, array in outputs.items():
-            self._buffers[name].copy_to(array, self._stream)
+            self._buffers[name].copy_to(_bytes(array), self._stream)
         self._stream.synchronize()
         return outputs
 
@@ -359,14 +359,19 @@ class TrtRtxSession:
         return array
 
     def _device(self, name: str, nbytes: int) -> Any:
+        """The tensor's device buffer, exactly ``nbytes`` long (grown, never shrunk, underneath);
+        one byte for an empty tensor, which still needs an address."""
         buffer = self._buffers.get(name)
-        if buffer is None or buffer.allocated_nbytes < max(nbytes, 1):
-            if buffer is not None:
-                buffer.free()
-            buffer = self._cuda.DeviceArray(shape=(max(nbytes, 1),), dtype=np.uint8)
-            self._buffers[name] = buffer
+        if buffer is None:
+            buffer = self._buffers[name] = self._cuda.DeviceArray.raw((0,))
+        buffer.resize((max(nbytes, 1),))
         self._context.set_tensor_address(name, buffer.ptr)
         return buffer
+
+
+def _bytes(array: np.ndarray) -> np.ndarray:
+    """A contiguous byte view of ``array`` (the device buffers are untyped)."""
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def trtrtx_loader(engine_dir: Path) -> Callable[[], TrtRtxEngine]:
