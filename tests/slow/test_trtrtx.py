@@ -30,19 +30,20 @@ def _require_stack() -> None:
         pytest.skip(f"the trtrtx stack is not installed (missing {', '.join(missing)})")
 
 
-def _cli(*args: str) -> tuple[int, str]:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+def _cli(*args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr (progress bars and errors) of one edgepack command."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = run(list(args))
-    return code, buffer.getvalue()
+    return code, out.getvalue(), err.getvalue()
 
 
 def build_trtrtx(precision: str, output: Path) -> dict[str, object]:
-    code, out = _cli(
+    code, out, err = _cli(
         "build", "--target", "ada-sm89", "--backend", "trtrtx", "--precision", precision,
         "--model", "demo:smollm2-135m", "--runtime", "none", "--output", str(output), "--json",
     )  # fmt: skip
-    assert code == 0, out
+    assert code == 0, out + err
     data: dict[str, object] = json.loads(out)
     return data
 
@@ -115,16 +116,17 @@ def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
 
 def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -> None:
     result = tmp_path / "run.json"
-    code, out = _cli("bench", "--bundle", str(trtrtx_bundles["fp16"]), "--json-out", str(result))
-    assert code == ExitCode.TOOL_MISSING, out
-    assert "no supported GPU" in out
+    args = ("bench", "--bundle", str(trtrtx_bundles["fp16"]), "--json-out", str(result))
+    code, out, err = _cli(*args)
+    assert code == ExitCode.TOOL_MISSING, out + err
+    assert "no supported GPU" in out + err
     assert not result.exists()
 
 
 def test_report_shows_build_and_size_rows(trtrtx_bundles) -> None:
-    code, out = _cli(
+    code, out, err = _cli(
         "report", "--bundle", str(trtrtx_bundles["fp16"]), "--bundle", str(trtrtx_bundles["int4"])
     )
-    assert code == 0, out
+    assert code == 0, out + err
     for row in ("engine build", "engine size", "build total", "not measured"):
         assert row in out
