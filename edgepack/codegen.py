@@ -135,8 +135,15 @@ def host_arch() -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
-def default_mode(target: TargetProfile) -> RuntimeMode:
-    """Native where this host has the target's architecture, else a cross build."""
+COMPILABLE_HERE = ("ort",)
+"""Backends whose runtime compiles on a host without their SDK (the others only render)."""
+
+
+def default_mode(target: TargetProfile, backend: str = "ort") -> RuntimeMode:
+    """Native where this host has the target's architecture, else a cross build; none for a
+    backend whose runtime needs an SDK this host cannot have (``edgepack runtime render``)."""
+    if backend not in COMPILABLE_HERE:
+        return "none"
     return "native" if target.arch == host_arch() else "cross"
 
 
@@ -457,7 +464,7 @@ def extract_member(wheel: Path, member_prefix: str, destination: Path) -> None:
 
 def runtime_stage(plan: Plan, build: RuntimeBuild) -> Stage:
     """The backend's runtime stage (only ort compiles on this kind of host)."""
-    if plan.backend != "ort":
+    if plan.backend not in COMPILABLE_HERE:
         raise ToolMissingError(
             f"the {plan.backend} runtime cannot be compiled here: it needs the backend's SDK",
             hint="build with --runtime none; `edgepack runtime render` writes its sources",

@@ -125,7 +125,7 @@ def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBu
     from edgepack.errors import BadInputError, did_you_mean
 
     if value is None:
-        return RuntimeBuild(default_mode(plan.target), cache_root=cache_root)
+        return RuntimeBuild(default_mode(plan.target, plan.backend), cache_root=cache_root)
     for mode in RUNTIME_MODES:
         if mode == value:
             return RuntimeBuild(mode, cache_root=cache_root)

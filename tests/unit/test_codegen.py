@@ -154,6 +154,15 @@ def test_default_mode_is_native_only_on_the_targets_arch() -> None:
         assert default_mode(target) == expected
 
 
+def test_no_runtime_by_default_where_the_backend_needs_an_sdk(tmp_path: Path) -> None:
+    from edgepack.cli.build import runtime_choice
+    from edgepack.cli.plan import build_plan
+
+    plan = build_plan("ada-sm89", "smollm2-135m", "fp16", "trtrtx", None, Limits(), False, None)
+    assert default_mode(plan.target, "trtrtx") == "none"
+    assert runtime_choice(None, plan, tmp_path).mode == "none"
+
+
 def test_native_build_for_another_arch_is_refused_before_work() -> None:
     other = "aarch64" if host_arch() == "x86_64" else "x86_64"
     spec = dataclasses.replace(spec_for("generic-aarch64-cpu"), arch=other)
