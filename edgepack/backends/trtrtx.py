@@ -257,6 +257,9 @@ def run_worker(stage: str, config: dict[str, Any], context: StageContext) -> Non
             install_hint=INSTALL_HINT,
             log=context.log,
             env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+            # ModelOpt compiles a C++ extension on first use with setuptools in the working
+            # directory; in a source checkout that would pick up edgepack's own project layout.
+            cwd=job_path.parent,
         )
     finally:
         job_path.unlink(missing_ok=True)
