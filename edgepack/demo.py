@@ -144,7 +144,9 @@ def _convert_locked(
     try:
         started = time.perf_counter()
         report(f"converting {gguf.name} to a Hugging Face folder (once; about 30 s)")
-        _convert(gguf, partial)
+        # transformers draws its GGUF progress bar on stdout, which `--json` keeps for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            _convert(gguf, partial)
         info = {**source, "gguf_sha256": sha, "convert_s": round(time.perf_counter() - started, 2)}
         _write_json_atomic(partial / MARKER_NAME, {**info, "versions": _tool_versions()})
         partial.rename(target)
