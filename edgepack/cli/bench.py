@@ -153,6 +153,9 @@ class _progress:  # noqa: N801 - used as a context manager like a function
             TimeElapsedColumn(),
             console=console,
             disable=disabled,
+            # Third-party progress bars write to stderr; with --json, stdout must hold only JSON.
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self.tasks: dict[str, TaskID] = {}
 

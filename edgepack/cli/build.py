@@ -194,6 +194,9 @@ class _Progress:
             TimeElapsedColumn(),
             console=console,
             disable=quiet,
+            # Third-party progress bars write to stderr; with --json, stdout must hold only JSON.
+            redirect_stdout=False,
+            redirect_stderr=False,
             transient=False,
         )
         self.task: TaskID | None = None
