@@ -15,6 +15,7 @@ import pytest
 from edgepack.bundle import read_manifest
 from edgepack.cli.main import run
 from edgepack.errors import ExitCode
+from edgepack.models import resolve_model_source
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,8 @@ def trtrtx_bundles(
 ) -> dict[str, Path]:
     """fp16 and int4 engines of the demo model for SM89, built once per session."""
     _require_stack()
+    # Convert the demo model first, outside the captured CLI calls whose stdout is parsed as JSON.
+    resolve_model_source("demo:smollm2-135m", session_cache)
     root = tmp_path_factory.mktemp("trtrtx")
     for precision in ("fp16", "int4"):
         build_trtrtx(precision, root / precision)
