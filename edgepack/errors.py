@@ -7,7 +7,21 @@ code raises these; only ``edgepack.cli.main`` turns them into a message and an e
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
+
+DEBUG_ENV = "EDGEPACK_DEBUG"
+_debug_flag = [False]
+"""--debug of the current invocation (set by the CLI's global options, reset by every run)."""
+
+
+def set_debug(enabled: bool) -> None:
+    _debug_flag[0] = enabled
+
+
+def debugging() -> bool:
+    """Whether tracebacks are wanted: --debug or EDGEPACK_DEBUG=1."""
+    return _debug_flag[0] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 class ExitCode:

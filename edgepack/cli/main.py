@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Annotated
@@ -20,9 +19,7 @@ from edgepack.cli import report as report_cli
 from edgepack.cli import runtime as runtime_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
-from edgepack.errors import EdgepackError, ExitCode
-
-DEBUG_ENV = "EDGEPACK_DEBUG"
+from edgepack.errors import DEBUG_ENV, EdgepackError, ExitCode, debugging, set_debug
 
 app = typer.Typer(
     name="edgepack",
@@ -58,19 +55,11 @@ def _global_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
 ) -> None:
-    _debug_flag[0] = debug
-
-
-_debug_flag = [False]
-"""--debug of the current invocation (reset by every run())."""
-
-
-def _debugging() -> bool:
-    return _debug_flag[0] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    set_debug(debug)
 
 
 def _report(error: EdgepackError) -> int:
-    if _debugging():
+    if debugging():
         traceback.print_exc()
     err_console.print(
         f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True
@@ -86,7 +75,7 @@ def run(argv: list[str] | None = None) -> int:
     Typer handles usage errors, ``--help`` and ``typer.Exit`` itself and ends with SystemExit;
     edgepack's own errors come through here and become a message and their exit code.
     """
-    _debug_flag[0] = False
+    set_debug(False)
     try:
         app(args=argv, prog_name="edgepack", standalone_mode=True)
     except SystemExit as exit_:
@@ -97,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
         err_console.print("[bold red]interrupted[/]")
         return ExitCode.INTERRUPTED
     except Exception as error:  # an edgepack bug: say so, keep the traceback behind --debug
-        if _debugging():
+        if debugging():
             traceback.print_exc()
         err_console.print(
             f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}"

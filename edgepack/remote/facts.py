@@ -21,6 +21,10 @@ FACTS_SCRIPT = (
 say() { [ -n "$2" ] && printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')"; }
 has() { command -v "$1" >/dev/null 2>&1; }
 root=$1
+limit=$2
+# The interpreter is asked last and under a time limit: a wedged python3 (a pyenv shim waiting on
+# a stale lock, an NFS home) must cost seconds, not the whole probe.
+limited() { if has timeout; then timeout "$limit" "$@"; else "$@"; fi; }
 case "$root" in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
 case "$root" in /*) ;; *) root=$(pwd)/$root ;; esac
 say root "$root"
@@ -58,7 +62,7 @@ for g in /sys/class/devfreq/*gpu* /sys/class/devfreq/*.gpu /sys/devices/gpu.0/de
 done
 if has python3; then
   say python "$(command -v python3)"
-  python3 - <<'PY' 2>/dev/null
+  limited python3 - <<'PY' 2>/dev/null
 import platform
 print("python_version=" + platform.python_version(), flush=True)
 import importlib.metadata as m  # Python 3.8+; an older one still reports its version
@@ -174,6 +178,6 @@ def _gpu(csv_line: str) -> GpuFacts:
     )
 
 
-def gather_facts(connector: Connector, root: str) -> DeviceFacts:
-    result = connector.run(shell(FACTS_SCRIPT, root), timeout=60)
+def gather_facts(connector: Connector, root: str, python_limit_s: int = 20) -> DeviceFacts:
+    result = connector.run(shell(FACTS_SCRIPT, root, str(python_limit_s)), timeout=60)
     return parse_facts(connector.label, result.stdout)

@@ -8,6 +8,7 @@ left pointing at a partial release.
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgepack.bundle import Manifest
-from edgepack.errors import EdgepackError, ExitCode
+from edgepack.errors import DEBUG_ENV, EdgepackError, ExitCode, RemoteError, debugging
 from edgepack.remote.connector import Connector, LocalConnector
 from edgepack.remote.hosts import LOCAL, HostSpec, parse_host
 from edgepack.remote.sync import DeployOptions, DeployProgress, DeployReport, deploy
@@ -61,12 +62,27 @@ def on_each_host(
             return work(spec)
         except EdgepackError as error:
             return error
-        except Exception as error:  # a bug on one host must not take the others down
-            return EdgepackError(f"{spec.label}: internal error: {type(error).__name__}: {error}")
+        except Exception as error:  # one host's failure must not take the others down
+            return _host_failure(spec, error)
 
     with ThreadPoolExecutor(max_workers=min(len(specs), MAX_PARALLEL)) as pool:
         results = list(pool.map(guarded, specs))
     return list(zip(specs, results, strict=True))
+
+
+def _host_failure(spec: HostSpec, error: Exception) -> EdgepackError:
+    """An exception that escaped a host's work: the network's fault, or an edgepack bug."""
+    if debugging():
+        traceback.print_exception(error)
+    if isinstance(error, OSError | EOFError) or type(error).__module__.startswith("paramiko"):
+        return RemoteError(
+            f"{spec.label}: connection lost: {str(error) or type(error).__name__}",
+            hint="rerun the command: transfers resume where they stopped",
+        )
+    return EdgepackError(
+        f"{spec.label}: internal error: {type(error).__name__}: {error}",
+        hint=f"rerun with --debug (or {DEBUG_ENV}=1) for the traceback",
+    )
 
 
 def deploy_fleet(

@@ -9,6 +9,7 @@ failure into a one-line RemoteError.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import socket
@@ -242,9 +243,13 @@ class SshConnector(Connector):
         self._jumps.clear()
 
     def close(self) -> None:
-        if self._sftp_client is not None:
-            self._sftp_client.close()
-        self._client.close()
+        # Closing a connection that just broke can raise (a send on a reset socket); that
+        # error would replace the one that says what broke, so it is dropped.
+        with contextlib.suppress(Exception):
+            if self._sftp_client is not None:
+                self._sftp_client.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
         self._close_jumps()
 
     @property

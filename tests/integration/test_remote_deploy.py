@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,8 @@ MB = 1_000_000
 def deploy(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, Any]]]:
     capsys.readouterr()
     code = run(["deploy", "--json", *args])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    sys.stderr.write(err)  # captured again: pytest shows it if the test fails
     return code, json.loads(out) if out.strip().startswith("[") else []
 
 
@@ -269,8 +271,8 @@ def test_three_devices_at_once_one_dies_mid_way(
         "--timeout",
         "3",
     )
-    assert code == ExitCode.REMOTE
-    assert [o["ok"] for o in outcomes] == [True, False, True]
+    assert code == ExitCode.REMOTE, outcomes
+    assert [o["ok"] for o in outcomes] == [True, False, True], outcomes
     for index in (0, 2):
         root = tmp_path / f"root{index}"
         assert current_of(root) == f"releases/{outcomes[index]['release']}"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from edgepack.bundle import Manifest
 from edgepack.errors import BadInputError
+from edgepack.remote.connector import LocalConnector
 from edgepack.remote.detect import compatibility_problems, detect_profiles
-from edgepack.remote.facts import parse_facts
+from edgepack.remote.facts import gather_facts, parse_facts
 from edgepack.remote.hosts import parse_host, read_inventory
 from edgepack.remote.telemetry import (
     parse_nvidia_smi_csv,
@@ -56,6 +59,23 @@ def test_inventory_skips_comments_and_rejects_empty(tmp_path: Path) -> None:
     inventory.write_text("# nothing\n")
     with pytest.raises(BadInputError, match="lists no hosts"):
         read_inventory(inventory)
+
+
+def test_facts_of_this_machine_survive_a_python3_that_never_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wedged = tmp_path / "bin" / "python3"  # like a pyenv shim waiting on a stale lock
+    wedged.parent.mkdir()
+    wedged.write_text("#!/bin/sh\nexec sleep 600\n")
+    wedged.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wedged.parent}{os.pathsep}{os.environ['PATH']}")
+    started = time.monotonic()
+    facts = gather_facts(LocalConnector(), str(tmp_path), python_limit_s=1)
+    assert time.monotonic() - started < 30
+    assert facts.arch == os.uname().machine
+    assert facts.free_bytes > 0
+    assert facts.python == str(wedged)
+    assert facts.python_version is None
 
 
 def test_jetson_facts_detect_orin_and_derive_its_sm(registry: TargetRegistry) -> None:

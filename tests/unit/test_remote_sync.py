@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from edgepack.bundle import Manifest, verify_bundle
-from edgepack.errors import RemoteError
+from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import LocalConnector
+from edgepack.remote.fleet import on_each_host
+from edgepack.remote.hosts import HostSpec, parse_host
 from edgepack.remote.sync import (
     LOCK,
     DeployOptions,
@@ -119,3 +121,21 @@ def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: Targe
     assert repaired.bytes_sent == 5000
     assert _current(root) == f"releases/{first.release}"
     verify_bundle(root / "current")
+
+
+def test_a_host_whose_work_escapes_with_a_network_error_reports_a_remote_failure() -> None:
+    hosts = [parse_host("a"), parse_host("b"), parse_host("c")]
+
+    def work(spec: HostSpec) -> str:
+        if spec.label == "a":
+            raise ConnectionResetError(104, "Connection reset by peer")
+        if spec.label == "b":
+            raise KeyError("release")
+        return "done"
+
+    (_, lost), (_, bug), (_, fine) = on_each_host(hosts, work)
+    assert isinstance(lost, RemoteError) and lost.exit_code == ExitCode.REMOTE
+    assert "a: connection lost" in lost.message
+    assert isinstance(bug, EdgepackError) and bug.exit_code == ExitCode.FAILURE
+    assert "b: internal error: KeyError" in bug.message
+    assert fine == "done"
