@@ -4,7 +4,10 @@ A report has one column per run result (or per bundle that has no run yet) and r
 of the study that started this project: set-up, build pipeline, artifacts, runtime, decode
 roofline, cross-engine comparison (when backends differ) and quality. Every figure is a median
 with its spread (min–max over the runs, or over the ``--repeat`` rebuilds for build times); every
-column after the first has a delta against the first, the baseline.
+column after the first has a delta against the first, the baseline. A bundle without a run has
+its build and artifact figures from its manifest and "not measured" in every runtime cell; where its
+engine needs a GPU this machine lacks (a TensorRT-RTX engine and its compute capability), the cells
+say "not measured: no supported GPU" and a note says which GPU it needs.
 
 Noise rule. The spread of a figure is the range (max − min) of its samples. A difference between
 two figures is *within noise* when it is no larger than the sum of their two ranges. With
@@ -25,7 +28,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,8 +42,12 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from edgepack.bench.trtrtx_runner import Gpu
+
 REPORT_SCHEMA_VERSION = 1
 NOT_MEASURED = "not measured"
+NO_SUPPORTED_GPU = f"{NOT_MEASURED}: no supported GPU"
+"""A build-only column whose engine runs only on a GPU this machine does not have."""
 NO_BUNDLE = "bundle unavailable"
 NOT_APPLICABLE = "–"
 NO_GATE_MARK = "(--no-gate)"
@@ -150,6 +157,10 @@ class Entry:
     manifest: Manifest | None
     problem: str = ""
     """Why the manifest is missing, when it is."""
+    not_measured: str = NOT_MEASURED
+    """What a runtime figure of a column without a run says."""
+    unmeasured_note: str = ""
+    """Why it was not measured, for the notes, when the column says more than "not measured"."""
 
     @classmethod
     def from_run(
@@ -236,6 +247,45 @@ def load_entries(
     return entries
 
 
+GPU_ENGINE_BACKENDS = {"trtrtx": "TensorRT-RTX"}
+"""Backends whose engines run only on a GPU of the compute capability they were built for."""
+
+
+def gpu_engine_sm(manifest: Manifest | None) -> str | None:
+    """The compute capability (``SM89``) a bundle's engine needs, for the backends that need one."""
+    if manifest is None or manifest.recipe.get("backend") not in GPU_ENGINE_BACKENDS:
+        return None
+    engine = manifest.recipe.get("stage_config", {}).get("engine", {})
+    sm = engine.get("compute_capability") or manifest.target.get("sm")
+    return str(sm) if sm else None
+
+
+def mark_unmeasured(entries: Sequence[Entry], gpus: Sequence[Gpu] | None = None) -> list[Entry]:
+    """Columns without a run whose engine needs a GPU this machine lacks say so in every runtime
+    cell ("not measured: no supported GPU"); the others say "not measured". ``gpus``: this
+    machine's NVIDIA GPUs, asked of nvidia-smi when not given (and only when it matters)."""
+    marked = []
+    for entry in entries:
+        sm = gpu_engine_sm(entry.manifest) if entry.run is None else None
+        if sm is None:
+            marked.append(entry)
+            continue
+        from edgepack.bench.trtrtx_runner import describe_gpus, supported_gpu, visible_gpus
+
+        gpus = visible_gpus() if gpus is None else gpus
+        if supported_gpu(sm, gpus) is not None:
+            marked.append(entry)  # it could run here: it simply was not
+            continue
+        tool = GPU_ENGINE_BACKENDS[str(entry.manifest.recipe["backend"])] if entry.manifest else ""
+        why = (
+            f"its {tool} engine runs only on an {sm} GPU and this machine has "
+            f"{describe_gpus(gpus)}; its runtime, roofline-share and quality figures stay empty "
+            f"until a run on an {sm} GPU is reported (bench the bundle there, then report the run)"
+        )
+        marked.append(replace(entry, not_measured=NO_SUPPORTED_GPU, unmeasured_note=why))
+    return marked
+
+
 def column_labels(entries: Sequence[Entry]) -> list[str]:
     """ "backend precision", with the model when models differ and an id when labels collide."""
     with_model = len({entry.fact("model") for entry in entries}) > 1
@@ -300,7 +350,7 @@ def _precision_text(entry: Entry) -> str:
 
 def _machine_text(entry: Entry) -> str:
     if entry.run is None:
-        return NOT_MEASURED
+        return entry.not_measured
     machine = entry.run.machine
     cores = machine.get("usable_cores") or machine.get("logical_cores")
     name = machine.get("cpu_model") or machine.get("hostname") or "?"
@@ -309,7 +359,7 @@ def _machine_text(entry: Entry) -> str:
 
 def _settings_text(entry: Entry) -> str:
     if entry.run is None:
-        return NOT_MEASURED
+        return entry.not_measured
     settings = entry.run.settings
     text = (
         f"{settings.runs} runs × {len(entry.run.outputs)} prompts × "
@@ -335,18 +385,57 @@ def sum_measures(measures: Sequence[Measure]) -> Measure:
     return Measure(value, low, high, None, min(m.n for m in measures))
 
 
-def _build_cells(entry: Entry) -> tuple[Cell, Cell, Cell]:
-    """(quantize/convert, engine build, total). The last stage builds the engine."""
+ENGINE_STAGE = "engine"
+LATER_STAGES = {"runtime": "C++ runtime build (s)", "wheels": "device wheels (s)"}
+"""Stages a build may add after the engine (the C++ runtime, wheels for the device): rows of
+their own, counted in the total but neither conversion nor engine build."""
+
+
+def _split_stages(
+    stages: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(stages up to and with the one that builds the engine, the later stages by name). The
+    engine stage is the last one named "engine", else the last that is not a known later one."""
+    names = [str(stage["name"]) for stage in stages]
+    candidates = [i for i, name in enumerate(names) if name == ENGINE_STAGE] or [
+        i for i, name in enumerate(names) if name not in LATER_STAGES
+    ]
+    end = candidates[-1] + 1 if candidates else 0
+    return list(stages[:end]), {names[i]: stages[i] for i in range(end, len(stages))}
+
+
+def _later_stage_names(entries: Sequence[Entry]) -> list[str]:
+    names: list[str] = []
+    for entry in entries:
+        stages = entry.manifest.stages if entry.manifest else []
+        names += [name for name in _split_stages(stages)[1] if name not in names]
+    return names
+
+
+def _build_cells(entry: Entry, later: Sequence[str]) -> list[Cell]:
+    """quantize/convert, engine build, each later stage, total. The stages before the engine's
+    export, quantize or convert."""
     if entry.manifest is None or not entry.manifest.stages:
-        return NO_BUNDLE, NO_BUNDLE, NO_BUNDLE
-    measures = [_stage_measure(stage) for stage in entry.manifest.stages]
+        return [NO_BUNDLE] * (3 + len(later))
+    model, after = _split_stages(entry.manifest.stages)
+    if not model:
+        return [NO_BUNDLE] * (3 + len(later))
+    measures = [_stage_measure(stage) for stage in model]
     before: Cell = sum_measures(measures[:-1]) if len(measures) > 1 else "in engine build"
-    return before, measures[-1], sum_measures(measures)
+    extra = [_stage_measure(after[name]) if name in after else None for name in later]
+    total = sum_measures(measures + [m for m in extra if m is not None])
+    return [before, measures[-1], *extra, total]
 
 
 def _build_rows(entries: Sequence[Entry]) -> list[Row]:
-    cells = [_build_cells(entry) for entry in entries]
-    labels = ("quantize/convert (s)", "engine build (s)", "build total (s)")
+    later = _later_stage_names(entries)
+    cells = [_build_cells(entry, later) for entry in entries]
+    labels = [
+        "quantize/convert (s)",
+        "engine build (s)",
+        *[LATER_STAGES.get(name, f"{name} stage (s)") for name in later],
+        "build total (s)",
+    ]
     return [
         _row("build", label, "s", [column[index] for column in cells], "lower")
         for index, label in enumerate(labels)
@@ -459,7 +548,7 @@ def _runtime_rows(entries: Sequence[Entry]) -> list[Row]:
 
 
 def _run_cell(entry: Entry, figure: RunFigure) -> Cell:
-    return figure(entry.run) if entry.run is not None else NOT_MEASURED
+    return figure(entry.run) if entry.run is not None else entry.not_measured
 
 
 # --- roofline ---------------------------------------------------------------------------------
@@ -555,7 +644,7 @@ def _bandwidth_text(roofline: Roofline | None) -> str:
 
 def _speed(entry: Entry, batched: bool) -> Cell:
     if entry.run is None:
-        return NOT_MEASURED
+        return entry.not_measured
     metrics = entry.run.metrics
     return _spread_cell(metrics.decode_tok_s_batched if batched else metrics.decode_tok_s)
 
@@ -598,7 +687,7 @@ def _cross_engine_rows(entries: Sequence[Entry]) -> list[Row]:
 
 def _verdict_text(entry: Entry) -> str:
     if entry.run is None:
-        return NOT_MEASURED
+        return entry.not_measured
     text = _verdict_words(entry.run)
     return text if entry.run.gate_enforced else f"{text} {NO_GATE_MARK}"
 
@@ -641,7 +730,7 @@ def _check_directions(entries: Sequence[Entry]) -> dict[str, Better]:
 
 def _metric_cell(entry: Entry, name: str) -> Cell:
     if entry.run is None:
-        return NOT_MEASURED
+        return entry.not_measured
     value = _quality_metrics(entry).get(name)
     return Measure(value) if value is not None else None
 
@@ -669,6 +758,8 @@ def _entry_notes(label: str, entry: Entry) -> list[str]:
     notes = []
     if entry.problem:
         notes.append(f"{label}: no build, artifact or roofline figures: {entry.problem}.")
+    if entry.unmeasured_note:
+        notes.append(f"{label}: {entry.not_measured}: {entry.unmeasured_note}.")
     roofline = roofline_of(entry)
     if roofline is not None:
         notes.append(f"{label}: decode roofline = {roofline.describe()}.")
@@ -839,6 +930,8 @@ class Column:
     run_id: str | None
     bundle_id: str | None
     no_gate: bool
+    not_measured: str | None = None
+    """Why the column has no runtime figures (it has no run), or None when it was measured."""
 
 
 @dataclass(frozen=True)
@@ -880,7 +973,11 @@ ROW_BUILDERS: tuple[Callable[[Sequence[Entry]], list[Row]], ...] = (
 )
 
 
-def build_report(entries: Sequence[Entry], check_baseline: bool = False) -> Report:
+def build_report(
+    entries: Sequence[Entry], check_baseline: bool = False, gpus: Sequence[Gpu] | None = None
+) -> Report:
+    """``gpus``: this machine's NVIDIA GPUs (see :func:`mark_unmeasured`)."""
+    entries = mark_unmeasured(entries, gpus)
     labels = column_labels(entries)
     metric = quality_plot_metric(entries)
     return Report(
@@ -897,7 +994,8 @@ def build_report(entries: Sequence[Entry], check_baseline: bool = False) -> Repo
 def _column(label: str, entry: Entry) -> Column:
     bundle_id = entry.manifest.bundle_id if entry.manifest else entry.summary.get("bundle_id")
     run_id = entry.run.run_id if entry.run else None
-    return Column(label, entry.source, run_id, bundle_id, entry.no_gate)
+    unmeasured = entry.not_measured if entry.run is None else None
+    return Column(label, entry.source, run_id, bundle_id, entry.no_gate, unmeasured)
 
 
 def _point(label: str, entry: Entry, metric: str | None) -> PlotPoint:

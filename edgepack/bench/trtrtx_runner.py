@@ -279,16 +279,24 @@ def parse_gpu_list(text: str) -> list[Gpu]:
     return gpus
 
 
+def supported_gpu(engine_sm: str, gpus: Sequence[Gpu]) -> Gpu | None:
+    """The first of ``gpus`` an engine built for ``engine_sm`` runs on."""
+    return next((gpu for gpu in gpus if gpu.sm == engine_sm), None)
+
+
+def describe_gpus(gpus: Sequence[Gpu]) -> str:
+    return ", ".join(f"{gpu.name} ({gpu.sm})" for gpu in gpus) or "no NVIDIA GPU"
+
+
 def require_supported_gpu(engine_sm: str, gpus: Sequence[Gpu] | None = None) -> Gpu:
     """The GPU the engine runs on, or a plain refusal: nothing is measured without one."""
     found = visible_gpus() if gpus is None else list(gpus)
-    matching = [gpu for gpu in found if gpu.sm == engine_sm]
-    if matching:
-        return matching[0]
-    here = ", ".join(f"{gpu.name} ({gpu.sm})" for gpu in found) or "no NVIDIA GPU"
+    matching = supported_gpu(engine_sm, found)
+    if matching is not None:
+        return matching
     raise ToolMissingError(
         f"no supported GPU: this TensorRT-RTX engine runs only on {engine_sm} and this machine "
-        f"has {here}; nothing was run and no numbers were recorded",
+        f"has {describe_gpus(found)}; nothing was run and no numbers were recorded",
         hint=f"deploy the bundle to an RTX workstation with an {engine_sm} GPU and bench it there",
     )
 

@@ -18,6 +18,7 @@ import pytest
 
 from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutput, RunResult
 from edgepack.bench.stats import Spread
+from edgepack.bench.trtrtx_runner import Gpu
 from edgepack.bench.verdict import Check, QualityVerdict
 from edgepack.bundle import Manifest, bundle_summary, write_bundle
 from edgepack.cache import FileHashIndex
@@ -27,6 +28,8 @@ from edgepack.plan import PlanRequest, make_plan
 from edgepack.report import (
     NO_BUNDLE,
     NO_GATE_MARK,
+    NO_SUPPORTED_GPU,
+    NOT_APPLICABLE,
     NOT_MEASURED,
     QUALITY_PLOT,
     REGRESSION_RULE,
@@ -55,11 +58,14 @@ HAND_PLAN = {
 """10 GB/s over 100 MB of weights: a ceiling of 100 tok/s before the KV cache."""
 
 
-def _real_plan(precision: str) -> dict[str, Any]:
+def _real_plan(
+    precision: str, target: str = "host-x86_64-cpu", backend: str | None = None
+) -> dict[str, Any]:
     request = PlanRequest(
-        target=TargetRegistry.default().get("host-x86_64-cpu"),
+        target=TargetRegistry.default().get(target),
         model=resolve_spec("smollm2-135m-instruct"),
         precision=precision,
+        backend=backend,
     )
     return make_plan(request).summary()
 
@@ -71,6 +77,8 @@ def _bundle(
     stages: list[dict[str, Any]] | None = None,
     plan: dict[str, Any] | None = None,
     checkpoint_bytes: int = 0,
+    recipe: dict[str, Any] | None = None,
+    target: dict[str, Any] | None = None,
 ) -> Path:
     source = root / f"src-{precision}"
     source.mkdir(parents=True)
@@ -86,8 +94,8 @@ def _bundle(
     manifest = Manifest(
         edgepack_version="test",
         model={"name": "smollm2-135m-instruct", "hash": "h"},
-        recipe={"backend": "ort", "precision": precision, "kv_cache_dtype": "fp32"},
-        target={"name": "host-x86_64-cpu"},
+        recipe=recipe or {"backend": "ort", "precision": precision, "kv_cache_dtype": "fp32"},
+        target=target or {"name": "host-x86_64-cpu"},
         tools={"edgepack": "test", "onnxruntime-genai": "0.0-test"},
         plan=plan if plan is not None else _real_plan(precision),
         stages=stages if stages is not None else [{"name": "engine", "key": "k", "wall_s": 12.0}],
@@ -534,3 +542,178 @@ def test_checkpoint_size_row_appears_when_a_bundle_carries_one(
     report = build_report([pair[0], Entry.from_bundle(with_checkpoint)])
     assert _cells(report, "checkpoint size") == ["–", "3.00 kB"]
     assert report.row("bundle size").cells[1] == Measure(1500 + 3000 + len(b'{"prompts": []}'))
+
+
+# --- TensorRT-RTX bundles: built here, runnable only on an RTX GPU ------------------------------
+
+TRTRTX_STAGES = {
+    "fp16": [("export", 40.0), ("quantize", 60.0), ("engine", 48.0)],
+    "fp8": [("export", 40.0), ("quantize", 150.0), ("engine", 79.0)],
+}
+"""Stage times shaped like the demo model's real SM89 builds (REFERENCE.md §11)."""
+
+
+def _trtrtx_bundle(root: Path, precision: str, engine_bytes: int) -> Path:
+    """A bundle as the trtrtx backend writes it: SM89 engine, export/quantize/engine stages."""
+    stages = [{"name": n, "key": n, "wall_s": s} for n, s in TRTRTX_STAGES[precision]]
+    recipe = {
+        "backend": "trtrtx",
+        "precision": precision,
+        "kv_cache_dtype": "fp16",
+        "stage_config": {"engine": {"compute_capability": "SM89"}},
+    }
+    return _bundle(
+        root,
+        precision,
+        engine_bytes,
+        stages=stages,
+        plan=_real_plan(precision, "ada-sm89", "trtrtx"),
+        recipe=recipe,
+        target={"name": "ada-sm89", "sm": "SM89"},
+    )
+
+
+@pytest.fixture
+def trtrtx_pair(tmp_path: Path) -> list[Entry]:
+    """fp16 and fp8 engines for the RTX 6000 Ada, as in the study, never run."""
+    return [
+        Entry.from_bundle(_trtrtx_bundle(tmp_path, "fp16", 37400)),
+        Entry.from_bundle(_trtrtx_bundle(tmp_path, "fp8", 28800)),
+    ]
+
+
+RUNTIME_LABELS = (
+    "engine load, first (s)",
+    "engine load, warm (s)",
+    "time to first token (s)",
+    "generation, one prompt (s)",
+    "generation, one batched (s)",
+    "prefill tok/s",
+    "decode tok/s, batch 1",
+    "decode tok/s, batched",
+    "peak RSS",
+)
+
+
+def test_trtrtx_bundles_show_build_and_size_rows_with_deltas(trtrtx_pair: list[Entry]) -> None:
+    report = build_report(trtrtx_pair, gpus=[])
+    assert [c.label for c in report.columns] == [
+        "trtrtx fp16 (build only)",
+        "trtrtx fp8 (build only)",
+    ]
+    # export and quantize are the conversion; the last stage builds the engine
+    assert _cells(report, "quantize/convert (s)") == ["100.0", "190.0"]
+    assert _cells(report, "engine build (s)") == ["48.0", "79.0"]
+    assert _cells(report, "build total (s)") == ["148.0", "269.0"]
+    assert _cells(report, "engine size") == ["37.4 kB", "28.8 kB"]
+    for label, delta_text in (
+        ("quantize/convert (s)", "+90.0 (+90.0 %)"),
+        ("engine build (s)", "+31.0 (+64.6 %)"),
+        ("build total (s)", "+121.0 (+81.8 %)"),
+        ("engine size", "-8.60 kB (-23.0 %)"),
+    ):
+        row = report.row(label)
+        assert format_delta(row.deltas()[1], row.unit) == delta_text
+    with pytest.raises(KeyError):
+        report.row("C++ runtime build (s)")  # no runtime stage, no row
+
+
+def test_trtrtx_runtime_rows_say_no_supported_gpu_until_a_run_exists(
+    trtrtx_pair: list[Entry],
+) -> None:
+    report = build_report(trtrtx_pair, gpus=[])
+    for label in (*RUNTIME_LABELS, "machine", "measured", "quality verdict"):
+        row = report.row(label)
+        assert row.cells == (NO_SUPPORTED_GPU, NO_SUPPORTED_GPU), label
+        assert row.deltas() == [None, None], label  # no number, no delta
+    assert _cells(report, "% of decode roofline, batch 1") == [NO_SUPPORTED_GPU] * 2
+    assert _cells(report, "decode ceiling, batch 1 (tok/s)")[0] != NO_SUPPORTED_GPU  # a plan figure
+    assert [c.not_measured for c in report.columns] == [NO_SUPPORTED_GPU] * 2
+    [why] = [n for n in report.notes if n.startswith("trtrtx fp8 (build only): not measured")]
+    assert "runs only on an SM89 GPU and this machine has no NVIDIA GPU" in why
+
+
+def test_a_gpu_that_cannot_run_the_engine_is_named(trtrtx_pair: list[Entry]) -> None:
+    hopper = Gpu("NVIDIA H100 80GB HBM3", "9.0")
+    report = build_report(trtrtx_pair, gpus=[hopper])
+    assert _cells(report, "decode tok/s, batch 1") == [NO_SUPPORTED_GPU] * 2
+    assert any("this machine has NVIDIA H100 80GB HBM3 (SM90)" in n for n in report.notes)
+
+
+def test_with_a_supported_gpu_an_unmeasured_bundle_is_only_not_measured(
+    trtrtx_pair: list[Entry],
+) -> None:
+    ada = Gpu("NVIDIA RTX 6000 Ada Generation", "8.9")
+    report = build_report(trtrtx_pair, gpus=[ada])
+    assert _cells(report, "decode tok/s, batch 1") == [NOT_MEASURED] * 2
+    assert not any("no supported GPU" in note for note in report.notes)
+
+
+def test_a_cpu_bundle_never_claims_a_missing_gpu(tmp_path: Path) -> None:
+    report = build_report([Entry.from_bundle(_bundle(tmp_path, "fp32", 10))], gpus=[])
+    assert _cells(report, "decode tok/s, batch 1") == [NOT_MEASURED]
+
+
+def test_a_run_of_a_trtrtx_bundle_shows_its_numbers(tmp_path: Path) -> None:
+    bundle = _trtrtx_bundle(tmp_path, "fp16", 37400)
+    report = build_report([Entry.from_run(_run(bundle, [90.0, 91.0, 89.0]), "r.json")], gpus=[])
+    assert _cells(report, "decode tok/s, batch 1") == ["90.0 (89.0–91.0)"]
+    assert report.columns[0].not_measured is None
+
+
+def test_markdown_html_and_json_keep_the_no_gpu_marking(trtrtx_pair: list[Entry]) -> None:
+    report = build_report(trtrtx_pair, gpus=[])
+    markdown = render_markdown(report)
+    for label in ("time to first token (s)", "prefill tok/s", "decode tok/s, batch 1", "peak RSS"):
+        assert f"| {label} | {NO_SUPPORTED_GPU} | {NO_SUPPORTED_GPU} |  |" in markdown
+    assert "| engine build (s) | 48.0 | 79.0 | +31.0 (+64.6 %) |" in markdown
+    assert f"<td>{NO_SUPPORTED_GPU}</td>" in render_html(report)
+    data = json.loads(render_json(report))
+    rows = {row["label"]: row for row in data["rows"]}
+    for label in RUNTIME_LABELS:
+        assert rows[label]["cells"] == [{"text": NO_SUPPORTED_GPU}] * 2, label
+    assert rows["engine size"]["deltas"][1]["absolute"] == -8600
+    assert rows["build total (s)"]["cells"][1]["value"] == 269.0
+    assert [c["not_measured"] for c in data["columns"]] == [NO_SUPPORTED_GPU] * 2
+
+
+def test_cli_report_on_two_trtrtx_bundles(
+    cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgepack.bench.trtrtx_runner as runner
+
+    monkeypatch.setattr(runner, "visible_gpus", lambda: [])
+    fp16, fp8 = _trtrtx_bundle(tmp_path, "fp16", 37400), _trtrtx_bundle(tmp_path, "fp8", 28800)
+    result = cli("report", "--bundle", str(fp16), "--bundle", str(fp8))
+    assert result.code == 0, result.err
+    assert f"| decode tok/s, batch 1 | {NO_SUPPORTED_GPU} | {NO_SUPPORTED_GPU} |" in result.out
+    assert "| engine size | 37.4 kB | 28.8 kB | -8.60 kB (-23.0 %) |" in result.out
+    result = cli("report", "--bundle", str(fp16), "--bundle", str(fp8), "--format", "json")
+    assert result.code == 0, result.err
+    rows = {row["label"]: row for row in json.loads(result.out)["rows"]}
+    assert rows["time to first token (s)"]["cells"] == [{"text": NO_SUPPORTED_GPU}] * 2
+
+
+def test_the_cpp_runtime_stage_is_not_the_engine_build(tmp_path: Path) -> None:
+    stages = [
+        {"name": "engine", "key": "e", "wall_s": 12.0},
+        {"name": "runtime", "key": "r", "wall_s": 30.0},
+    ]
+    report = build_report([Entry.from_bundle(_bundle(tmp_path, "int4", 10, stages=stages))])
+    assert _cells(report, "engine build (s)") == ["12.0"]
+    assert _cells(report, "C++ runtime build (s)") == ["30.0"]
+    assert _cells(report, "build total (s)") == ["42.0"]
+
+
+def test_stages_after_the_engine_get_rows_of_their_own(tmp_path: Path) -> None:
+    stages = [
+        {"name": "export", "key": "x", "wall_s": 5.0},
+        {"name": "engine", "key": "e", "wall_s": 12.0},
+        {"name": "wheels", "key": "w", "wall_s": 3.0},
+    ]
+    with_wheels = Entry.from_bundle(_bundle(tmp_path, "fp32", 10, stages=stages))
+    report = build_report([with_wheels, Entry.from_bundle(_bundle(tmp_path, "int4", 10))])
+    assert _cells(report, "quantize/convert (s)") == ["5.00", "in engine build"]
+    assert _cells(report, "engine build (s)") == ["12.0", "12.0"]
+    assert _cells(report, "device wheels (s)") == ["3.00", NOT_APPLICABLE]
+    assert _cells(report, "build total (s)") == ["20.0", "12.0"]
