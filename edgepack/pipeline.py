@@ -25,9 +25,10 @@ from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
     from edgepack.codegen import RuntimeBuild
+    from edgepack.device_wheels import DeviceWheels
 
 MODEL_INPUT = "model"
-STAGE_BUNDLE_FOLDERS = {"runtime": "runtime"}
+STAGE_BUNDLE_FOLDERS = {"runtime": "runtime", "wheels": "wheels"}
 """Stages whose output goes into a bundle folder of its own; the last other stage's is engine/."""
 
 
@@ -98,13 +99,19 @@ def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
     )
 
 
-def plan_stages(plan: Plan, runtime: RuntimeBuild | None = None) -> list[Stage]:
-    """The backend's stages, then the C++ runtime's when one is to be built."""
+def plan_stages(
+    plan: Plan, runtime: RuntimeBuild | None = None, wheels: DeviceWheels | None = None
+) -> list[Stage]:
+    """The backend's stages, then the C++ runtime's and the device wheels' when asked for."""
     stages = BACKENDS[plan.backend].stages(plan)
     if runtime is not None and runtime.mode != "none":
         from edgepack.codegen import runtime_stage
 
         stages.append(runtime_stage(plan, runtime))
+    if wheels is not None and wheels.pythons:
+        from edgepack.device_wheels import wheels_stage
+
+        stages.append(wheels_stage(plan, wheels))
     return stages
 
 
@@ -118,11 +125,12 @@ def run_pipeline(
     repeat: int = 0,
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
+    wheels: DeviceWheels | None = None,
 ) -> list[StageRun]:
     """Run (or reuse) every stage of the plan's backend in order."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = plan_stages(plan, runtime)
+    stages = plan_stages(plan, runtime, wheels)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -194,6 +202,7 @@ def build_bundle(
     repeat: int = 0,
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
+    wheels: DeviceWheels | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
@@ -208,6 +217,7 @@ def build_bundle(
         repeat=repeat,
         events=events,
         runtime=runtime,
+        wheels=wheels,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(
@@ -228,7 +238,7 @@ def build_bundle(
             "calibration": None,
             "stage_config": {
                 run.name: dict(stage.config)
-                for run, stage in zip(runs, plan_stages(plan, runtime), strict=True)
+                for run, stage in zip(runs, plan_stages(plan, runtime, wheels), strict=True)
             },
         },
         target={

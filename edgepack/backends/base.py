@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from edgepack.plan import Plan
     from edgepack.targets import TargetProfile
 
-StageName = Literal["quantize", "export", "engine", "runtime"]
+StageName = Literal["quantize", "export", "engine", "runtime", "wheels"]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,5 +52,6 @@ def machine_facts() -> dict[str, Any]:
         "memory_bytes": memory_total_bytes(),
         "os": platform.platform(),
         "python": platform.python_version(),
+        "python_prefix": sys.prefix,
         "libraries": library_versions(),
     }

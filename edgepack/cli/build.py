@@ -68,6 +68,24 @@ def build(
             show_default=False,
         ),
     ] = None,
+    device_python: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--device-python",
+            help="Carry wheels for the device's Python runner (CPython version, repeatable, "
+            "e.g. 3.12): deploy installs them into <root>/venv with no network on the device.",
+            show_default=False,
+        ),
+    ] = None,
+    wheelhouse: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheelhouse",
+            help="Take the device wheels from this folder instead of PyPI (offline builds).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
     targets_dir: TargetsDirOption = None,
     verbose: VerboseOption = False,
@@ -80,6 +98,7 @@ def build(
     """
     from edgepack.bundle import remember_latest
     from edgepack.cache import StageCache, default_cache_root
+    from edgepack.device_wheels import DeviceWheels, check_device_pythons
     from edgepack.models import resolve_model_source
     from edgepack.pipeline import build_bundle
     from edgepack.plan import Limits
@@ -95,6 +114,7 @@ def build(
         targets_dir,
     )
     plan.require_valid()
+    wheels = DeviceWheels(check_device_pythons(device_python or [], plan.backend), wheelhouse)
     cache_root = cache_dir or default_cache_root()
     runtime_build = runtime_choice(runtime, plan, cache_root)
     quiet = json_output
@@ -112,6 +132,7 @@ def build(
             repeat=repeat,
             events=progress.events(),
             runtime=runtime_build,
+            wheels=wheels,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from edgepack.remote.fleet import HostOutcome
+    from edgepack.remote.sync import DeployReport
 
 HostsOption = Annotated[
     list[str] | None,
@@ -52,6 +53,14 @@ def deploy(
         bool, typer.Option("--dry-run", help="Print what would be sent; change nothing.")
     ] = False,
     break_lock: BreakLockOption = False,
+    venv: Annotated[
+        bool,
+        typer.Option(
+            "--venv/--no-venv",
+            help="Install the wheels the bundle carries (build --device-python) into <root>/venv, "
+            "offline, before switching `current`.",
+        ),
+    ] = True,
     timeout: TimeoutOption = 30.0,
     targets_dir: TargetsDirOption = None,
     cache_dir: CacheDirOption = None,
@@ -78,7 +87,7 @@ def deploy(
     bundle_dir = bundle or latest_bundle(cache_root)
     manifest = verify_bundle(bundle_dir)
     registry = TargetRegistry.default(targets_dir or [])
-    options = DeployOptions(root=root, keep=keep, dry_run=dry_run, break_lock=break_lock)
+    options = DeployOptions(root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv)
     with TransferBars(disabled=json_output) as bars:
         outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, bars, timeout)
     remember_deploy(cache_root, specs, outcomes)
@@ -101,6 +110,7 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
     files = ", ".join(f"{count} {action}" for action, count in report.files.items() if count)
     if report.status == "no change":
         console.print(f"[green]{report.host}[/]: no change (release {release} is current)")
+        _print_venv(report)
         return
     verb = {"dry run": "would send", "deployed": "sent", "switched": "sent"}[report.status]
     sent = report.bytes_to_send if report.status == "dry run" else report.bytes_sent
@@ -112,6 +122,7 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
         + (f"; pruned {', '.join(report.pruned)}" if report.pruned else ""),
         highlight=False,
     )
+    _print_venv(report)
     if report.status == "dry run":
         for change in report.changes:
             console.print(
@@ -119,6 +130,13 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
                 f"({human_bytes(change['bytes_to_send'])} to send)",
                 highlight=False,
             )
+
+
+def _print_venv(report: DeployReport) -> None:
+    if report.venv:
+        venv = report.venv
+        text = f"  venv {venv.status}: {venv.path} ({venv.wheels} wheels, Python {venv.python})"
+        console.print(text, highlight=False)
 
 
 def _exit_with_failures(outcomes: list[HostOutcome]) -> None:

@@ -52,7 +52,8 @@ def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None
         return facts.python
     raise RemoteError(
         f"{connector.label}: no Python on the device",
-        hint=f"install python3 with onnxruntime-genai and edgepack, or create {venv}",
+        hint="install python3, then deploy a bundle built with --device-python X.Y "
+        f"(it creates {venv})",
     )
 
 
@@ -84,8 +85,8 @@ def bench_remote(
     if done.status != 0:
         raise RemoteError(
             f"{connector.label}: the bench on the device failed: {done.error_line()}",
-            hint="check that the device's Python has onnxruntime-genai and edgepack "
-            "(--remote-python PATH picks another)",
+            hint="build with --device-python X.Y so deploy installs <root>/venv from the bundle's "
+            "wheels, or point --remote-python at a Python with onnxruntime-genai and edgepack",
         )
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "result.json"

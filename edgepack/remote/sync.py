@@ -35,6 +35,7 @@ from edgepack.cache import sha256_file
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
+from edgepack.remote.device_env import VenvReport, ensure_venv, venv_problems
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.targets import TargetRegistry
@@ -71,6 +72,8 @@ class DeployOptions:
     keep: int = 3
     dry_run: bool = False
     break_lock: bool = False
+    venv: bool = True
+    """Install the bundle's wheels (if it carries any) into <root>/venv."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ class DeployReport:
     seconds: float = 0.0
     changes: list[dict[str, Any]] = field(default_factory=list)
     """Every file that is not already in place: path, action, bytes_to_send."""
+    venv: VenvReport | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,25 +184,46 @@ def deploy(
     progress.phase(host, "gathering facts")
     facts = gather_facts(connector, options.root)
     _refuse_incompatible(manifest, facts, registry)
+    if options.venv:
+        _refuse_unusable_wheels(manifest, facts)
     if options.dry_run:
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
-        return _report(plan, manifest, "dry run", started)
+        report = _report(plan, manifest, "dry run", started)
+        report.venv = _venv(connector, plan, manifest, facts, options, dry_run=True)
+        return report
     with device_lock(connector, facts.root, options.break_lock) as lock:
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         if plan.no_change:
             progress.phase(host, "no change")
-            return _report(plan, manifest, "no change", started)
+            report = _report(plan, manifest, "no change", started)
+            report.venv = _venv(connector, plan, manifest, facts, options)
+            return report
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
+        venv = _venv(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
         previous = switch_to(connector, plan.root, plan.release, plan.device)
         pruned = doomed_releases(after_switch(plan.device, plan.release, previous), options.keep)
         finish(connector, plan.root, plan.release, pruned, lock)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
-    report.bytes_sent, report.previous, report.pruned = sent, previous, pruned
+    report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
     return report
+
+
+def _venv(
+    connector: Connector,
+    plan: DeployPlan,
+    manifest: Manifest,
+    facts: DeviceFacts,
+    options: DeployOptions,
+    dry_run: bool = False,
+) -> VenvReport | None:
+    """The release's wheels into <root>/venv, before `current` moves (a failure moves nothing)."""
+    if not options.venv:
+        return None
+    return ensure_venv(connector, manifest, facts, plan.final_dir, dry_run=dry_run)
 
 
 def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -> DeployReport:
@@ -229,6 +254,16 @@ def _refuse_incompatible(manifest: Manifest, facts: DeviceFacts, registry: Targe
             f"{facts.host}: refusing to deploy, nothing was sent: " + "; ".join(problems),
             hint="build the bundle for this device's target (`edgepack targets detect "
             f"{facts.host}` names it)",
+        )
+
+
+def _refuse_unusable_wheels(manifest: Manifest, facts: DeviceFacts) -> None:
+    problems = venv_problems(manifest, facts)
+    if problems:
+        raise RemoteError(
+            f"{facts.host}: refusing to deploy, nothing was sent: " + "; ".join(problems),
+            hint="rebuild with --device-python for the device's Python, or deploy with --no-venv "
+            "(and bench with --remote-python)",
         )
 
 

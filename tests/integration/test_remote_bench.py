@@ -14,6 +14,7 @@ from edgepack.remote.bench import run_with_telemetry
 from edgepack.remote.fleet import open_connector
 from edgepack.remote.hosts import parse_host
 from edgepack.remote.telemetry import summarize
+from tests.conftest import build_demo
 from tests.integration.conftest import NetnsDevice, SshServer
 
 pytestmark = pytest.mark.integration
@@ -34,6 +35,14 @@ def test_workload_runs_with_proc_telemetry(
     assert "power_w" not in telemetry
 
 
+def device_python_version(host: str, root: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """major.minor of the device's python3, as deploy will see it."""
+    capsys.readouterr()
+    assert run(["targets", "detect", host, "--root", root, "--json"]) == 0
+    version = json.loads(capsys.readouterr().out)["facts"]["python_version"]
+    return ".".join(version.split(".")[:2])
+
+
 @pytest.mark.slow
 def test_bench_remote_on_a_deployed_ort_bundle(
     demo_bundles: dict[str, Path],
@@ -42,21 +51,30 @@ def test_bench_remote_on_a_deployed_ort_bundle(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The demo int4 bundle deployed to a namespace device, benched there, judged here."""
+    """The demo int4 bundle, carrying wheels for the device's Python, deployed to a namespace
+    device: deploy installs them into <root>/venv offline, the bench runs there, judged here."""
     device = netns_factory()
     sshd_factory("dev", address=device.device_address, port=22, netns=device.name)
     root = str(tmp_path / "device-root")
-    bundle = str(demo_bundles["int4"])
-    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", bundle]) == 0
+    python = device_python_version("dev", root, capsys)
+    bundle = tmp_path / "int4-with-wheels"
+    build_demo("int4", bundle, "--device-python", python)  # the engine comes from the cache
+    assert any(p.name.startswith("onnxruntime_genai-") for p in (bundle / "wheels").iterdir())
     capsys.readouterr()
+    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", str(bundle), "--json"]) == 0
+    [deployed] = json.loads(capsys.readouterr().out)
+    assert deployed["venv"]["status"] == "created", deployed
+    assert deployed["venv"]["path"] == f"{root}/venv"
     out = tmp_path / "result.json"
     code = run([
-        "bench", "--host", "dev", "--root", root, "--remote-python", sys.executable,
+        "bench", "--host", "dev", "--root", root,
         "--runs", "1", "--warmup", "0", "--max-new-tokens", "16", "--json-out", str(out),
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["location"] == "dev"
+    assert result["machine"]["python"].startswith(python)
+    assert result["machine"]["python_prefix"] == f"{root}/venv"  # the deployed venv
     assert result["gate_enforced"] is True
     assert result["quality"]["passed"] is True, result["quality"]["checks"]
     assert result["quality"]["quality_class"] == "4bit"

@@ -1,0 +1,206 @@
+"""The device's Python environment: ``<root>/venv``, installed offline from the bundle's wheels.
+
+Deploy picks, for each distribution the bundle carries, the wheel that fits the device's CPython
+and architecture, and unpacks them into a fresh venv (``python3 -m venv --without-pip``: neither
+pip nor network is needed on the device). Venvs live in ``<root>/venvs/<key>``, keyed by the
+chosen wheels and the Python version, so a re-deploy of the same wheels reuses the venv; the
+``venv`` link is switched atomically, before ``current``, so a failed install changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+
+from edgepack.bundle import Manifest
+from edgepack.errors import BundleError, RemoteError
+from edgepack.remote.connector import Connector, shell
+from edgepack.remote.facts import DeviceFacts
+
+WHEELS_DIR = "wheels"
+VENV_LINK = "venv"
+VENVS_DIR = "venvs"
+KEY_LENGTH = 16
+
+# Run by the new venv's interpreter: unpack each wheel into its site-packages (what pip does for
+# a wheel, minus entry-point scripts, which the runner does not use). Stdlib only, Python 3.8+.
+UNPACK_WHEELS = r"""
+import os, shutil, sys, sysconfig, zipfile
+paths = sysconfig.get_paths()
+homes = {"purelib": paths["purelib"], "platlib": paths["platlib"], "scripts": paths["scripts"]}
+for wheel in sys.argv[1:]:
+    with zipfile.ZipFile(wheel) as archive:
+        for entry in archive.infolist():
+            parts = entry.filename.split("/")
+            if entry.is_dir():
+                continue
+            if entry.filename.startswith("/") or ".." in parts:
+                sys.exit("unsafe path %s in %s" % (entry.filename, wheel))
+            home = paths["purelib"]
+            if parts[0].endswith(".data") and len(parts) > 2:
+                if parts[1] not in homes:
+                    continue
+                home, parts = homes[parts[1]], parts[2:]
+            target = os.path.join(home, *parts)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with archive.open(entry) as source, open(target, "wb") as sink:
+                shutil.copyfileobj(source, sink)
+            if (entry.external_attr >> 16) & 0o111:
+                os.chmod(target, 0o755)
+"""
+
+# $1 root, $2 key, $3 python, $4 unpacker, then the wheels. Exit 4: the venv module is missing.
+ENSURE_VENV = """set -e
+root=$1 key=$2 python=$3 unpack=$4
+shift 4
+target=$root/venvs/$key
+status=reused
+if [ ! -f "$target/.complete" ]; then
+  status=created
+  rm -rf -- "$target.partial"
+  mkdir -p -- "$root/venvs"
+  "$python" -m venv --without-pip "$target.partial" >&2 || { rm -rf -- "$target.partial"; exit 4; }
+  "$target.partial/bin/python" -c "$unpack" "$@" || { rm -rf -- "$target.partial"; exit 5; }
+  : > "$target.partial/.complete"
+  rm -rf -- "$target"
+  mv -- "$target.partial" "$target"
+fi
+old=$(readlink -- "$root/venv" 2>/dev/null || true)
+ln -sfn -- "venvs/$key" "$root/venv.tmp-$key"
+mv -T -- "$root/venv.tmp-$key" "$root/venv"
+for dir in "$root"/venvs/*; do
+  case "venvs/${dir##*/}" in "venvs/$key" | "$old") ;; *) rm -rf -- "$dir" ;; esac
+done
+echo "$status"
+"""
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """A wheel by its file name: ``name-version(-build)-python-abi-platform.whl``."""
+
+    path: str
+    distribution: str
+    pythons: tuple[str, ...]
+    abis: tuple[str, ...]
+    platforms: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, path: str) -> WheelFile:
+        parts = posixpath.basename(path).removesuffix(".whl").split("-")
+        if len(parts) not in (5, 6):
+            raise BundleError(f"{path} is not a wheel file name", hint="rebuild the bundle")
+        python, abi, platform = parts[-3:]
+        name = re.sub(r"[-_.]+", "-", parts[0]).lower()
+        return cls(
+            path, name, tuple(python.split(".")), tuple(abi.split(".")), tuple(platform.split("."))
+        )
+
+    def rank(self, minor: int, arch: str) -> int | None:
+        """How well it fits CPython 3.<minor> on ``arch`` (lower is better); None: it does not."""
+        if not any(tag == "any" or tag.endswith("_" + arch) for tag in self.platforms):
+            return None
+        exact = f"cp3{minor}"
+        if exact in self.abis:
+            return 0
+        stable = [int(t[3:]) for t in self.pythons if re.fullmatch(r"cp3\d+", t)]
+        if "abi3" in self.abis and any(oldest <= minor for oldest in stable):
+            return 1
+        if "none" in self.abis and {"py3", f"py3{minor}", exact} & set(self.pythons):
+            return 2
+        return None
+
+
+@dataclass(frozen=True)
+class VenvReport:
+    path: str
+    python: str
+    wheels: int
+    status: str
+    """created, reused, or planned (dry run)."""
+
+
+def carried_wheels(manifest: Manifest) -> list[WheelFile]:
+    return [
+        WheelFile.parse(record.path)
+        for record in manifest.files
+        if record.path.startswith(WHEELS_DIR + "/") and record.path.endswith(".whl")
+    ]
+
+
+def carried_pythons(manifest: Manifest) -> list[str]:
+    config = manifest.recipe.get("stage_config", {}).get("wheels", {})
+    return list(config.get("pythons", []))
+
+
+def python_minor(facts: DeviceFacts) -> int | None:
+    match = re.match(r"3\.(\d+)", facts.python_version or "")
+    return int(match.group(1)) if match else None
+
+
+def venv_problems(manifest: Manifest, facts: DeviceFacts) -> list[str]:
+    """Why the bundle's wheels cannot be installed on this device ([] if they can or none)."""
+    pythons = carried_pythons(manifest)
+    if not pythons:
+        return []
+    minor = python_minor(facts)
+    if minor is None:
+        return [f"the bundle carries wheels for CPython {', '.join(pythons)}, "
+                "but the device has no working python3"]  # fmt: skip
+    if f"3.{minor}" not in pythons:
+        return [f"the bundle carries wheels for CPython {', '.join(pythons)}, "
+                f"the device runs Python {facts.python_version}"]  # fmt: skip
+    return []
+
+
+def choose_wheels(wheels: list[WheelFile], minor: int, arch: str) -> list[WheelFile]:
+    """Per distribution, the best-fitting wheel; distributions with none are another Python's."""
+    best: dict[str, tuple[int, WheelFile]] = {}
+    for wheel in wheels:
+        rank = wheel.rank(minor, arch)
+        if rank is not None and (
+            wheel.distribution not in best or rank < best[wheel.distribution][0]
+        ):
+            best[wheel.distribution] = (rank, wheel)
+    return [best[name][1] for name in sorted(best)]
+
+
+def venv_key(manifest: Manifest, chosen: list[WheelFile], python_version: str) -> str:
+    digests = {record.path: record.sha256 for record in manifest.files}
+    text = python_version + "\n" + "\n".join(sorted(digests[w.path] for w in chosen))
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LENGTH]
+
+
+def ensure_venv(
+    connector: Connector,
+    manifest: Manifest,
+    facts: DeviceFacts,
+    release_dir: str,
+    dry_run: bool = False,
+) -> VenvReport | None:
+    """Install the bundle's wheels into ``<root>/venv`` (reusing an identical venv)."""
+    minor = python_minor(facts)
+    if not carried_pythons(manifest) or minor is None or facts.python is None:
+        return None  # venv_problems() refused the other cases before anything was sent
+    chosen = choose_wheels(carried_wheels(manifest), minor, facts.arch)
+    key = venv_key(manifest, chosen, facts.python_version or "")
+    path = posixpath.join(facts.root, VENV_LINK)
+    if dry_run:
+        return VenvReport(path, facts.python_version or "", len(chosen), "planned")
+    wheels = [posixpath.join(release_dir, wheel.path) for wheel in chosen]
+    script = shell(ENSURE_VENV, facts.root, key, facts.python, UNPACK_WHEELS, *wheels)
+    result = connector.run(script, timeout=900, check=False)
+    if result.status != 0:
+        hint = (
+            "install the venv module (Debian/Ubuntu: apt install python3-venv)"
+            if result.status == 4
+            else "rerun with --debug; deploy --no-venv skips the Python environment"
+        )
+        raise RemoteError(
+            f"{connector.label}: installing the bundle's wheels into {path} failed: "
+            f"{result.error_line()}; `current` was not switched",
+            hint=hint,
+        )
+    return VenvReport(path, facts.python_version or "", len(chosen), result.stdout.strip())
