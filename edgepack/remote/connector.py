@@ -12,7 +12,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,15 +108,6 @@ class Connector(ABC):
             )
         return result
 
-    def file_sizes(self, directory: str) -> dict[str, int]:
-        """Every regular file under ``directory`` (relative posix path → size); {} if absent."""
-        script = '[ -d "$1" ] || exit 0; cd "$1" && find . -type f -exec stat -c "%s %n" {} +'
-        sizes = {}
-        for line in self.run(shell(script, directory)).stdout.splitlines():
-            size, _, name = line.partition(" ")
-            sizes[name.removeprefix("./")] = int(size)
-        return sizes
-
     def sha256(self, directory: str, paths: Sequence[str]) -> dict[str, str]:
         """sha256 of each existing file of ``paths`` (relative to ``directory``), in one command."""
         if not paths:
@@ -145,16 +135,6 @@ class Connector(ABC):
     def remove_trees(self, paths: Sequence[str]) -> None:
         if paths:
             self.run(["rm", "-rf", "--", *paths])
-
-    def switch_symlink(self, link: str, target: str) -> None:
-        """Point ``link`` at ``target`` atomically: a new link under a temporary name, renamed."""
-        temporary = f"{link}.tmp-{uuid.uuid4().hex[:8]}"
-        self.run(["ln", "-sfn", "--", target, temporary])
-        try:
-            self.rename(temporary, link)
-        except BaseException:
-            self.execute(["rm", "-f", "--", temporary], None, DEFAULT_TIMEOUT_S)
-            raise
 
     def read_link(self, link: str) -> str | None:
         result = self.run(["readlink", "--", link], check=False)
