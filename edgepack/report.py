@@ -595,9 +595,10 @@ def _mean_context(run: RunResult | None) -> float:
 
 
 def _percent_of(speed: Cell, ceiling: Cell) -> Cell:
-    if not isinstance(ceiling, Measure):
-        return ceiling
-    return speed.scaled(100 / ceiling.value) if isinstance(speed, Measure) else speed
+    """The speed as a share of the ceiling; without a speed, why there is none."""
+    if not isinstance(speed, Measure):
+        return speed
+    return speed.scaled(100 / ceiling.value) if isinstance(ceiling, Measure) else ceiling
 
 
 def _roofline_rows(entries: Sequence[Entry]) -> list[Row]:

@@ -627,6 +627,7 @@ def test_trtrtx_runtime_rows_say_no_supported_gpu_until_a_run_exists(
         assert row.cells == (NO_SUPPORTED_GPU, NO_SUPPORTED_GPU), label
         assert row.deltas() == [None, None], label  # no number, no delta
     assert _cells(report, "% of decode roofline, batch 1") == [NO_SUPPORTED_GPU] * 2
+    assert _cells(report, "% of decode roofline, batched") == [NO_SUPPORTED_GPU] * 2
     assert _cells(report, "decode ceiling, batch 1 (tok/s)")[0] != NO_SUPPORTED_GPU  # a plan figure
     assert [c.not_measured for c in report.columns] == [NO_SUPPORTED_GPU] * 2
     [why] = [n for n in report.notes if n.startswith("trtrtx fp8 (build only): not measured")]
