@@ -7,10 +7,10 @@ compute capability the target profile names, and finishes it just in time on the
 - ``export``: ``torch.onnx.export(dynamo=True)`` of the Hugging Face model as a plain ONNX decoder
   with KV-cache inputs and outputs (no custom ops), accepted only after its logits agree with
   transformers on a prompt, prefill and decode steps alike;
-- ``quantize``: ModelOpt's ONNX quantization (fp8, int4 weight-only in blocks the planner picked,
-  nvfp4) calibrated on the shipped prompt set, or ModelOpt AutoCast's fp16 conversion; the
-  network ends in fp16 with an fp16 KV cache either way (TensorRT-RTX networks are strongly
-  typed: the ONNX types are the engine's types);
+- ``quantize``: ModelOpt's ONNX quantization (fp8 calibrated on the shipped prompt set; int8
+  weight-only per output channel; int4 weight-only in blocks the planner picked), or ModelOpt
+  AutoCast's fp16 conversion; the network ends in fp16 with an fp16 KV cache either way
+  (TensorRT-RTX networks are strongly typed: the ONNX types are the engine's types);
 - ``engine``: the TensorRT-RTX builder, restricted to the target's compute capability, with one
   optimization profile for prefill and one for decode from the plan's limits.
 
@@ -57,9 +57,15 @@ and Jetson (SM87, SM110) are not among them: their runtime refuses these engines
 
 INT4_BLOCK_SIZES = (128, 64, 32)
 """ModelOpt's default block first; TensorRT-RTX parses any block that divides the GEMM's K."""
-QUANTIZE_MODES = {"fp8": "fp8", "int4": "int4"}
-"""ModelOpt 0.47's ONNX quantizer knows int8, fp8 and int4; NVFP4 comes only from its torch path,
-which calibrates on CUDA. So nvfp4 is not built here, even for Blackwell targets that run it."""
+QUANTIZE_MODES = {"fp8": "fp8", "int8_wo": "int4", "int4": "int4"}
+"""ModelOpt 0.47's ONNX quantizer knows int8 (W8A8), fp8 and int4 (weight-only); int8 weight-only
+comes from the int4 one (see INT8_WEIGHT_ONLY)."""
+INT8_WEIGHT_ONLY = {"calibration_method": "rtn_dq", "block_size": -1, "weight_bits": 8}
+"""ModelOpt 0.47's ONNX ``int8`` mode quantizes activations too (W8A8). Its weight-only quantizer
+(``int4``, round to nearest, DequantizeLinear only) keeps the layers named in ``layers_8bit`` at 8
+bits with one scale per output channel: naming every weight MatMul there gives INT8 weight-only
+(symmetric int8 weights, fp32 scales, a DequantizeLinear into each MatMul, activations untouched),
+TensorRT-RTX's "INT8 WoQ GEMM". Round to nearest needs no calibration data."""
 KEEP_LM_HEAD = True
 """The lm_head stays fp16, as the planner counts it: ModelOpt's fp8 pass would quantize it (its int4
 pass leaves a tied, transposed lm_head alone anyway)."""
@@ -166,6 +172,8 @@ def _export_config() -> dict[str, Any]:
 def _quantize_description(precision: str) -> str:
     if precision == "fp16":
         return "fp16 conversion (ModelOpt AutoCast)"
+    if precision == "int8_wo":
+        return "int8 weight-only quantization, per output channel (ModelOpt ONNX)"
     return f"{precision} quantization (ModelOpt ONNX)"
 
 
@@ -198,6 +206,8 @@ def _quantize_config(plan: Plan) -> dict[str, Any]:
     if plan.precision == "int4":
         block = _int4_block(plan.model)
         return {**config, "block_size": block, "calibration_method": INT4_METHOD}
+    if plan.precision == "int8_wo":
+        return {**config, **INT8_WEIGHT_ONLY, "calibration": None}
     # MatMul only: quantizing the residual and RoPE Adds as well broke FP8 (REFERENCE.md §11).
     return {**config, "op_types_to_quantize": ["MatMul"], "disable_mha_qdq": True}
 
@@ -268,7 +278,7 @@ def run_worker(stage: str, config: dict[str, Any], context: StageContext) -> Non
 TRTRTX = TrtRtxBackend(
     name="trtrtx",
     summary="TensorRT for RTX: Ampere/Ada/Blackwell RTX; engines built ahead of time on any host",
-    weight_precisions=("fp16", "fp8", "int4"),
+    weight_precisions=("fp16", "fp8", "int8_wo", "int4"),
     kv_dtypes=("fp16",),
     build_ram_factor=4.0,
     needs=(TENSORRT_RTX, MODELOPT, TORCH, TRANSFORMERS, ONNXRUNTIME, ONNX),

@@ -319,29 +319,125 @@ def _modelopt_quantize(
 ) -> dict[str, Any]:
     from modelopt.onnx.quantization import quantize as modelopt_quantize
 
-    layout = DecoderLayout.of_config(json.loads((model_dir / "config.json").read_text()))
-    windows = calibration_windows(model_dir, config["calibration"]["window_tokens"])
     options: dict[str, Any] = {
         key: config[key]
         for key in ("block_size", "calibration_method", "op_types_to_quantize", "disable_mha_qdq")
         if key in config
     }
-    if config["keep_lm_head"]:
-        options["nodes_to_exclude"] = [f"^{re.escape(logits_producer(source))}$"]
+    excluded = [logits_producer(source)] if config["keep_lm_head"] else []
+    if excluded:
+        options["nodes_to_exclude"] = [f"^{re.escape(name)}$" for name in excluded]
+    reader, samples = None, 0
+    if config["calibration"] is not None:
+        layout = DecoderLayout.of_config(json.loads((model_dir / "config.json").read_text()))
+        windows = calibration_windows(model_dir, config["calibration"]["window_tokens"])
+        reader, samples = CalibrationReader(windows, layout), len(windows)
+    eight_bit = int8_layers(source, excluded) if config.get("weight_bits") == 8 else []
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     modelopt_quantize(
         str(source),
         quantize_mode=config["quantize_mode"],
-        calibration_data_reader=CalibrationReader(windows, layout),
+        calibration_data_reader=reader,
         calibration_eps=config["calibration_eps"],
         high_precision_dtype=config["high_precision_dtype"],
         use_external_data_format=True,
         output_path=str(out / ONNX_FILE),
         **options,
+        **({"layers_8bit": ",".join(eight_bit)} if eight_bit else {}),
     )
     elapsed = time.perf_counter() - started
-    return {"calibration_samples": len(windows), "options": options, "modelopt_s": elapsed}
+    details = {"calibration_samples": samples, "options": options, "modelopt_s": elapsed}
+    if eight_bit:
+        details["weights"] = require_int8_weight_only(out / ONNX_FILE, len(eight_bit))
+    return details
+
+
+def weight_matmuls(model: Any, excluded: Sequence[str] = ()) -> list[str]:
+    """Names of the MatMul/Gemm nodes that multiply by a weight (an initializer)."""
+    weights = {initializer.name for initializer in model.graph.initializer}
+    return [
+        str(node.name)
+        for node in model.graph.node
+        if node.op_type in ("MatMul", "Gemm")
+        and len(node.input) > 1
+        and node.input[1] in weights
+        and node.name not in excluded
+    ]
+
+
+LAYER_NAME = re.compile(r"^[/a-zA-Z0-9_.\-]+$")
+"""What ModelOpt accepts in ``layers_8bit`` (its validate_8bit_layers)."""
+
+
+def int8_layers(onnx_path: Path, excluded: Sequence[str]) -> list[str]:
+    """Every weight MatMul but the excluded ones, for ModelOpt's ``layers_8bit``."""
+    import onnx
+
+    names = weight_matmuls(onnx.load(str(onnx_path), load_external_data=False), excluded)
+    odd = [name for name in names if not LAYER_NAME.match(name)]
+    if odd:
+        raise ToolFailedError(
+            f"ModelOpt cannot name these MatMuls for int8 weight-only quantization: {odd[:3]}",
+            hint="the exporter names nodes in a way this edgepack does not handle; report it",
+        )
+    return names
+
+
+def quantized_weights(model: Any) -> dict[str, Any]:
+    """What quantization left in a graph: weights fed through a DequantizeLinear (their dtypes,
+    how many have one scale per output channel, how many MatMuls take them) and the Q/DQ nodes on
+    activations (any QuantizeLinear, any DequantizeLinear of a computed tensor)."""
+    import onnx
+
+    initializers = {initializer.name: initializer for initializer in model.graph.initializer}
+    dequantize = [node for node in model.graph.node if node.op_type == "DequantizeLinear"]
+    on_weights = [node for node in dequantize if node.input[0] in initializers]
+    dequantized = {str(node.output[0]) for node in on_weights}
+    dtypes: dict[str, int] = {}
+    for node in on_weights:
+        name = onnx.TensorProto.DataType.Name(initializers[node.input[0]].data_type)
+        dtypes[name] = dtypes.get(name, 0) + 1
+    per_channel = sum(
+        1
+        for node in on_weights
+        if node.input[1] in initializers
+        and list(initializers[node.input[1]].dims) == [initializers[node.input[0]].dims[-1]]
+        and any(a.name == "axis" and a.i in (1, -1) for a in node.attribute)
+    )
+    matmuls = sum(
+        1
+        for node in model.graph.node
+        if node.op_type in ("MatMul", "Gemm") and any(i in dequantized for i in node.input)
+    )
+    activation = sum(1 for node in model.graph.node if node.op_type == "QuantizeLinear")
+    activation += len(dequantize) - len(on_weights)
+    return {
+        "weight_dtypes": dtypes,
+        "per_output_channel": per_channel,
+        "matmuls_on_quantized_weights": matmuls,
+        "activation_qdq_nodes": activation,
+    }
+
+
+def require_int8_weight_only(onnx_path: Path, expected: int) -> dict[str, Any]:
+    """The quantized graph must hold exactly ``expected`` int8 weights, one scale per output
+    channel, each feeding a MatMul through a DequantizeLinear, and no activation Q/DQ."""
+    import onnx
+
+    found = quantized_weights(onnx.load(str(onnx_path), load_external_data=False))
+    wanted = {
+        "weight_dtypes": {"INT8": expected},
+        "per_output_channel": expected,
+        "matmuls_on_quantized_weights": expected,
+        "activation_qdq_nodes": 0,
+    }
+    if found != wanted:
+        raise ToolFailedError(
+            f"ModelOpt's output is not int8 weight-only: found {found}, expected {wanted}",
+            hint="ModelOpt's int4/layers_8bit behaviour changed; pin nvidia-modelopt 0.47",
+        )
+    return found
 
 
 def logits_producer(onnx_path: Path) -> str:

