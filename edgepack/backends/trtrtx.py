@@ -66,6 +66,14 @@ INT8_WEIGHT_ONLY = {"calibration_method": "rtn_dq", "block_size": -1, "weight_bi
 bits with one scale per output channel: naming every weight MatMul there gives INT8 weight-only
 (symmetric int8 weights, fp32 scales, a DequantizeLinear into each MatMul, activations untouched),
 TensorRT-RTX's "INT8 WoQ GEMM". Round to nearest needs no calibration data."""
+NVFP4_UNAVAILABLE = (
+    "{target} ({sm}) runs nvfp4, but trtrtx cannot quantize to it: ModelOpt 0.47's ONNX "
+    "quantizer, which trtrtx quantizes with, has no NVFP4 mode (only int8, fp8 and int4), and "
+    "its torch NVFP4 path calibrates on a CUDA GPU; use --precision fp8, int8_wo or int4 with "
+    "trtrtx on this target"
+)
+"""Why the plan refuses nvfp4 on an FP4-capable target (Blackwell), beside the generic "cannot
+build" line: one line, the reason and the fix."""
 KEEP_LM_HEAD = True
 """The lm_head stays fp16, as the planner counts it: ModelOpt's fp8 pass would quantize it (its int4
 pass leaves a tied, transposed lm_head alone anyway)."""
@@ -116,6 +124,13 @@ class TrtRtxBackend(BackendDescription):
             part: size * ratio if part in ("attention", "mlp") else size
             for part, size in sizes.items()
         }
+
+    def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
+        """nvfp4 where the target's GPU has FP4: refused for the quantizer's sake, with the fix
+        (where the GPU lacks FP4 the plan already refuses it for the hardware's)."""
+        if precision == "nvfp4" and precision in target.precisions.weights:
+            return [NVFP4_UNAVAILABLE.format(target=target.name, sm=target.sm_label)]
+        return []
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
         sm = target.gpu.sm if target.gpu else None

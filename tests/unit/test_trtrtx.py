@@ -69,16 +69,29 @@ def test_valid_plans(trtrtx_plan, target: str, precision: str) -> None:
     assert plan.kv_cache_dtype == "fp16"
 
 
-def test_nvfp4_is_refused_on_ada(trtrtx_plan) -> None:
+def test_nvfp4_is_refused_on_ada_for_the_hardware(trtrtx_plan) -> None:
     target, backend = trtrtx_plan("ada-sm89", "nvfp4").problems
     assert "ada-sm89 (SM89) has no FP4 tensor cores" in target
     assert "compute capability >= 10.0" in target
     assert "backend trtrtx cannot build nvfp4; it builds: fp16, fp8, int8_wo, int4" in backend
 
 
-def test_nvfp4_on_blackwell_is_refused_by_the_backend_only(trtrtx_plan) -> None:
-    [problem] = trtrtx_plan("rtx-pro-blackwell", "nvfp4").problems
-    assert problem.startswith("backend trtrtx cannot build nvfp4")
+def test_nvfp4_on_blackwell_is_refused_for_the_quantizer_with_the_fix(trtrtx_plan) -> None:
+    backend, reason = trtrtx_plan("rtx-pro-blackwell", "nvfp4").problems
+    assert backend.startswith("backend trtrtx cannot build nvfp4")  # no hardware problem
+    assert "\n" not in reason
+    assert reason.startswith(
+        "rtx-pro-blackwell (SM120) runs nvfp4, but trtrtx cannot quantize to it: ModelOpt 0.47's"
+    )
+    assert "ONNX quantizer, which trtrtx quantizes with, has no NVFP4 mode" in reason
+    assert "its torch NVFP4 path calibrates on a CUDA GPU" in reason
+    assert reason.endswith("use --precision fp8, int8_wo or int4 with trtrtx on this target")
+    with pytest.raises(EdgepackError, match="has no NVFP4 mode"):
+        trtrtx_plan("rtx-pro-blackwell", "nvfp4").require_valid()
+
+
+def test_the_quantizer_reason_is_not_given_where_the_gpu_lacks_fp4(trtrtx_plan) -> None:
+    assert not any("ModelOpt" in p for p in trtrtx_plan("ada-sm89", "nvfp4").problems)
 
 
 def test_int4_block_size_divides_the_hidden_size(trtrtx_plan) -> None:
