@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from edgepack.cli.main import run
 from tests.conftest import require_demo_stack
+from tests.integration.container_fixtures import container_engine_with_base_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -211,24 +213,262 @@ def test_aarch64_runtime_answers_like_the_x86_one(
     assert arm_timings["arch"] == "aarch64"
 
 
-def test_container_build_where_a_container_engine_runs(tmp_path: Path) -> None:
-    from edgepack.codegen import RuntimeSpec, build_runtime
-    from edgepack.container import CROSS_IMAGE, find_engine, require_image
-    from edgepack.errors import ToolMissingError
+# ---- container mode: the cross build in the Dockerfile's `cross` image ------------------------
+
+
+@pytest.fixture(scope="session")
+def container_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """docker (or podman) answering, with the Dockerfile's base image; see container_fixtures."""
+    with container_engine_with_base_image(tmp_path_factory.mktemp("container-engine")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def container_bundle(
+    container_engine: str, session_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """`edgepack build --runtime container` for generic-aarch64-cpu: the int4 demo bundle (its
+    engine stage shared with aarch64_bundle through the session cache), the runtime built in the
+    cross image, which is built first when missing."""
+    require_demo_stack()
+    output = tmp_path_factory.mktemp("container") / "bundle"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = run([
+            "build", "--target", "generic-aarch64-cpu", "--precision", "int4",
+            "--model", "demo:smollm2-135m", "--runtime", "container", "--output", str(output),
+            "--json",
+        ])  # fmt: skip
+    assert code == 0, buffer.getvalue()
+    return output
+
+
+def elf_machine(binary: Path) -> int:
+    header = binary.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{binary} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def container_names(engine: str) -> list[str]:
+    """Every container the engine has, running or not."""
+    done = subprocess.run(
+        [engine, "ps", "--all", "--format", "{{.Names}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
+def created_container(log: list[str]) -> str:
+    """The name edgepack gave the container, from its echoed `create` command line."""
+    created = [line.split("--name ")[1].split()[0] for line in log if " create " in line]
+    assert len(created) == 1, log
+    return created[0]
+
+
+def test_container_runtime_is_an_aarch64_binary(container_bundle: Path) -> None:
+    assert elf_machine(container_bundle / BINARY) == 183  # EM_AARCH64
+    info = json.loads((container_bundle / "runtime" / "build-info.json").read_text())
+    assert info["mode"] == "container" and info["arch"] == "aarch64"
+    assert {"libonnxruntime-genai.so", "libonnxruntime.so.1"} <= set(info["libraries"])
+
+
+def test_container_runtime_self_test_under_qemu(container_bundle: Path, cpuinfo: Path) -> None:
+    done = emulated(container_bundle, cpuinfo, "--self-test", "--expect", "Paris")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "generic-aarch64-cpu on aarch64" in done.stderr
+
+
+def test_a_failed_container_build_removes_its_container(
+    container_engine: str, session_cache: Path, tmp_path: Path
+) -> None:
+    from edgepack.codegen import RuntimeSpec, ort_libraries, render_project
+    from edgepack.container import build_in_container, containers_with_label
+    from edgepack.errors import ExitCode, ToolFailedError
     from edgepack.plan import Limits
     from edgepack.targets import TargetRegistry
 
-    try:
-        require_image(find_engine(), CROSS_IMAGE)
-    except ToolMissingError as error:
-        pytest.skip(f"container mode cannot run here: {error.message} ({error.hint})")
+    require_demo_stack()  # the target's ONNX Runtime libraries follow the installed versions
     spec = RuntimeSpec.for_target(
         TargetRegistry.default().get("generic-aarch64-cpu"),
-        backend="ort",
-        model_name="smollm2-135m",
-        precision="int4",
-        kv_cache_dtype="fp32",
+        backend="ort", model_name="smollm2-135m", precision="int4", kv_cache_dtype="fp32",
         limits=Limits(),
+    )  # fmt: skip
+    source = tmp_path / "project"
+    render_project(spec, source)
+    broken = source / "cpp_runtime" / "src" / "json.cpp"
+    broken.write_text(broken.read_text() + "\n#error edgepack-test: a broken source file\n")
+    log: list[str] = []
+    with pytest.raises(ToolFailedError) as failure:
+        build_in_container(
+            source, ort_libraries("aarch64", session_cache, log.append), tmp_path / "install",
+            engine=container_engine, log=log.append,
+        )  # fmt: skip
+    assert failure.value.exit_code == ExitCode.TOOL_FAILED
+    assert "a broken source file" in failure.value.message
+    name = created_container(log)
+    assert name not in container_names(container_engine)
+    assert name not in containers_with_label(container_engine)
+    assert not (tmp_path / "install").exists()
+
+
+@pytest.mark.parametrize("when", ["start", "exec"])
+def test_an_interrupted_container_is_removed(container_engine: str, when: str) -> None:
+    """Ctrl-C while the container starts (inside __enter__) or while a command runs in it."""
+    from edgepack.container import OCIContainer, default_dockerfile, stage_base_image
+
+    dockerfile = default_dockerfile()
+    assert dockerfile is not None
+    log: list[str] = []
+
+    def interrupt_at_start(line: str) -> None:
+        log.append(line)
+        if line.startswith(f"$ {container_engine} start "):
+            raise KeyboardInterrupt
+
+    image = stage_base_image(dockerfile)  # the fixture made it; the test needs no cross image
+    with pytest.raises(KeyboardInterrupt):
+        if when == "start":
+            with OCIContainer(image, engine=container_engine, log=interrupt_at_start):
+                pytest.fail("the container started although it was interrupted")
+        else:
+            with OCIContainer(image, engine=container_engine, log=log.append) as container:
+                assert container.name in container_names(container_engine)
+                container.exec(["true"])
+                raise KeyboardInterrupt
+    assert created_container(log) not in container_names(container_engine)
+
+
+INTERRUPTED_BUILD = """
+import signal, sys
+from pathlib import Path
+from edgepack.codegen import RuntimeSpec, ort_libraries, render_project
+from edgepack.container import build_in_container
+from edgepack.plan import Limits
+from edgepack.targets import TargetRegistry
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if inherited off
+work, cache, engine = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+spec = RuntimeSpec.for_target(
+    TargetRegistry.default().get("generic-aarch64-cpu"), backend="ort",
+    model_name="smollm2-135m", precision="int4", kv_cache_dtype="fp32", limits=Limits(),
+)
+render_project(spec, work / "project")
+libraries = ort_libraries("aarch64", cache, print)
+build_in_container(
+    work / "project", libraries, work / "install", engine=engine,
+    log=lambda line: print(line, flush=True),
+)
+"""
+
+
+def test_ctrl_c_during_a_container_build_removes_the_container(
+    container_engine: str, session_cache: Path, tmp_path: Path
+) -> None:
+    """A real SIGINT to the whole process group, as a terminal's Ctrl-C sends it, while the
+    compiler runs in the container: edgepack and the engine's CLI both get it."""
+    import signal
+    import sys
+    import time
+
+    require_demo_stack()
+    output = tmp_path / "output.log"
+    with output.open("wb") as sink:
+        child = subprocess.Popen(
+            [sys.executable, "-c", INTERRUPTED_BUILD, str(tmp_path), str(session_cache),
+             container_engine],
+            stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while " exec " not in output.read_text() or "cmake --build" not in output.read_text():
+            assert child.poll() is None, output.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the build in the container never started"
+            time.sleep(0.2)
+        time.sleep(2)  # the compiler is running now
+        os.killpg(child.pid, signal.SIGINT)
+        child.wait(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    log = output.read_text()
+    assert child.returncode != 0 and "KeyboardInterrupt" in log, log[-2000:]
+    assert created_container(log.splitlines()) not in container_names(container_engine)
+    assert not (tmp_path / "install").exists()
+
+
+def test_a_missing_base_image_names_the_debootstrap_recipe(
+    container_engine: str, tmp_path: Path
+) -> None:
+    from edgepack.container import ensure_image
+    from edgepack.errors import ToolFailedError
+
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "ARG DEBIAN_RELEASE=edgepack-no-such-release\n"
+        "FROM debian:${DEBIAN_RELEASE}-slim AS cross\nRUN true\n"
     )
-    info = build_runtime(spec, "container", tmp_path / "runtime", cache_root=tmp_path / "cache")
-    assert info["mode"] == "container" and (tmp_path / "runtime" / "bin").is_dir()
+    with pytest.raises(ToolFailedError) as failure:
+        ensure_image(container_engine, "edgepack-test-no-base", dockerfile=dockerfile)
+    assert "\n" not in failure.value.message
+    assert failure.value.hint == (
+        "no registry? make debian:edgepack-no-such-release-slim locally: debootstrap "
+        "--variant=minbase edgepack-no-such-release ROOTFS http://deb.debian.org/debian && "
+        "tar -C ROOTFS -c . | docker import - debian:edgepack-no-such-release-slim"
+    )
+
+
+def test_the_image_is_built_once_and_again_when_its_dockerfile_changes(
+    container_engine: str, tmp_path: Path
+) -> None:
+    from edgepack.container import default_dockerfile, ensure_image, stage_base_image
+
+    dockerfile = default_dockerfile()
+    assert dockerfile is not None
+    mine = tmp_path / "Dockerfile"
+    image = "edgepack-test-rebuild"
+    try:
+        for content, builds in (("one", True), ("one", False), ("two", True)):
+            mine.write_text(f"FROM {stage_base_image(dockerfile)} AS cross\nRUN echo {content}\n")
+            assert ensure_image(container_engine, image, dockerfile=mine) is builds, content
+    finally:
+        subprocess.run([container_engine, "rmi", "--force", image], capture_output=True)
+
+
+def test_a_failed_image_build_is_one_line_with_a_hint(
+    container_engine: str, tmp_path: Path
+) -> None:
+    from edgepack.container import default_dockerfile, ensure_image, stage_base_image
+    from edgepack.errors import ExitCode, ToolFailedError
+
+    dockerfile = default_dockerfile()
+    assert dockerfile is not None
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(
+        f"FROM {stage_base_image(dockerfile)} AS cross\n"
+        "RUN echo 'E: Unable to locate package edgepack-no-such-package' >&2 && false\n"
+    )
+    with pytest.raises(ToolFailedError) as failure:
+        ensure_image(container_engine, "edgepack-test-broken", dockerfile=broken)
+    error = failure.value
+    assert error.exit_code == ExitCode.TOOL_FAILED and "\n" not in error.message
+    assert "building the container image edgepack-test-broken" in error.message
+    assert error.message.endswith("E: Unable to locate package edgepack-no-such-package")
+    assert error.hint and "-v" in error.hint
+
+
+def test_no_answering_engine_is_one_line_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgepack.container import find_engine
+    from edgepack.errors import ExitCode, ToolMissingError
+
+    require_program("docker", "apt-get install docker.io")
+    if shutil.which("podman"):
+        pytest.skip("podman answers without a daemon; DOCKER_HOST cannot silence it")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/edgepack-test.sock")
+    with pytest.raises(ToolMissingError) as failure:
+        find_engine()
+    error = failure.value
+    assert error.exit_code == ExitCode.TOOL_MISSING and "\n" not in error.message
+    assert "no container engine answers" in error.message
+    assert "nonexistent/edgepack-test.sock" in error.message
+    assert error.hint and "dockerd" in error.hint

@@ -1,0 +1,144 @@
+"""A real container engine for the integration tier: dockerd started here when none answers, and
+the Dockerfile's Debian base image made here (debootstrap + ``docker import``) when it is missing,
+because no registry may be reachable.
+
+The debootstrapped root filesystem is cached as a tarball in :data:`ROOTFS_CACHE`, so a later
+session on the same machine imports it in seconds; the images stay in the engine's own store. A
+dockerd started here logs into the session's temporary directory and is stopped at the end of the
+session; one that was already running is left alone. Where none of this can be done (not root,
+dockerd or debootstrap missing, dockerd does not come up) the tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgepack.container import (
+    debian_release,
+    default_dockerfile,
+    find_engine,
+    has_image,
+    stage_base_image,
+)
+from edgepack.errors import ToolMissingError
+
+ROOTFS_CACHE = Path(os.environ.get("EDGEPACK_TEST_ROOTFS_CACHE", "/var/cache/edgepack-test"))
+DEBIAN_MIRROR = os.environ.get("EDGEPACK_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DOCKERD_START_S = 60
+DOCKERD_STOP_S = 30
+DEBOOTSTRAP_S = 900
+
+
+def answering_engine() -> str | None:
+    try:
+        return find_engine()
+    except ToolMissingError:
+        return None
+
+
+def _log_tail(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+@contextlib.contextmanager
+def dockerd_running(directory: Path) -> Iterator[str]:
+    """An engine that answers: the one already running, or a dockerd started (and stopped) here."""
+    engine = answering_engine()
+    if engine is not None:
+        yield engine
+        return
+    if os.geteuid() != 0:
+        pytest.skip("no container engine answers, and starting dockerd needs root")
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        pytest.skip("no container engine answers, and dockerd is not installed (apt docker.io)")
+    log = directory / "dockerd.log"
+    with log.open("ab") as output:
+        daemon = subprocess.Popen(["dockerd"], stdout=output, stderr=output, start_new_session=True)
+    try:
+        deadline = time.monotonic() + DOCKERD_START_S
+        while answering_engine() != "docker":
+            if daemon.poll() is not None:
+                pytest.skip(f"dockerd exited with status {daemon.returncode}: {_log_tail(log)}")
+            if time.monotonic() > deadline:
+                pytest.skip(f"dockerd did not answer within {DOCKERD_START_S} s: {_log_tail(log)}")
+            time.sleep(0.5)
+        yield "docker"
+    finally:
+        _stop(daemon)
+
+
+def _stop(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets dockerd stop its containers and its containerd; the group is killed after."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            daemon.wait(timeout=DOCKERD_STOP_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(daemon.pid, signal.SIGKILL)
+    daemon.wait()
+
+
+def rootfs_tarball(release: str) -> Path:
+    """A debootstrapped (minbase) Debian ``release`` as a tarball, made once and cached."""
+    machine = os.uname().machine
+    tarball = ROOTFS_CACHE / f"debian-{release}-minbase-{machine}.tar"
+    if tarball.is_file():
+        return tarball
+    ROOTFS_CACHE.mkdir(parents=True, exist_ok=True)
+    rootfs = ROOTFS_CACHE / f"debian-{release}-rootfs.partial"
+    partial = tarball.with_name(tarball.name + ".partial")
+    shutil.rmtree(rootfs, ignore_errors=True)
+    try:
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", release, str(rootfs), DEBIAN_MIRROR],
+            capture_output=True, text=True, timeout=DEBOOTSTRAP_S, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"debootstrap {release} failed: {(done.stdout + done.stderr)[-500:]}")
+        subprocess.run(
+            ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], check=True
+        )
+        partial.rename(tarball)
+    finally:
+        shutil.rmtree(rootfs, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    return tarball
+
+
+def ensure_base_image(engine: str) -> str:
+    """The Dockerfile's cross base image, made by debootstrap + import where it is missing."""
+    dockerfile = default_dockerfile()
+    if dockerfile is None:
+        pytest.skip("no Dockerfile next to the edgepack package (not a source checkout)")
+    base = stage_base_image(dockerfile)
+    if has_image(engine, base):
+        return base
+    release = debian_release(base)
+    if release is None:
+        pytest.skip(f"the base image {base} is missing and is not a Debian image to debootstrap")
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        pytest.skip(f"the base image {base} is missing; making it needs root and debootstrap")
+    tarball = rootfs_tarball(release)
+    subprocess.run(
+        [engine, "import", "--change", 'CMD ["bash"]', str(tarball), base],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    return base
+
+
+@contextlib.contextmanager
+def container_engine_with_base_image(directory: Path) -> Iterator[str]:
+    """The name of an engine that answers and has the Dockerfile's base image (see the module)."""
+    with dockerd_running(directory) as engine:
+        ensure_base_image(engine)
+        yield engine
