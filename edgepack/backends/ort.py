@@ -118,14 +118,25 @@ def runtime_stage(plan: Plan, build: RuntimeBuild) -> Stage:
     """The C++ runtime against the ONNX Runtime GenAI C API, built for the target's arch."""
     from edgepack.codegen import sources_hash
 
+    config = {"mode": build.mode, "sysroot": build.sysroot, "sources": sources_hash("ort")}
+    if build.mode == "container":
+        config["image"] = _container_image_key()
     return Stage(
         name="runtime",
         description=f"C++ runtime ({build.mode} build for {plan.target.arch})",
-        config={"mode": build.mode, "sysroot": build.sysroot, "sources": sources_hash("ort")},
+        config=config,
         inputs=(),
         run=lambda context: _build_runtime(context, build),
         requirements=(CMAKE,) if build.mode != "container" else (),
     )
+
+
+def _container_image_key() -> str | None:
+    """The Dockerfile's digest: a changed image rebuilds the runtime."""
+    from edgepack.container import default_dockerfile, dockerfile_digest
+
+    dockerfile = default_dockerfile()
+    return dockerfile_digest(dockerfile) if dockerfile else None
 
 
 def _build_runtime(context: StageContext, build: RuntimeBuild) -> None:

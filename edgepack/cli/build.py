@@ -149,6 +149,10 @@ def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBu
         return RuntimeBuild(default_mode(plan.target, plan.backend), cache_root=cache_root)
     for mode in RUNTIME_MODES:
         if mode == value:
+            if mode == "container":
+                from edgepack.container import find_engine
+
+                find_engine()  # now, not after the model conversion
             return RuntimeBuild(mode, cache_root=cache_root)
     raise BadInputError(
         f"unknown --runtime {value!r}{did_you_mean(value, RUNTIME_MODES)}",

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -25,7 +26,7 @@ from edgepack.codegen import (
     sources_hash,
     template_environment,
 )
-from edgepack.errors import BadInputError
+from edgepack.errors import BadInputError, ExitCode
 from edgepack.plan import Limits
 from edgepack.resources import data_dir
 from edgepack.targets import TargetProfile, TargetRegistry
@@ -181,6 +182,21 @@ def test_runtime_choice_rejects_unknown_modes(tmp_path: Path) -> None:
     assert runtime_choice(None, plan, tmp_path).mode == default_mode(plan.target)
     with pytest.raises(BadInputError, match='did you mean "native"'):
         runtime_choice("natve", plan, tmp_path)
+
+
+def test_container_mode_without_an_engine_stops_the_build_before_any_work(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")  # docker answers no
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{tmp_path}/no-daemon.sock")  # nor podman
+    cache = tmp_path / "cache"
+    result = cli(
+        "build", "--target", "generic-aarch64-cpu", "--precision", "int4",
+        "--model", "demo:smollm2-135m", "--runtime", "container", "--cache-dir", str(cache),
+    )  # fmt: skip
+    assert result.code == ExitCode.TOOL_MISSING
+    assert "no container engine answers" in result.err or "neither docker nor podman" in result.err
+    assert not (cache / "models").exists()  # the demo model was not converted first
 
 
 def syntax_check(compiler: str, project: Path) -> subprocess.CompletedProcess[str]:
