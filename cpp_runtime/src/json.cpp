@@ -277,6 +277,11 @@ JsonLine& JsonLine::add(const std::string& key, const std::vector<double>& value
   for (std::size_t i = 0; i < values.size(); ++i) json += (i ? ", " : "") + number_text(values[i]);
   return field(key, json + "]");
 }
+JsonLine& JsonLine::add(const std::string& key, const std::vector<std::int32_t>& values) {
+  std::string json = "[";
+  for (std::size_t i = 0; i < values.size(); ++i) json += (i ? ", " : "") + std::to_string(values[i]);
+  return field(key, json + "]");
+}
 JsonLine& JsonLine::add_raw(const std::string& key, const std::string& json) {
   return field(key, json);
 }

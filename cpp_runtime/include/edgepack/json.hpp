@@ -56,6 +56,7 @@ class JsonLine {
   JsonLine& add(const std::string& key, int value) { return add(key, static_cast<std::int64_t>(value)); }
   JsonLine& add(const std::string& key, bool value);
   JsonLine& add(const std::string& key, const std::vector<double>& values);
+  JsonLine& add(const std::string& key, const std::vector<std::int32_t>& values);
   JsonLine& add_raw(const std::string& key, const std::string& json);
   std::string str() const { return "{" + body_ + "}"; }
 
