@@ -50,6 +50,16 @@ def bench(
     remote_python: Annotated[
         str | None, typer.Option("--remote-python", help="Python on the device to run with.")
     ] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            "--runner",
+            help="What runs on the device with --remote: python (edgepack's ORT runner; needs "
+            "a Python with onnxruntime-genai and edgepack there: <root>/venv from a bundle built "
+            "with --device-python, or --remote-python) or runtime (the bundle's C++ runtime; needs "
+            "no Python, only a bundle built with a runtime for the device's arch).",
+        ),
+    ] = "python",
     no_gate: Annotated[
         bool,
         typer.Option("--no-gate", help="Skip the quality gate (the result records that it did)."),
@@ -85,7 +95,8 @@ def bench(
     """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
 
     With --remote (or --host) the deployed release runs on the device, with telemetry sampled
-    there (/proc; nvidia-smi or tegrastats where present), and the result comes back.
+    there (/proc; nvidia-smi or tegrastats where present), and the result comes back. There,
+    --runner picks edgepack's Python runner or the bundle's C++ runtime.
 
     Every figure is the median of --runs runs with min, max and coefficient of variation; the raw
     samples and the generated texts are kept in the result JSON.
@@ -100,6 +111,7 @@ def bench(
     from edgepack.cache import default_cache_root
     from edgepack.errors import BadInputError
 
+    _check_runner(runner, remote or host is not None, remote_python)
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
     cache_root = cache_dir or default_cache_root()
     config = GateConfig.load(gate_config)
@@ -119,7 +131,7 @@ def bench(
         elif remote or host:
             from edgepack.remote.bench import bench_remote_command
 
-            measured = bench_remote_command(host, root, remote_python, options, cache_root)
+            measured = bench_remote_command(host, root, remote_python, options, cache_root, runner)
             result, judged_as, prompts_file = measured
         else:
             bundle_dir = bundle or latest_bundle(cache_root)
@@ -140,6 +152,27 @@ def bench(
         print_result(result)
         console.print(f"result written to [bold]{destination}[/]")
     enforce(result)
+
+
+def _check_runner(runner: str, remote: bool, remote_python: str | None) -> None:
+    from edgepack.errors import BadInputError, did_you_mean
+    from edgepack.remote.bench import RUNNERS
+
+    if runner not in RUNNERS:
+        raise BadInputError(
+            f"unknown --runner {runner!r}{did_you_mean(runner, RUNNERS)}",
+            hint="choose one of " + ", ".join(RUNNERS),
+        )
+    if runner == "runtime" and not remote:
+        raise BadInputError(
+            "--runner runtime benches a deployed bundle on its device",
+            hint="add --remote or --host HOST (here, `runtime/bin/edgepack-runtime` of the "
+            "bundle runs by hand)",
+        )
+    if runner == "runtime" and remote_python:
+        raise BadInputError(
+            "--remote-python is for --runner python; the C++ runtime needs no Python"
+        )
 
 
 class _progress:  # noqa: N801 - used as a context manager like a function

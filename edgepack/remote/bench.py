@@ -2,7 +2,8 @@
 
 The device runs edgepack's own bench (the ORT runner) on ``<root>/current`` with its Python,
 while the sampler script records /proc (and nvidia-smi or tegrastats where present); the result
-JSON and the logs come back and become one RunResult whose ``location`` is the device.
+JSON and the logs come back and become one RunResult whose ``location`` is the device. With
+``--runner runtime`` the bundle's C++ runtime runs instead (``edgepack.remote.runtime_bench``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None
     )
 
 
+def current_release_dir(connector: Connector, facts: DeviceFacts) -> str:
+    """The release ``<root>/current`` points at, as a path on the device."""
+    release = connector.read_link(posixpath.join(facts.root, CURRENT))
+    if release is None:
+        raise RemoteError(
+            f"{connector.label}: nothing is deployed under {facts.root}",
+            hint=f"run `edgepack deploy --host {connector.label}` first",
+        )
+    return posixpath.join(facts.root, release)
+
+
 def bench_remote(
     connector: Connector,
     root: str,
@@ -65,13 +77,7 @@ def bench_remote(
     interval_ms: int = 500,
 ) -> RunResult:
     facts = gather_facts(connector, root)
-    release = connector.read_link(posixpath.join(facts.root, CURRENT))
-    if release is None:
-        raise RemoteError(
-            f"{connector.label}: nothing is deployed under {facts.root}",
-            hint=f"run `edgepack deploy --host {connector.label}` first",
-        )
-    release_dir = posixpath.join(facts.root, release)
+    release_dir = current_release_dir(connector, facts)
     run_dir = posixpath.join(facts.root, "runs", uuid.uuid4().hex[:12])
     result_path = posixpath.join(run_dir, "result.json")
     argv = [
@@ -99,8 +105,17 @@ def bench_remote(
     return result
 
 
+RUNNERS = ("python", "runtime")
+"""What runs on the device: edgepack's Python ORT runner, or the bundle's C++ runtime."""
+
+
 def bench_remote_command(
-    host: str | None, root: str | None, python: str | None, options: BenchOptions, cache_root: Path
+    host: str | None,
+    root: str | None,
+    python: str | None,
+    options: BenchOptions,
+    cache_root: Path,
+    runner: str = "python",
 ) -> tuple[RunResult, Manifest, Path]:
     """The device: --host, else where the newest deploy went (its root too)."""
     from edgepack.remote.fleet import last_deployed, open_connector
@@ -116,7 +131,12 @@ def bench_remote_command(
         spec, device_root = deployed[0]
         device_root = root or device_root
     with open_connector(spec) as connector:
-        result = bench_remote(connector, device_root, options, python)
+        if runner == "runtime":
+            from edgepack.remote.runtime_bench import bench_runtime_remote
+
+            result = bench_runtime_remote(connector, device_root, options)
+        else:
+            result = bench_remote(connector, device_root, options, python)
         manifest, prompts = fetch_release_lockfile(connector, result, cache_root)
     return result, manifest, prompts
 

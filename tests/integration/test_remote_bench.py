@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from edgepack.cli.main import run
+from edgepack.errors import ExitCode
 from edgepack.remote.bench import run_with_telemetry
 from edgepack.remote.fleet import open_connector
 from edgepack.remote.hosts import parse_host
+from edgepack.remote.runtime_bench import RUNTIME_BINARY
 from edgepack.remote.telemetry import summarize
 from tests.conftest import build_demo
 from tests.integration.conftest import NetnsDevice, SshServer
@@ -81,3 +83,76 @@ def test_bench_remote_on_a_deployed_ort_bundle(
     assert result["telemetry"]["proc"]["cpu_util_pct"]["n"] >= 1
     assert result["telemetry"]["proc"]["mem_used_bytes"]["max"] > 0
     assert result["machine"]["device_facts"]["root"] == root
+
+
+def python_runner_token_ids(
+    bundle: Path, prompts: list[str], max_new_tokens: int
+) -> list[list[int]]:
+    """What edgepack's Python runner generates here for each prompt alone (batch 1)."""
+    from edgepack.bench.ort_runner import OrtEngine
+
+    with OrtEngine.load(bundle / "engine") as engine:
+        return [
+            engine.generate([engine.encode_chat(text)], max_new_tokens).output_token_ids[0]
+            for text in prompts
+        ]
+
+
+@pytest.mark.slow
+def test_bench_remote_through_the_cpp_runtime(
+    demo_bundles: dict[str, Path],
+    netns_factory: Callable[[], NetnsDevice],
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The demo int4 bundle's native runtime deployed to a namespace device without a venv and
+    benched there with --runner runtime: its self-test, both passes with telemetry, the host's
+    gate; the same token ids as the Python runner; a changed engine byte is refused."""
+    bundle = demo_bundles["int4"]
+    if not (bundle / RUNTIME_BINARY).is_file():
+        pytest.skip("the demo bundle has no runtime (cmake or g++ missing when it was built)")
+    device = netns_factory()
+    sshd_factory("dev", address=device.device_address, port=22, netns=device.name)
+    root = str(tmp_path / "device-root")
+    capsys.readouterr()
+    assert run(["targets", "detect", "dev", "--root", root, "--json"]) == 0
+    device_arch = json.loads(capsys.readouterr().out)["facts"]["arch"]
+    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", str(bundle), "--json"]) == 0
+    [deployed] = json.loads(capsys.readouterr().out)
+    assert deployed["venv"] is None  # no Python environment on the device for this runner
+    out = tmp_path / "result.json"
+    code = run([
+        "bench", "--host", "dev", "--root", root, "--runner", "runtime",
+        "--runs", "2", "--warmup", "0", "--max-new-tokens", "16", "--json-out", str(out),
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["location"] == "dev"
+    assert result["machine"]["arch"] == device_arch
+    assert result["raw"]["single"]["arch"] == device_arch  # what the runtime saw on the device
+    assert result["machine"]["runner"] == "runtime"
+    assert result["machine"]["device_facts"]["root"] == root
+    assert result["bundle"]["dir"].startswith(f"{root}/releases/")
+    assert result["gate_enforced"] is True
+    assert result["quality"]["passed"] is True, result["quality"]["checks"]
+    assert result["quality"]["quality_class"] == "4bit"
+    assert result["telemetry"]["proc"]["cpu_util_pct"]["n"] >= 1
+    assert result["telemetry"]["proc"]["mem_used_bytes"]["max"] > 0
+    metrics = result["metrics"]
+    assert metrics["decode_tok_s"]["n"] == 2 and metrics["decode_tok_s_batched"]["n"] == 2
+    assert result["settings"]["batch_size"] == 3
+    compared = result["outputs"][:4]
+    expected = python_runner_token_ids(bundle, [o["prompt"] for o in compared], 16)
+    assert [o["token_ids"] for o in compared] == expected
+
+    engine_data = Path(root) / "current" / "engine" / "model.onnx.data"
+    with engine_data.open("r+b") as data:
+        data.seek(4096)
+        byte = data.read(1)
+        data.seek(4096)
+        data.write(bytes([byte[0] ^ 0x01]))
+    capsys.readouterr()
+    code = run(["bench", "--host", "dev", "--root", root, "--runner", "runtime", "--runs", "1"])
+    assert code == ExitCode.REMOTE
+    assert "the runtime's self-test failed" in capsys.readouterr().err
