@@ -33,6 +33,8 @@ class FileRecord(BaseModel):
     path: str
     size: int
     sha256: str
+    executable: bool = False
+    """Deploy sets the execute bits on the device (SFTP uploads do not carry modes)."""
 
 
 class Manifest(BaseModel):
@@ -167,8 +169,15 @@ def _copy_item(source: Path, target: Path, name: str, hashes: FileHashIndex) -> 
         copied.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(file, copied)
         shutil.copymode(file, copied)  # the runtime binary stays executable
-        size = copied.stat().st_size
-        records.append(FileRecord(path=relative, size=size, sha256=hashes.sha256(file)))
+        status = copied.stat()
+        records.append(
+            FileRecord(
+                path=relative,
+                size=status.st_size,
+                sha256=hashes.sha256(file),
+                executable=bool(status.st_mode & 0o111),
+            )
+        )
     return records
 
 

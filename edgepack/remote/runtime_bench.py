@@ -43,9 +43,9 @@ BATCHED_OUTPUT = "batched.jsonl"
 RUNTIME_LIBRARIES = ("onnxruntime-genai", "onnxruntime")
 T = TypeVar("T")
 
-# $1 the runtime; exits 3 where it is missing. Deploy copies file contents, not modes, so the
-# binary may arrive without its executable bit; its content is checked by the self-test next.
-PREPARE_SCRIPT = '[ -f "$1" ] || exit 3; [ -x "$1" ] || chmod u+x "$1"'
+# $1 the runtime; exits 3 where it is missing, 4 where it is not executable (deployed by an
+# edgepack that did not carry execute bits yet).
+PREPARE_SCRIPT = '[ -f "$1" ] || exit 3; [ -x "$1" ] || exit 4'
 
 # $1 run directory, $2 batch size, then the runtime's argv without --batch-size. The batch-1 pass
 # always runs; the batched pass only for a batch size above 1. The first failure is the status.
@@ -284,7 +284,13 @@ def read_release(connector: Connector, facts: DeviceFacts) -> DeployedRelease:
     files = _ReleaseFiles(connector, directory)
     manifest = files.parse(MANIFEST, Manifest.model_validate_json)
     binary = posixpath.join(directory, RUNTIME_BINARY)
-    if connector.run(shell(PREPARE_SCRIPT, binary), check=False).status == 3:
+    status = connector.run(shell(PREPARE_SCRIPT, binary), check=False).status
+    if status == 4:
+        raise RemoteError(
+            f"{connector.label}: {binary} is not executable",
+            hint="redeploy the bundle rebuilt: deploy sets the execute bits its manifest records",
+        )
+    if status == 3:
         raise RemoteError(
             f"{connector.label}: the deployed bundle {manifest.short_id} has no C++ runtime "
             f"({RUNTIME_BINARY})",

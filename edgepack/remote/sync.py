@@ -469,11 +469,18 @@ def _apply(
     with _Verifier(connector, staging) as verifier:
         verifier.add([s.path for s in links])
         sent = _upload(connector, plan, bundle.directory, progress, verifier)
+        _mark_executables(connector, staging, bundle.manifest)
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
         digests = verifier.finish()
     _check_digests(connector, plan, digests)
     connector.rename(staging, plan.final_dir)
     return sent
+
+
+def _mark_executables(connector: Connector, staging: str, manifest: Manifest) -> None:
+    executables = [posixpath.join(staging, r.path) for r in manifest.files if r.executable]
+    if executables:
+        connector.run(["chmod", "a+x", "--", *executables])
 
 
 class _Verifier:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.bundle import Manifest, verify_bundle
+from edgepack.bundle import Manifest, verify_bundle, write_bundle
+from edgepack.cache import FileHashIndex
 from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import LocalConnector
 from edgepack.remote.fleet import on_each_host
@@ -139,3 +140,25 @@ def test_a_host_whose_work_escapes_with_a_network_error_reports_a_remote_failure
     assert isinstance(bug, EdgepackError) and bug.exit_code == ExitCode.FAILURE
     assert "b: internal error: KeyError" in bug.message
     assert fine == "done"
+
+
+def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry) -> None:
+    source = tmp_path / "runtime-src"
+    (source / "bin").mkdir(parents=True)
+    (source / "bin" / "tool").write_bytes(b"#!/bin/sh\necho ran\n")
+    (source / "bin" / "tool").chmod(0o755)
+    (source / "notes.txt").write_bytes(b"data")
+    bundle = make_bundle(tmp_path / "bundle", {"model.onnx": b"x"})
+    manifest = verify_bundle(bundle)
+    sealed = write_bundle(
+        tmp_path / "with-runtime",
+        manifest.model_copy(update={"files": []}),
+        {"engine": bundle / "engine", "prompts.json": bundle / "prompts.json", "runtime": source},
+        FileHashIndex(tmp_path / "hashes.json"),
+    )
+    executable = {record.path: record.executable for record in sealed.files}
+    assert executable["runtime/bin/tool"] and not executable["runtime/notes.txt"]
+    report = _deploy(tmp_path / "with-runtime", tmp_path / "device", registry)
+    deployed = tmp_path / "device" / "releases" / report.release / "runtime"
+    assert os.access(deployed / "bin" / "tool", os.X_OK)
+    assert not os.access(deployed / "notes.txt", os.X_OK)

@@ -227,7 +227,9 @@ def deploy_root(tmp_path: Path, manifest: str, runtime: bool = True) -> Path:
     if runtime:
         (release / "runtime" / "bin").mkdir(parents=True)
         (release / "runtime" / "build-info.json").write_text(recorded("recorded-build-info.json"))
-        (release / "runtime" / "bin" / "edgepack-runtime").write_text("never run")
+        binary = release / "runtime" / "bin" / "edgepack-runtime"
+        binary.write_text("never run")
+        binary.chmod(0o755)  # deploy sets the execute bits the manifest records
     (root / "current").symlink_to("releases/9520c8a665b4b7f9")
     return root
 
@@ -241,6 +243,14 @@ def test_a_release_without_a_runtime_is_a_one_line_remote_error(tmp_path: Path) 
     assert "has no C++ runtime (runtime/bin/edgepack-runtime)" in message
     assert "edgepack build --target host-x86_64-cpu --runtime" in str(caught.value.hint)
     assert caught.value.exit_code == ExitCode.REMOTE
+
+
+def test_a_runtime_without_its_execute_bit_is_refused_with_the_fix(tmp_path: Path) -> None:
+    root = deploy_root(tmp_path, recorded("recorded-manifest.json"))
+    (root / "current" / "runtime" / "bin" / "edgepack-runtime").chmod(0o644)
+    with pytest.raises(RemoteError, match="edgepack-runtime is not executable") as caught:
+        bench_runtime_remote(LocalConnector("dev"), str(root), OPTIONS)
+    assert "execute bits" in str(caught.value.hint)
 
 
 def test_more_than_the_runtime_was_built_for_is_refused_before_it_runs(tmp_path: Path) -> None:
