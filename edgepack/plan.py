@@ -176,13 +176,14 @@ def make_plan(request: PlanRequest) -> Plan:
     kv_dtype = request.kv_cache_dtype or backend.default_kv_dtype(request.precision)
     _require_name(kv_dtype, KV_FORMATS, "KV-cache dtype", "--kv-cache-dtype")
 
+    backend_reasons = backend.unsupported(target, request.precision)
     problems = [
-        *_precision_problems(target, backend, request.precision),
+        *_precision_problems(target, backend, request.precision, bool(backend_reasons)),
         *_backend_problems(target, backend_name),
         *_kv_problems(target, backend, kv_dtype),
         *_block_size_problems(spec, backend, request.precision),
         *request.limits.problems(spec),
-        *backend.unsupported(target, request.precision),
+        *backend_reasons,
     ]
     warnings: list[str] = []
     _check_kv_quantization(request, kv_dtype, problems, warnings)
@@ -211,7 +212,11 @@ def make_plan(request: PlanRequest) -> Plan:
     )
 
 
-def _precision_problems(target: TargetProfile, backend: Backend, precision: str) -> list[str]:
+def _precision_problems(
+    target: TargetProfile, backend: Backend, precision: str, backend_explains: bool
+) -> list[str]:
+    """The target's and the backend's; the generic backend line only where the backend's own
+    reasons (``unsupported``) say nothing more precise."""
     found = []
     supported = ", ".join(target.precisions.weights)
     if precision not in target.precisions.weights:
@@ -226,7 +231,7 @@ def _precision_problems(target: TargetProfile, backend: Backend, precision: str)
                 f"capability >= {floor})"
             )
         found.append(f"{target.name} ({target.sm_label}) {reason}; supported: {supported}")
-    if precision not in backend.weight_precisions:
+    if precision not in backend.weight_precisions and not backend_explains:
         found.append(
             f"backend {backend.name} cannot build {precision}; it builds: "
             f"{', '.join(backend.weight_precisions)}"
