@@ -72,6 +72,7 @@ def build(
         list[str] | None,
         typer.Option(
             "--device-python",
+            metavar="X.Y",
             help="Carry wheels for the device's Python runner (CPython version, repeatable, "
             "e.g. 3.12): deploy installs them into <root>/venv with no network on the device.",
             show_default=False,
