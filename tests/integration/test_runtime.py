@@ -196,10 +196,14 @@ def test_aarch64_runtime_is_an_aarch64_binary(aarch64_bundle: Path) -> None:
     assert info["mode"] == "cross" and info["arch"] == "aarch64"
 
 
-def test_aarch64_self_test_under_qemu(aarch64_bundle: Path, cpuinfo: Path) -> None:
-    done = emulated(aarch64_bundle, cpuinfo, "--self-test", "--expect", "Paris")
+def assert_self_test_passes_under_qemu(bundle: Path, cpuinfo: Path) -> None:
+    done = emulated(bundle, cpuinfo, "--self-test", "--expect", "Paris")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "generic-aarch64-cpu on aarch64" in done.stderr
+
+
+def test_aarch64_self_test_under_qemu(aarch64_bundle: Path, cpuinfo: Path) -> None:
+    assert_self_test_passes_under_qemu(aarch64_bundle, cpuinfo)
 
 
 def test_aarch64_runtime_answers_like_the_x86_one(
@@ -273,9 +277,7 @@ def test_container_runtime_is_an_aarch64_binary(container_bundle: Path) -> None:
 
 
 def test_container_runtime_self_test_under_qemu(container_bundle: Path, cpuinfo: Path) -> None:
-    done = emulated(container_bundle, cpuinfo, "--self-test", "--expect", "Paris")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "generic-aarch64-cpu on aarch64" in done.stderr
+    assert_self_test_passes_under_qemu(container_bundle, cpuinfo)
 
 
 def test_a_failed_container_build_removes_its_container(
