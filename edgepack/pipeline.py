@@ -42,6 +42,8 @@ class StageRun:
     output_dir: Path
     repeat_wall_s: list[float] = field(default_factory=list)
     """Wall times of --repeat rebuilds, without the cache."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The stage's settings (part of its key); the manifest's recipe keeps them."""
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps: no cache state or local paths, so the same inputs give the
@@ -140,7 +142,9 @@ def run_pipeline(
         events.stage_started(stage.name, stage.description)
         entry, hit = _produce(cache, key, stage, plan, input_dirs, events, force)
         repeats = [_rebuild(cache, stage, plan, input_dirs, events) for _ in range(repeat)]
-        run = StageRun(stage.name, key, hit, entry.wall_s, entry.output_dir, repeats)
+        run = StageRun(
+            stage.name, key, hit, entry.wall_s, entry.output_dir, repeats, dict(stage.config)
+        )
         events.stage_finished(run)
         runs.append(run)
         input_hashes[stage.name] = key
@@ -236,10 +240,7 @@ def build_bundle(
             "kv_cache_dtype": plan.kv_cache_dtype,
             "limits": asdict(plan.limits),
             "calibration": None,
-            "stage_config": {
-                run.name: dict(stage.config)
-                for run, stage in zip(runs, plan_stages(plan, runtime, wheels), strict=True)
-            },
+            "stage_config": {run.name: run.config for run in runs},
         },
         target={
             "name": plan.target.name,
