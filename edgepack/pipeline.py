@@ -82,23 +82,23 @@ def check_requirements(stages: list[Stage]) -> None:
 
 def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
     backend = BACKENDS[plan.backend]
-    return content_key(
-        {
-            "edgepack": __version__,
-            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-            "backend": plan.backend,
-            "tools": backend.tool_versions(),
-            "stage": stage.name,
-            "config": dict(stage.config),
-            "inputs": {name: input_hashes[name] for name in stage.inputs},
-            "target": plan.target.content_hash(),
-            "recipe": {
-                "precision": plan.precision,
-                "kv_cache_dtype": plan.kv_cache_dtype,
-                "limits": asdict(plan.limits),
-            },
+    parts: dict[str, object] = {
+        "edgepack": __version__,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "backend": plan.backend,
+        "tools": backend.tool_versions(),
+        "stage": stage.name,
+        "config": dict(stage.config),
+        "inputs": {name: input_hashes[name] for name in stage.inputs},
+    }
+    if not stage.recipe_independent:
+        parts["target"] = plan.target.content_hash()
+        parts["recipe"] = {
+            "precision": plan.precision,
+            "kv_cache_dtype": plan.kv_cache_dtype,
+            "limits": asdict(plan.limits),
         }
-    )
+    return content_key(parts)
 
 
 def plan_stages(

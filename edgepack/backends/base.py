@@ -70,6 +70,9 @@ class Stage:
     inputs: tuple[str, ...]
     run: Callable[[StageContext], None]
     requirements: tuple[Requirement, ...] = ()
+    recipe_independent: bool = False
+    """The output depends on ``config`` and ``inputs`` alone, not on the target, precision or
+    limits of the build (an fp32 export): one cache entry serves every recipe."""
 
 
 class Backend(Protocol):

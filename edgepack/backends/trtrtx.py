@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -151,9 +152,12 @@ class TrtRtxBackend(BackendDescription):
              ("quantize", "model"), (TENSORRT_RTX,)),
         ]  # fmt: skip
         return [
-            Stage(name, description, config, inputs, _worker(name, config), needs)
+            Stage(
+                name, description, config, inputs, _worker(name, config), needs,
+                recipe_independent=name == "export",
+            )
             for name, description, config, inputs, needs in specs
-        ]
+        ]  # fmt: skip
 
 
 def _sm_list() -> str:
@@ -276,18 +280,23 @@ def run_worker(stage: str, config: dict[str, Any], context: StageContext) -> Non
     job_path = context.output_dir.parent / f"{context.output_dir.name}.{JOB_FILE}"
     job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(json.dumps(job, indent=2), encoding="utf-8")
+    scratch = context.output_dir.parent / f"{context.output_dir.name}.tmp"
+    scratch.mkdir(exist_ok=True)
     try:
         run_tool(
             [*python_module_command(WORKER_MODULE), str(job_path)],
             install_hint=INSTALL_HINT,
             log=context.log,
-            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+            # ModelOpt writes whole models to tempfile's directory and not all of them are
+            # removed: inside the stage's private directory, they go when the stage ends.
+            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TMPDIR": str(scratch)},
             # ModelOpt compiles a C++ extension on first use with setuptools in the working
             # directory; in a source checkout that would pick up edgepack's own project layout.
             cwd=job_path.parent,
         )
     finally:
         job_path.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 TRTRTX = TrtRtxBackend(

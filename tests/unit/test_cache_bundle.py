@@ -137,6 +137,15 @@ def test_stage_key_changes_with_every_input() -> None:
     assert base != stage_key(other_target, _stage({"p": "int4"}), {"model": "m1"})
 
 
+def test_a_recipe_independent_stage_keys_on_its_config_and_inputs_alone() -> None:
+    shared = replace(_stage({"p": "x"}), recipe_independent=True)
+    plan = _plan()
+    other = replace(plan, target=TargetRegistry.default().get("generic-aarch64-cpu"))
+    other = replace(other, precision="fp32", limits=Limits(max_batch_size=8))
+    assert stage_key(plan, shared, {"model": "m1"}) == stage_key(other, shared, {"model": "m1"})
+    assert stage_key(plan, shared, {"model": "m1"}) != stage_key(plan, shared, {"model": "m2"})
+
+
 def _manifest() -> Manifest:
     return Manifest(
         edgepack_version="test",

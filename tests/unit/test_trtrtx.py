@@ -20,6 +20,7 @@ from edgepack.bench.trtrtx_runner import (
 )
 from edgepack.errors import EdgepackError, ExitCode, ToolMissingError
 from edgepack.models import ModelSpec, load_card
+from edgepack.pipeline import stage_key
 from edgepack.plan import Limits, PlanRequest, block_size_for, make_plan
 from edgepack.resources import data_dir
 
@@ -139,6 +140,23 @@ def test_stages_export_quantize_engine(trtrtx_plan) -> None:
     quantize = stages[1].config
     assert quantize["fp16_conversion"]["io"] == "fp16"
     assert quantize["check"]["gate"] is True  # the fp16 network must match transformers
+
+
+def test_one_export_serves_every_precision_target_and_limit(trtrtx_plan) -> None:
+    """The fp32 export is half a gigabyte and minutes of work for the demo model alone."""
+    fp16 = trtrtx_plan("ada-sm89", "fp16")
+    others = [
+        trtrtx_plan("ada-sm89", "int4"),
+        trtrtx_plan("dgx-spark", "fp16"),
+        trtrtx_plan("ada-sm89", "fp16", limits=Limits(max_batch_size=2)),
+    ]
+    hashes = {"model": "m", "export": "e", "quantize": "q"}
+    for plan in others:
+        for name, shared in (("export", True), ("quantize", False), ("engine", False)):
+            same = stage_key(fp16, _stage(fp16, name), hashes) == stage_key(
+                plan, _stage(plan, name), hashes
+            )
+            assert same == shared, (name, plan.precision, plan.target.name)
 
 
 def test_engine_config_follows_the_target_and_the_limits(trtrtx_plan) -> None:
