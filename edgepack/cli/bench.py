@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def bench(
     bundle: Annotated[
-        Path | None, typer.Option("--bundle", help="Bundle directory [default: the newest build].")
+        Path | None,
+        typer.Option("--bundle", help="Bundle directory \\[default: the newest build]."),
     ] = None,
     runs: Annotated[int, typer.Option("--runs", help="Measured repetitions.")] = 3,
     warmup: Annotated[int, typer.Option("--warmup", help="Unmeasured generations first.")] = 1,
@@ -32,11 +33,11 @@ def bench(
         int, typer.Option("--max-new-tokens", help="Tokens per answer.")
     ] = 128,
     prompts: Annotated[
-        Path | None, typer.Option("--prompts", help="Prompt set JSON [default: the bundle's].")
+        Path | None, typer.Option("--prompts", help="Prompt set JSON \\[default: the bundle's].")
     ] = None,
     json_out: Annotated[
         Path | None,
-        typer.Option("--json-out", help="Where to write the run result [default: runs/…json]."),
+        typer.Option("--json-out", help="Where to write the run result \\[default: runs/…json]."),
     ] = None,
     cache_dir: CacheDirOption = None,
     json_output: JsonOption = False,

@@ -45,7 +45,9 @@ def build(
     allow_kv_quantization: AllowKvOption = False,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Bundle directory [default: bundles/MODEL-TARGET-…]."),
+        typer.Option(
+            "--output", "-o", help="Bundle directory \\[default: bundles/MODEL-TARGET-…]."
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Rebuild every stage, ignore the cache.")
@@ -64,7 +66,7 @@ def build(
         typer.Option(
             "--runtime",
             help="Build the C++ runtime into the bundle: none, native, cross or container "
-            "[default: native when this host has the target's architecture, else cross].",
+            "\\[default: native when this host has the target's architecture, else cross].",
             show_default=False,
         ),
     ] = None,

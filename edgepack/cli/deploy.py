@@ -22,7 +22,7 @@ HostsOption = Annotated[
     typer.Option(
         "--host",
         "-H",
-        help="Device: an ~/.ssh/config alias, [user@]host[:ROOT], ssh://user@host:port/ROOT, "
+        help="Device: an ~/.ssh/config alias, \\[user@]host[:ROOT], ssh://user@host:port/ROOT, "
         "or local[:DIR]. Repeat for several devices.",
         show_default=False,
     ),
@@ -45,7 +45,8 @@ def deploy(
         Path | None, typer.Option("--inventory", "-i", help="File with one host per line.")
     ] = None,
     bundle: Annotated[
-        Path | None, typer.Option("--bundle", help="Bundle directory [default: the newest build].")
+        Path | None,
+        typer.Option("--bundle", help="Bundle directory \\[default: the newest build]."),
     ] = None,
     root: RootOption = "~/edgepack",
     keep: Annotated[int, typer.Option("--keep", help="Releases to keep on the device.")] = 3,
@@ -154,7 +155,7 @@ def rollback(
     ] = None,
     root: RootOption = "~/edgepack",
     to: Annotated[
-        str | None, typer.Option("--to", help="Release to switch to [default: previous].")
+        str | None, typer.Option("--to", help="Release to switch to \\[default: previous].")
     ] = None,
     break_lock: BreakLockOption = False,
     timeout: TimeoutOption = 30.0,

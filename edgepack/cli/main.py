@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
 from typing import Annotated
@@ -38,6 +39,33 @@ app.command("rollback")(deploy_cli.rollback)
 app.command("report")(report_cli.report)
 app.add_typer(targets_cli.app, name="targets")
 app.add_typer(runtime_cli.app, name="runtime")
+
+
+def reflowed(doc: str) -> str:
+    """A docstring's paragraphs as single lines, for the terminal to wrap: Typer keeps the source's
+    line breaks, which break mid-sentence in a narrower terminal. Paragraphs with indented or
+    list lines keep theirs."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.startswith((" ", "- ", "* ")) for line in lines):
+            paragraphs.append(paragraph)
+        else:
+            paragraphs.append(" ".join(line.strip() for line in lines))
+    return "\n\n".join(paragraphs)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        doc = command.help or (command.callback and command.callback.__doc__)
+        if doc:
+            command.help = reflowed(doc)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+_reflow_help(app)
 
 
 def _version(value: bool) -> None:

@@ -61,7 +61,7 @@ MaxSeqOption = Annotated[
 CacheDirOption = Annotated[
     Path | None,
     typer.Option(
-        "--cache-dir", help="Stage cache [default: $EDGEPACK_CACHE_DIR or ~/.cache/edgepack]."
+        "--cache-dir", help="Stage cache \\[default: $EDGEPACK_CACHE_DIR or ~/.cache/edgepack]."
     ),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Stream the tools' output.")]

@@ -119,7 +119,9 @@ def validate(
 
 @app.command("detect")
 def detect(
-    host: Annotated[str, typer.Argument(help="Device: ssh alias, [user@]host, ssh://… or local.")],
+    host: Annotated[
+        str, typer.Argument(help="Device: ssh alias, \\[user@]host, ssh://… or local.")
+    ],
     root: Annotated[
         str, typer.Option("--root", help="Deploy root (for free disk).")
     ] = "~/edgepack",

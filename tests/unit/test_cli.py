@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import typer.main
+import typer.rich_utils
 
 from edgepack.cli import plan as plan_cli
-from edgepack.cli.main import DEBUG_ENV
+from edgepack.cli.main import DEBUG_ENV, app
 from edgepack.errors import ExitCode
 from edgepack.plan import Limits
 from edgepack.resources import TARGETS_PATH_ENV
@@ -37,6 +41,29 @@ def test_help(cli, argv, expected) -> None:
     assert result.code == ExitCode.OK
     for word in expected:
         assert word in result.out
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command under ``command`` (Typer's own click types: no isinstance on them)."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_keeps_every_option_text_and_whole_paragraphs(cli, monkeypatch) -> None:
+    """Rich reads "[default: ...]" as markup and drops it unless escaped; Typer keeps the
+    docstring's line breaks unless main reflows them. On a wide console each paragraph is a line."""
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 2000)
+    commands = list(_commands(typer.main.get_command(app)))
+    assert {("bench",), ("deploy",), ("targets", "detect")} <= {path for path, _ in commands}
+    for path, command in commands:
+        out = cli(*path, "--help").out
+        for param in command.params:
+            help_text = getattr(param, "help", None) or ""
+            assert help_text.replace("\\[", "[") in out, (path, param.name)
+        for paragraph in (command.help or "").split("\n\n")[1:]:
+            if not paragraph.startswith((" ", "- ")):
+                assert paragraph in (line.strip() for line in out.splitlines()), (path, paragraph)
 
 
 def test_version(cli) -> None:
