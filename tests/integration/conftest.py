@@ -27,6 +27,7 @@ import pytest
 from edgepack.bundle import Manifest, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.remote.ssh import SSH_CONFIG_ENV
+from tests.integration.arm64_device import DeviceRoot
 
 SSHD = Path("/usr/sbin/sshd")
 _subnets = itertools.count(1)
@@ -69,6 +70,8 @@ class SshServer:
     port: int
     directory: Path
     netns: str | None = None
+    chroot: DeviceRoot | None = None
+    """The device's own root filesystem (another architecture's) that sshd runs in."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,14 +82,16 @@ class SshServer:
     def log(self) -> Path:
         return self.directory / "sshd.log"
 
+    def seen_by_sshd(self, path: Path) -> str:
+        return self.chroot.inside(path) if self.chroot else str(path)
+
     def start(self) -> None:
+        sshd = [str(SSHD), "-D", "-e", "-f", self.seen_by_sshd(self.directory / "sshd_config")]
+        command = self.chroot.command(sshd) if self.chroot else sshd
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [*prefix, str(SSHD), "-D", "-e", "-f", str(self.directory / "sshd_config")],
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
+                [*prefix, *command], stdout=log, stderr=log, start_new_session=True
             )
         _wait_for_port(self.address, self.port, self.process, self.log)
 
@@ -148,12 +153,13 @@ def make_client_side(directory: Path) -> SshClientSide:
 
 
 def _sshd_config(server: SshServer) -> str:
+    inside = server.seen_by_sshd
     return "\n".join(
         [
             f"ListenAddress {server.address}:{server.port}",
-            f"HostKey {server.host_key}",
-            f"PidFile {server.directory / 'sshd.pid'}",
-            f"AuthorizedKeysFile {server.directory / 'authorized_keys'}",
+            f"HostKey {inside(server.host_key)}",
+            f"PidFile {inside(server.directory / 'sshd.pid')}",
+            f"AuthorizedKeysFile {inside(server.directory / 'authorized_keys')}",
             "UsePAM no",
             "StrictModes no",
             "PermitRootLogin yes",
@@ -176,11 +182,15 @@ def start_sshd(
     address: str = "127.0.0.1",
     port: int | None = None,
     netns: str | None = None,
+    chroot: DeviceRoot | None = None,
 ) -> SshServer:
-    """Start an sshd (inside ``netns`` if given) that accepts ``client``'s key as root."""
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-    directory.mkdir()
-    server = SshServer(alias, address, port or free_port(), directory, netns)
+    """Start an sshd (inside ``netns`` and ``chroot`` if given) that accepts ``client``'s key as
+    root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem."""
+    system_root = chroot.path if chroot else Path("/")
+    # sshd's privilege separation directory
+    (system_root / "run" / "sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    directory.mkdir(parents=True)
+    server = SshServer(alias, address, port or free_port(), directory, netns, chroot)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
     shutil.copy(client.key.with_suffix(".pub"), directory / "authorized_keys")
     (directory / "sshd_config").write_text(_sshd_config(server) + "\n")
@@ -204,9 +214,15 @@ def sshd_factory(tmp_path: Path, ssh_client: SshClientSide) -> Iterator[Callable
     servers: list[SshServer] = []
 
     def start(
-        alias: str, address: str = "127.0.0.1", port: int | None = None, netns: str | None = None
+        alias: str,
+        address: str = "127.0.0.1",
+        port: int | None = None,
+        netns: str | None = None,
+        chroot: DeviceRoot | None = None,
     ) -> SshServer:
-        server = start_sshd(ssh_client, tmp_path / f"sshd-{alias}", alias, address, port, netns)
+        parent = chroot.path / "etc" / "edgepack-test" if chroot else tmp_path
+        directory = parent / f"sshd-{alias}"
+        server = start_sshd(ssh_client, directory, alias, address, port, netns, chroot)
         servers.append(server)
         return server
 

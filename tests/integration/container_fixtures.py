@@ -88,23 +88,20 @@ def _stop(daemon: subprocess.Popen[bytes]) -> None:
     daemon.wait()
 
 
-def rootfs_tarball(release: str) -> Path:
-    """A debootstrapped (minbase) Debian ``release`` as a tarball, made once and cached."""
-    machine = os.uname().machine
-    tarball = ROOTFS_CACHE / f"debian-{release}-minbase-{machine}.tar"
+def rootfs_tarball(release: str, arch: str | None = None, include: tuple[str, ...] = ()) -> Path:
+    """A debootstrapped (minbase) Debian ``release`` with ``include``d packages as a tarball, made
+    once and cached. A foreign ``arch`` (Debian's name, e.g. arm64) is bootstrapped in two stages,
+    the second run in the new root under qemu-user: binfmt_misc must hand its binaries to qemu."""
+    name = "-".join(["debian", release, "minbase", arch or os.uname().machine, *include])
+    tarball = ROOTFS_CACHE / f"{name}.tar"
     if tarball.is_file():
         return tarball
     ROOTFS_CACHE.mkdir(parents=True, exist_ok=True)
-    rootfs = ROOTFS_CACHE / f"debian-{release}-rootfs.partial"
+    rootfs = ROOTFS_CACHE / f"{name}-rootfs.partial"
     partial = tarball.with_name(tarball.name + ".partial")
     shutil.rmtree(rootfs, ignore_errors=True)
     try:
-        done = subprocess.run(
-            ["debootstrap", "--variant=minbase", release, str(rootfs), DEBIAN_MIRROR],
-            capture_output=True, text=True, timeout=DEBOOTSTRAP_S, check=False,
-        )  # fmt: skip
-        if done.returncode != 0:
-            pytest.skip(f"debootstrap {release} failed: {(done.stdout + done.stderr)[-500:]}")
+        _debootstrap(release, rootfs, arch, include)
         subprocess.run(
             ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], check=True
         )
@@ -113,6 +110,24 @@ def rootfs_tarball(release: str) -> Path:
         shutil.rmtree(rootfs, ignore_errors=True)
         partial.unlink(missing_ok=True)
     return tarball
+
+
+def _debootstrap(release: str, rootfs: Path, arch: str | None, include: tuple[str, ...]) -> None:
+    options = ["--variant=minbase", *(["--include=" + ",".join(include)] if include else [])]
+    stages = [["debootstrap", *options, release, str(rootfs), DEBIAN_MIRROR]]
+    if arch is not None:
+        stages = [
+            ["debootstrap", f"--arch={arch}", "--foreign", *options, release, str(rootfs),
+             DEBIAN_MIRROR],
+            ["chroot", str(rootfs), "/debootstrap/debootstrap", "--second-stage"],
+        ]  # fmt: skip
+    for command in stages:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=DEBOOTSTRAP_S, check=False
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr)[-500:]
+            pytest.skip(f"{' '.join(command[:2])} ({release}) failed: {output}")
 
 
 def ensure_base_image(engine: str) -> str:

@@ -16,7 +16,7 @@ from edgepack.remote.fleet import open_connector
 from edgepack.remote.hosts import parse_host
 from edgepack.remote.runtime_bench import RUNTIME_BINARY
 from edgepack.remote.telemetry import summarize
-from tests.conftest import build_demo
+from tests.conftest import build_demo, prompt_subset
 from tests.integration.conftest import NetnsDevice, SshServer
 
 pytestmark = pytest.mark.integration
@@ -67,14 +67,17 @@ def test_bench_remote_on_a_deployed_ort_bundle(
     [deployed] = json.loads(capsys.readouterr().out)
     assert deployed["venv"]["status"] == "created", deployed
     assert deployed["venv"]["path"] == f"{root}/venv"
+    prompts = tmp_path / "prompts.json"
+    asked = prompt_subset(bundle, prompts, 4)
     out = tmp_path / "result.json"
     code = run([
-        "bench", "--host", "dev", "--root", root,
-        "--runs", "1", "--warmup", "0", "--max-new-tokens", "16", "--json-out", str(out),
+        "bench", "--host", "dev", "--root", root, "--runs", "1", "--warmup", "0",
+        "--max-new-tokens", "16", "--prompts", str(prompts), "--json-out", str(out),
     ])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["location"] == "dev"
+    assert [output["id"] for output in result["outputs"]] == asked  # --prompts went along
     assert result["machine"]["python"].startswith(python)
     assert result["machine"]["python_prefix"] == f"{root}/venv"  # the deployed venv
     assert result["gate_enforced"] is True

@@ -1,6 +1,7 @@
 """The generated C++ runtime, built for real and run on real demo bundles: natively, and cross-built
 for aarch64 and run under qemu-user (REFERENCE.md §10: with an aarch64 /proc/cpuinfo bound over the
-host's in a private mount namespace, where ONNX Runtime's CPU detection would crash otherwise)."""
+host's in a private mount namespace, where ONNX Runtime's CPU detection would crash otherwise),
+then deployed to an aarch64 device (arm64_device) and benched there through `bench --remote`."""
 
 from __future__ import annotations
 
@@ -10,28 +11,33 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edgepack.cli.main import run
-from tests.conftest import require_demo_stack
-from tests.integration.container_fixtures import container_engine_with_base_image
+from tests.conftest import prompt_subset, require_demo_stack
+from tests.integration.arm64_device import (
+    AARCH64_CPUINFO,
+    ARM64_PACKAGES,
+    QEMU_STATIC,
+    DeviceRoot,
+    aarch64_binfmt,
+    unpack_device_root,
+)
+from tests.integration.conftest import NetnsDevice, SshServer
+from tests.integration.container_fixtures import (
+    container_engine_with_base_image,
+    rootfs_tarball,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BINARY = Path("runtime") / "bin" / "edgepack-runtime"
 QEMU_LD_PREFIX = Path("/usr/aarch64-linux-gnu")
 CAPITAL = "What is the capital of France?"
-AARCH64_CPUINFO = "".join(
-    f"processor\t: {index}\nBogoMIPS\t: 50.00\n"
-    "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm\n"
-    "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\n"
-    "CPU revision\t: 1\n\n"
-    for index in range(os.cpu_count() or 1)
-)
 
 
 def run_binary(
@@ -52,7 +58,7 @@ def native(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def emulated(bundle: Path, cpuinfo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    script = 'mount --bind "$0" /proc/cpuinfo && exec qemu-aarch64 "$@"'
+    script = f'mount --bind "$0" /proc/cpuinfo && exec {QEMU_STATIC} "$@"'
     command = ["unshare", "-m", "sh", "-c", script, str(cpuinfo), str(bundle / BINARY), *args]
     return run_binary(command, env={"QEMU_LD_PREFIX": str(QEMU_LD_PREFIX)})
 
@@ -100,7 +106,7 @@ def aarch64_bundle(session_cache: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def cpuinfo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_program("qemu-aarch64", "apt-get install qemu-user")
+    require_program(str(QEMU_STATIC), "apt-get install qemu-user-static")
     require_program("unshare", "util-linux")
     if os.geteuid() != 0:
         pytest.skip("binding a cpuinfo over /proc/cpuinfo needs root (unshare -m)")
@@ -215,6 +221,73 @@ def test_aarch64_runtime_answers_like_the_x86_one(
     x86_texts, _ = outputs_and_timings(native(int4_bundle, *arguments))
     assert "Paris" in arm_texts[0] and "Paris" in x86_texts[0]
     assert arm_timings["arch"] == "aarch64"
+
+
+# ---- an aarch64 device: the cross-built runtime deployed and benched over SSH -----------------
+
+
+def host_debian_release() -> str:
+    """The device runs this host's Debian release: the cross compiler's glibc is that release's,
+    and a runtime built against it needs one at least as new on the device."""
+    for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    pytest.skip("this host is not a Debian release debootstrap can make for the device")
+
+
+@pytest.fixture(scope="module")
+def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
+    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        pytest.skip("an aarch64 device's root filesystem needs root and debootstrap")
+    with aarch64_binfmt():
+        tarball = rootfs_tarball(host_debian_release(), arch="arm64", include=ARM64_PACKAGES)
+        root = unpack_device_root(tarball, tmp_path_factory.mktemp("arm64") / "rootfs")
+        yield root
+        shutil.rmtree(root.path, ignore_errors=True)
+
+
+def test_aarch64_runtime_is_deployed_to_an_arm64_device_and_benched_there(
+    aarch64_bundle: Path,
+    arm64_root: DeviceRoot,
+    netns_factory: Callable[[], NetnsDevice],
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The cross-built runtime on a device whose sshd, shell and runtime are all aarch64: deploy
+    sets its execute bit, `bench --remote --runner runtime` self-tests it, runs both passes with
+    telemetry on the prompts given, and the host's gate judges the answers."""
+    device = netns_factory()
+    address = device.device_address
+    sshd_factory("arm", address=address, port=22, netns=device.name, chroot=arm64_root)
+    root = "/opt/edgepack"
+    capsys.readouterr()
+    assert run(["targets", "detect", "arm", "--root", root, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "generic-aarch64-cpu"
+    assert run(["deploy", "--host", "arm", "--root", root, "--bundle", str(aarch64_bundle)]) == 0
+    deployed = arm64_root.path / "opt" / "edgepack" / "current" / BINARY
+    assert os.access(deployed, os.X_OK) and elf_machine(deployed) == 183  # EM_AARCH64
+    # Under qemu-user every prompt costs seconds of prefill: three (capital-france first) will do.
+    asked = prompt_subset(aarch64_bundle, tmp_path / "prompts.json", 3)
+    out = tmp_path / "result.json"
+    code = run([
+        "bench", "--host", "arm", "--root", root, "--runner", "runtime", "--runs", "1",
+        "--warmup", "0", "--max-new-tokens", "16", "--prompts", str(tmp_path / "prompts.json"),
+        "--json-out", str(out),
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["location"] == "arm"
+    assert result["machine"]["arch"] == result["raw"]["single"]["arch"] == "aarch64"
+    assert result["machine"]["runtime_build"]["mode"] == "cross"
+    assert result["settings"]["prompts_file"].startswith(f"{root}/prompts/")
+    assert [output["id"] for output in result["outputs"]] == asked
+    assert "Paris" in result["outputs"][0]["text"]
+    assert result["metrics"]["decode_tok_s_batched"]["n"] == 1
+    assert result["gate_enforced"] is True
+    assert result["quality"]["passed"] is True, result["quality"]["checks"]
+    assert result["telemetry"]["proc"]["cpu_util_pct"]["n"] >= 1
 
 
 # ---- container mode: the cross build in the Dockerfile's `cross` image ------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import platform
 from collections.abc import Callable
@@ -15,6 +17,7 @@ from edgepack.bench.reference import PromptSet, Reference, ReferenceOutput
 from edgepack.bench.result import RunResult
 from edgepack.bundle import Manifest
 from edgepack.errors import BadInputError, ExitCode, RemoteError
+from edgepack.remote.bench import upload_prompt_set
 from edgepack.remote.connector import LocalConnector
 from edgepack.remote.facts import DeviceFacts
 from edgepack.remote.runtime_bench import (
@@ -48,6 +51,7 @@ def release() -> DeployedRelease:
         build_info=json.loads(recorded("recorded-build-info.json")),
         prompts=PromptSet.model_validate_json(prompts),
         prompts_sha256="0" * 64,
+        prompts_file="/srv/edgepack/releases/9520c8a665b4b7f9/prompts.json",
     )
 
 
@@ -273,6 +277,33 @@ def test_a_runtime_for_another_arch_is_refused_before_it_runs(tmp_path: Path) ->
         RemoteError, match=f"but the deployed bundle's runtime was built for {other}"
     ):
         bench_runtime_remote(LocalConnector("dev"), str(root), OPTIONS)
+
+
+def test_a_bad_prompt_set_is_refused_before_anything_runs_on_the_device(tmp_path: Path) -> None:
+    root = deploy_root(tmp_path, recorded("recorded-manifest.json"))
+    bad = tmp_path / "prompts.json"
+    bad.write_text('{"name": "empty", "prompts": []}')
+    options = dataclasses.replace(OPTIONS, prompts_file=bad)
+    with pytest.raises(BadInputError, match="is not a prompt set"):
+        bench_runtime_remote(LocalConnector("dev"), str(root), options)
+    assert not (root / "runs").exists()
+
+
+def test_a_prompt_set_of_ones_own_is_uploaded_and_asked(
+    release: DeployedRelease, facts: DeviceFacts, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"name": "mine", "prompts": [{"id": "q", "text": "Why is the sky blue?"}]}')
+    facts = facts.model_copy(update={"root": str(tmp_path / "device")})
+    uploaded = upload_prompt_set(LocalConnector("dev"), facts, mine)
+    assert uploaded.startswith(f"{facts.root}/prompts/")
+    assert Path(uploaded).read_bytes() == mine.read_bytes()
+    asked = release.asking(uploaded, mine)
+    assert [prompt.id for prompt in asked.prompts.prompts] == ["q"]
+    assert asked.prompts_file == uploaded
+    assert asked.prompts_sha256 == hashlib.sha256(mine.read_bytes()).hexdigest()
+    with pytest.raises(RemoteError, match=r"answers for \['capital-france'"):
+        runtime_result("dev", facts, asked, OPTIONS, recorded_run(1), None)
 
 
 def test_nothing_deployed_says_so(tmp_path: Path) -> None:
