@@ -77,6 +77,28 @@ echo "$status"
 """
 
 
+Glibc = tuple[int, int]
+LEGACY_MANYLINUX: dict[str, Glibc] = {
+    "manylinux1": (2, 5),
+    "manylinux2010": (2, 12),
+    "manylinux2014": (2, 17),
+}
+"""PEP 600's names for the manylinux tags that came before it."""
+
+
+def glibc_of_tag(tag: str) -> Glibc | None:
+    """The glibc a manylinux platform tag needs (``manylinux_2_28_aarch64`` → (2, 28))."""
+    found = re.match(r"manylinux_(\d+)_(\d+)_", tag)
+    if found:
+        return int(found[1]), int(found[2])
+    return LEGACY_MANYLINUX.get(tag.split("_", 1)[0])
+
+
+def parse_glibc(version: str | None) -> Glibc | None:
+    found = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(found[1]), int(found[2])) if found else None
+
+
 @dataclass(frozen=True)
 class WheelFile:
     """A wheel by its file name: ``name-version(-build)-python-abi-platform.whl``."""
@@ -98,9 +120,20 @@ class WheelFile:
             path, name, tuple(python.split(".")), tuple(abi.split(".")), tuple(platform.split("."))
         )
 
-    def rank(self, minor: int, arch: str) -> int | None:
-        """How well it fits CPython 3.<minor> on ``arch`` (lower is better); None: it does not."""
+    def glibc_needed(self, arch: str) -> Glibc | None:
+        """The oldest glibc one of its platform tags for ``arch`` runs on; None: any (pure or
+        plain ``linux_ARCH`` wheels)."""
+        needs = [glibc_of_tag(tag) for tag in self.platforms if tag.endswith("_" + arch)]
+        known = [need for need in needs if need is not None]
+        return min(known) if known and len(known) == len(needs) else None
+
+    def rank(self, minor: int, arch: str, glibc: Glibc | None = None) -> int | None:
+        """How well it fits CPython 3.<minor> on ``arch`` with ``glibc`` (None: not known) (lower
+        is better); None: it does not."""
         if not any(tag == "any" or tag.endswith("_" + arch) for tag in self.platforms):
+            return None
+        needed = self.glibc_needed(arch)
+        if glibc is not None and needed is not None and needed > glibc:
             return None
         exact = f"cp3{minor}"
         if exact in self.abis:
@@ -155,11 +188,33 @@ def venv_problems(manifest: Manifest, facts: DeviceFacts) -> list[str]:
     return []
 
 
-def choose_wheels(wheels: list[WheelFile], minor: int, arch: str) -> list[WheelFile]:
-    """Per distribution, the best-fitting wheel; distributions with none are another Python's."""
+def glibc_problems(manifest: Manifest, facts: DeviceFacts) -> list[str]:
+    """Wheels of the device's Python whose every build needs a newer glibc than the device's."""
+    minor, glibc = python_minor(facts), parse_glibc(facts.glibc)
+    if minor is None or glibc is None or not carried_pythons(manifest):
+        return []
+    wheels = carried_wheels(manifest)
+    fitting = {wheel.distribution for wheel in choose_wheels(wheels, minor, facts.arch, glibc)}
+    short = [
+        wheel
+        for wheel in choose_wheels(wheels, minor, facts.arch)
+        if wheel.distribution not in fitting
+    ]
+    return [
+        f"the bundle's {wheel.distribution} wheel needs glibc "
+        f"{'.'.join(map(str, wheel.glibc_needed(facts.arch) or ()))}, the device has {facts.glibc}"
+        for wheel in short
+    ]
+
+
+def choose_wheels(
+    wheels: list[WheelFile], minor: int, arch: str, glibc: Glibc | None = None
+) -> list[WheelFile]:
+    """Per distribution, the best-fitting wheel; distributions with none are another Python's
+    (or need a newer glibc than ``glibc``: glibc_problems() names those)."""
     best: dict[str, tuple[int, WheelFile]] = {}
     for wheel in wheels:
-        rank = wheel.rank(minor, arch)
+        rank = wheel.rank(minor, arch, glibc)
         if rank is not None and (
             wheel.distribution not in best or rank < best[wheel.distribution][0]
         ):
@@ -184,7 +239,7 @@ def ensure_venv(
     minor = python_minor(facts)
     if not carried_pythons(manifest) or minor is None or facts.python is None:
         return None  # venv_problems() refused the other cases before anything was sent
-    chosen = choose_wheels(carried_wheels(manifest), minor, facts.arch)
+    chosen = choose_wheels(carried_wheels(manifest), minor, facts.arch, parse_glibc(facts.glibc))
     key = venv_key(manifest, chosen, facts.python_version or "")
     path = posixpath.join(facts.root, VENV_LINK)
     if dry_run:

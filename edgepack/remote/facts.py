@@ -36,6 +36,7 @@ say hostname "$(uname -n)"
 say cpu_model "$(grep -m1 -E '^(model name|Hardware|Model)[[:space:]]*:' /proc/cpuinfo |
   cut -d: -f2-)"
 say cpu_cores "$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
+say glibc "$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc //p')"
 say mem_total_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 say mem_available_kb "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
 [ -r /proc/device-tree/model ] && say device_model "$(tr -d '\0' < /proc/device-tree/model)"
@@ -115,6 +116,8 @@ class DeviceFacts(BaseModel):
     cpu_freq_khz: int | None = None
     cpu_max_freq_khz: int | None = None
     gpu_freq_hz: int | None = None
+    glibc: str | None = None
+    """``getconf GNU_LIBC_VERSION``: what manylinux wheels are checked against."""
     python: str | None = None
     python_version: str | None = None
     packages: dict[str, str] = {}

@@ -35,7 +35,7 @@ from edgepack.cache import sha256_file
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
-from edgepack.remote.device_env import VenvReport, ensure_venv, venv_problems
+from edgepack.remote.device_env import VenvReport, ensure_venv, glibc_problems, venv_problems
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.targets import TargetRegistry
@@ -248,22 +248,30 @@ def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -
 
 
 def _refuse_incompatible(manifest: Manifest, facts: DeviceFacts, registry: TargetRegistry) -> None:
-    problems = compatibility_problems(manifest, facts, registry)
-    if problems:
-        raise RemoteError(
-            f"{facts.host}: refusing to deploy, nothing was sent: " + "; ".join(problems),
-            hint="build the bundle for this device's target (`edgepack targets detect "
-            f"{facts.host}` names it)",
-        )
+    hint = (
+        f"build the bundle for this device's target (`edgepack targets detect {facts.host}` "
+        "names it)"
+    )
+    _refuse_if(facts, compatibility_problems(manifest, facts, registry), hint)
 
 
 def _refuse_unusable_wheels(manifest: Manifest, facts: DeviceFacts) -> None:
-    problems = venv_problems(manifest, facts)
+    other_python = (
+        "rebuild with --device-python for the device's Python, or deploy with --no-venv "
+        "(and bench with --remote-python)"
+    )
+    _refuse_if(facts, venv_problems(manifest, facts), other_python)
+    old_glibc = (
+        "update the device's OS (JetPack 5 and newer have glibc 2.31+), or build with "
+        "--wheelhouse DIR holding wheels for its glibc, or deploy with --no-venv"
+    )
+    _refuse_if(facts, glibc_problems(manifest, facts), old_glibc)
+
+
+def _refuse_if(facts: DeviceFacts, problems: list[str], hint: str) -> None:
     if problems:
         raise RemoteError(
-            f"{facts.host}: refusing to deploy, nothing was sent: " + "; ".join(problems),
-            hint="rebuild with --device-python for the device's Python, or deploy with --no-venv "
-            "(and bench with --remote-python)",
+            f"{facts.host}: refusing to deploy, nothing was sent: " + "; ".join(problems), hint=hint
         )
 
 

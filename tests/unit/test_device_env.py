@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.bundle import Manifest, write_bundle
+from edgepack.bundle import FileRecord, Manifest, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.device_wheels import check_device_pythons, pinned_requirements, write_edgepack_wheel
 from edgepack.errors import BadInputError, ExitCode, RemoteError
@@ -21,6 +21,7 @@ from edgepack.remote.connector import LocalConnector
 from edgepack.remote.device_env import (
     WheelFile,
     choose_wheels,
+    glibc_problems,
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
@@ -55,6 +56,31 @@ def test_each_distribution_gets_the_wheel_of_the_devices_python_and_arch() -> No
     # abi3 needs a Python at least as new as its tag; pure wheels fit everything
     assert set(chosen(9, "x86_64")) == {"psutil", "shellingham", "typing_extensions"}
     assert set(chosen(11, "aarch64")) == {"shellingham", "typing_extensions"}
+
+
+def test_a_wheel_needs_the_oldest_glibc_of_its_tags() -> None:
+    wheels = [WheelFile.parse(path) for path in CARRIED]
+    needs = {w.path.split("/")[1].split("-")[0]: w.glibc_needed("x86_64") for w in wheels}
+    assert needs["numpy"] == (2, 27)  # manylinux_2_27 and manylinux_2_28: either will do
+    assert needs["onnxruntime_genai"] == (2, 28)
+    assert needs["protobuf"] == (2, 17)  # manylinux2014
+    assert needs["psutil"] == (2, 12)  # manylinux2010
+    assert needs["shellingham"] is None  # pure
+    assert WheelFile.parse("x-1-cp311-cp311-linux_x86_64.whl").glibc_needed("x86_64") is None
+    older = {Path(w.path).name.split("-")[0] for w in choose_wheels(wheels, 11, "x86_64", (2, 27))}
+    assert set(chosen(11, "x86_64")) - older == {"onnxruntime_genai"}
+
+
+def test_wheels_for_a_newer_glibc_than_the_devices_are_named() -> None:
+    manifest = _manifest(["3.11"]).model_copy(
+        update={"files": [FileRecord(path=path, size=1, sha256="0" * 64) for path in CARRIED]}
+    )
+    facts = _facts("3.11.2").model_copy(update={"glibc": "2.27"})
+    assert glibc_problems(manifest, facts) == [
+        "the bundle's onnxruntime-genai wheel needs glibc 2.28, the device has 2.27"
+    ]
+    assert glibc_problems(manifest, facts.model_copy(update={"glibc": "2.28"})) == []
+    assert glibc_problems(manifest, facts.model_copy(update={"glibc": None})) == []
 
 
 def test_wheel_names_are_parsed_with_their_tags() -> None:
@@ -125,11 +151,18 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def _wheel_bundle(tmp_path: Path, pythons: list[str], broken_wheel: bool = False) -> Path:
-    """A sealed bundle whose wheels/ holds edgepack's own wheel (and one that is no zip)."""
+def _wheel_bundle(
+    tmp_path: Path, pythons: list[str], broken_wheel: bool = False, future_glibc: bool = False
+) -> Path:
+    """A sealed bundle whose wheels/ holds edgepack's own wheel (and one that is no zip, or one
+    for a glibc from the future)."""
     wheels = write_edgepack_wheel(_mkdir(tmp_path / "wheel-src")).parent
     if broken_wheel:
         (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
+    for python in pythons if future_glibc else []:
+        tag = "cp" + python.replace(".", "")
+        name = f"futurelib-1.0-{tag}-{tag}-manylinux_2_99_{os.uname().machine}.whl"
+        (wheels / name).write_bytes(b"never unpacked")
     engine = _mkdir(tmp_path / "engine-src")
     (engine / "model.onnx").write_bytes(b"engine")
     prompts = tmp_path / "prompts.json"
@@ -184,6 +217,23 @@ def test_a_device_python_without_wheels_is_refused_before_any_byte(
     assert not root.exists()
     report = _deploy(bundle, root, registry, venv=False)  # the engine alone still deploys
     assert report.venv is None and (root / "current" / "engine" / "model.onnx").is_file()
+
+
+def test_wheels_for_a_newer_glibc_are_refused_before_any_byte(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    facts = gather_facts(LocalConnector(), str(tmp_path))
+    assert facts.glibc and facts.glibc.startswith("2.")  # getconf GNU_LIBC_VERSION, for real
+    minor = ".".join((facts.python_version or "").split(".")[:2])
+    bundle = _wheel_bundle(tmp_path, [minor], future_glibc=True)
+    root = tmp_path / "device"
+    with pytest.raises(RemoteError) as refused:
+        _deploy(bundle, root, registry)
+    assert (
+        f"futurelib wheel needs glibc 2.99, the device has {facts.glibc}" in refused.value.message
+    )
+    assert "--no-venv" in (refused.value.hint or "")
+    assert not root.exists()
 
 
 def test_a_failed_install_leaves_current_where_it_was(
