@@ -12,6 +12,7 @@ import hashlib
 import posixpath
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.bench.local import BenchOptions
@@ -60,15 +61,25 @@ def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None
     )
 
 
-def upload_prompt_set(connector: Connector, facts: DeviceFacts, local: Path) -> str:
-    """--prompts for a run on the device: checked here, then copied to <root>/prompts/."""
-    PromptSet.load(local)  # a bad set is refused before anything runs on the device
-    data = local.read_bytes()
-    name = hashlib.sha256(data).hexdigest()[:16] + ".json"
-    remote = posixpath.join(facts.root, "prompts", name)
+@dataclass(frozen=True)
+class UploadedPrompts:
+    """A prompt set of the user's (--prompts), checked here and copied to the device."""
+
+    path: str
+    """On the device: ``<root>/prompts/<sha256 prefix>.json``."""
+    prompts: PromptSet
+    sha256: str
+
+
+def upload_prompt_set(connector: Connector, facts: DeviceFacts, local: Path) -> UploadedPrompts:
+    """--prompts for a run on the device: checked here (a bad set is refused before anything
+    runs there), then copied to <root>/prompts/."""
+    prompts = PromptSet.load(local)
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    remote = posixpath.join(facts.root, "prompts", digest[:16] + ".json")
     connector.make_dirs([posixpath.dirname(remote)])
     connector.put(local, remote, 0, lambda sent: None)
-    return remote
+    return UploadedPrompts(remote, prompts, digest)
 
 
 def current_release_dir(connector: Connector, facts: DeviceFacts) -> str:
@@ -101,7 +112,7 @@ def bench_remote(
         "--json", "--no-gate",
     ]  # fmt: skip
     if options.prompts_file is not None:
-        argv += ["--prompts", upload_prompt_set(connector, facts, options.prompts_file)]
+        argv += ["--prompts", upload_prompt_set(connector, facts, options.prompts_file).path]
     done, logs = run_with_telemetry(connector, run_dir, argv, interval_ms)
     if done.status != 0:
         raise RemoteError(

@@ -22,7 +22,6 @@ import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +32,12 @@ from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutpu
 from edgepack.bench.stats import Spread
 from edgepack.bundle import MANIFEST, Manifest, bundle_summary
 from edgepack.errors import BadInputError, RemoteError
-from edgepack.remote.bench import current_release_dir, run_with_telemetry, upload_prompt_set
+from edgepack.remote.bench import (
+    UploadedPrompts,
+    current_release_dir,
+    run_with_telemetry,
+    upload_prompt_set,
+)
 from edgepack.remote.connector import Connector, shell
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.telemetry import summarize
@@ -155,13 +159,13 @@ class DeployedRelease:
     def binary(self) -> str:
         return posixpath.join(self.directory, RUNTIME_BINARY)
 
-    def asking(self, prompts_file: str, local: Path) -> DeployedRelease:
-        """The same release run on another prompt set (uploaded to ``prompts_file``)."""
+    def asking(self, uploaded: UploadedPrompts) -> DeployedRelease:
+        """The same release run on the prompt set --prompts uploaded."""
         return dataclasses.replace(
             self,
-            prompts=PromptSet.load(local),
-            prompts_sha256=hashlib.sha256(local.read_bytes()).hexdigest(),
-            prompts_file=prompts_file,
+            prompts=uploaded.prompts,
+            prompts_sha256=uploaded.sha256,
+            prompts_file=uploaded.path,
         )
 
 
@@ -384,8 +388,7 @@ def bench_runtime_remote(
             "names it) and deploy it",
         )
     if options.prompts_file is not None:
-        uploaded = upload_prompt_set(connector, facts, options.prompts_file)
-        release = release.asking(uploaded, options.prompts_file)
+        release = release.asking(upload_prompt_set(connector, facts, options.prompts_file))
     self_test(connector, release)
     run_dir = posixpath.join(facts.root, "runs", uuid.uuid4().hex[:12])
     argv = [

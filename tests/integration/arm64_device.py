@@ -54,6 +54,11 @@ class DeviceRoot:
 
     path: Path
 
+    @property
+    def cpuinfo(self) -> Path:
+        """What the device shows as /proc/cpuinfo (written when the root is unpacked)."""
+        return self.path / "etc" / "edgepack-test" / "cpuinfo"
+
     def inside(self, path: Path) -> str:
         """``path`` (on this host, under the root) as the device sees it."""
         return "/" + path.relative_to(self.path).as_posix()
@@ -61,12 +66,9 @@ class DeviceRoot:
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` (paths as the device sees them) run in the root, in a mount namespace of its
         own with /proc, /dev and the aarch64 cpuinfo."""
-        cpuinfo = self.path / "etc" / "edgepack-test" / "cpuinfo"
-        cpuinfo.parent.mkdir(parents=True, exist_ok=True)
-        cpuinfo.write_text(AARCH64_CPUINFO, encoding="utf-8")
         return [
             "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", _CHROOT_SCRIPT, str(self.path), str(cpuinfo), *argv,
+            "sh", "-c", _CHROOT_SCRIPT, str(self.path), str(self.cpuinfo), *argv,
         ]  # fmt: skip
 
 
@@ -132,4 +134,7 @@ def unpack_device_root(tarball: Path, destination: Path) -> DeviceRoot:
     subprocess.run(
         ["tar", "--numeric-owner", "-C", str(destination), "-xf", str(tarball)], check=True
     )
-    return DeviceRoot(destination)
+    root = DeviceRoot(destination)
+    root.cpuinfo.parent.mkdir(parents=True, exist_ok=True)
+    root.cpuinfo.write_text(AARCH64_CPUINFO, encoding="utf-8")
+    return root

@@ -296,11 +296,11 @@ def test_a_prompt_set_of_ones_own_is_uploaded_and_asked(
     mine.write_text('{"name": "mine", "prompts": [{"id": "q", "text": "Why is the sky blue?"}]}')
     facts = facts.model_copy(update={"root": str(tmp_path / "device")})
     uploaded = upload_prompt_set(LocalConnector("dev"), facts, mine)
-    assert uploaded.startswith(f"{facts.root}/prompts/")
-    assert Path(uploaded).read_bytes() == mine.read_bytes()
-    asked = release.asking(uploaded, mine)
+    assert uploaded.path.startswith(f"{facts.root}/prompts/")
+    assert Path(uploaded.path).read_bytes() == mine.read_bytes()
+    asked = release.asking(uploaded)
     assert [prompt.id for prompt in asked.prompts.prompts] == ["q"]
-    assert asked.prompts_file == uploaded
+    assert asked.prompts_file == uploaded.path
     assert asked.prompts_sha256 == hashlib.sha256(mine.read_bytes()).hexdigest()
     with pytest.raises(RemoteError, match=r"answers for \['capital-france'"):
         runtime_result("dev", facts, asked, OPTIONS, recorded_run(1), None)
