@@ -26,28 +26,27 @@ from edgepack.errors import BadInputError, ExitCode, RegressionError
 from edgepack.models import resolve_spec
 from edgepack.plan import PlanRequest, make_plan
 from edgepack.report import (
-    NO_BUNDLE,
-    NO_GATE_MARK,
-    NO_SUPPORTED_GPU,
-    NOT_APPLICABLE,
-    NOT_MEASURED,
-    QUALITY_PLOT,
-    REGRESSION_RULE,
-    SPEED_PLOT,
     Entry,
-    Measure,
     Report,
     build_report,
     enforce,
-    format_cell,
-    format_delta,
     load_entries,
     render_html,
     render_json,
     render_markdown,
     render_plots,
-    shown_cells,
 )
+from edgepack.report.cells import (
+    NO_BUNDLE,
+    NO_GATE_MARK,
+    NO_SUPPORTED_GPU,
+    NOT_APPLICABLE,
+    NOT_MEASURED,
+    Measure,
+)
+from edgepack.report.format import format_cell, format_delta, shown_cells
+from edgepack.report.plots import QUALITY_PLOT, SPEED_PLOT
+from edgepack.report.regression import REGRESSION_RULE
 from edgepack.targets import TargetRegistry
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -406,6 +405,22 @@ def test_html_is_self_contained_with_embedded_plots(pair: tuple[Entry, Entry]) -
     assert len(images) == 2
     assert all(base64.b64decode(image).startswith(PNG_SIGNATURE) for image in images)
     assert "<style>" in page and "ort int4" in page
+
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def test_html_escapes_hostile_labels_names_and_notes(pair: tuple[Entry, Entry]) -> None:
+    bundle = {"backend": "ort", "precision": "int4", "model": HOSTILE, "dir": f"/r/{HOSTILE}"}
+    hostile = Entry.from_run(_run(bundle, [60.0, 61.0, 59.0]), "hostile.json")
+    report = build_report([pair[0], hostile], check_baseline=True)
+    assert any(HOSTILE in column.label for column in report.columns)
+    assert any(HOSTILE in note for note in report.notes)
+    page = render_html(report)
+    assert "<script" not in page and "<img" not in page
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+    # two header cells, the model cell, two baseline-check lines, the note (label and path)
+    assert page.count(escaped) == 7
 
 
 def test_plots_are_pngs_that_show_data(pair: tuple[Entry, Entry]) -> None:
