@@ -38,9 +38,20 @@ def report(
         Path | None,
         typer.Option(
             "--baseline",
-            help="Run result to compare against; exit 10 when a run regresses beyond noise.",
+            help="Run result to compare against; exit 10 when a run is significantly slower "
+            "beyond --tolerance or its quality verdict is worse.",
         ),
     ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance",
+            min=0.0,
+            help="Slowdown of decode tok/s in % that --baseline tolerates: a run regresses only "
+            "when the 95 % interval of its slowdown lies wholly beyond it (and the slowdown is "
+            "significant).",
+        ),
+    ] = 2.0,  # significance.DEFAULT_TOLERANCE, not imported here so that --help stays fast
     format_: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = (
         ReportFormat.md
     ),
@@ -54,13 +65,14 @@ def report(
 ) -> None:
     """Compare runs side by side: build, artifacts, runtime, roofline, quality, with deltas.
 
-    Exit status: 0 done, 10 a regression against --baseline (the rule is printed), 2 bad input.
+    Exit status: 0 done, 10 a regression against --baseline (the rule is printed), 2 bad input
+    (including too few runs to test a regression).
     """
     from edgepack import report as library
 
     search = [Path("bundles")]  # where `edgepack build` writes bundles by default
     entries = library.load_entries(runs or [], bundle or [], baseline, search)
-    result = library.build_report(entries, check_baseline=baseline is not None)
+    result = library.build_report(entries, check_baseline=baseline is not None, tolerance=tolerance)
     images = _images(result, plots, format_)
     plot_files = _write_plots(images, plots, output) if plots else {}
     text = _render(result, format_, images, plot_files)

@@ -25,11 +25,13 @@ from edgepack.report.rows import (
     setup_rows,
     speed,
 )
+from edgepack.report.significance import DEFAULT_TOLERANCE
 
 if TYPE_CHECKING:
     from edgepack.report.entries import Gpu
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+"""2: a baseline check carries its speed test (n, effect, interval, p) instead of drop/noise."""
 SPREAD_NOTE = (
     "Figures are medians; (a–b) is the min–max over the runs (build times: over the --repeat "
     "rebuilds; without --repeat a build time is one sample). Δ is against the first column; "
@@ -130,9 +132,13 @@ ROW_BUILDERS: tuple[Callable[[Sequence[Entry]], list[Row]], ...] = (
 
 
 def build_report(
-    entries: Sequence[Entry], check_baseline: bool = False, gpus: Sequence[Gpu] | None = None
+    entries: Sequence[Entry],
+    check_baseline: bool = False,
+    gpus: Sequence[Gpu] | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> Report:
-    """``gpus``: this machine's NVIDIA GPUs (see :func:`mark_unmeasured`)."""
+    """``gpus``: this machine's NVIDIA GPUs (see :func:`mark_unmeasured`); ``tolerance``: the
+    slowdown in % the baseline check tolerates."""
     entries = mark_unmeasured(entries, gpus)
     labels = column_labels(entries)
     metric = quality_plot_metric(entries)
@@ -140,7 +146,7 @@ def build_report(
         columns=[_column(label, entry) for label, entry in zip(labels, entries, strict=True)],
         rows=[row for builder in ROW_BUILDERS for row in builder(entries)],
         notes=_notes(entries, labels),
-        checks=regression_checks(entries, labels) if check_baseline else [],
+        checks=regression_checks(entries, labels, tolerance) if check_baseline else [],
         points=[_point(label, e, metric) for label, e in zip(labels, entries, strict=True)],
         quality_metric=metric,
         batch=batch_label(entries),

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from edgepack.report.cells import NO_GATE_MARK, NOT_APPLICABLE, Cell, Delta, Row
 from edgepack.report.compose import Report
-from edgepack.report.regression import REGRESSION_RULE
 
 SECTION_TITLES = {
     "setup": "Set-up",
@@ -124,7 +123,7 @@ def check_lines_marked(report: Report) -> list[tuple[str, bool]]:
     """The rule, then each check's lines, each with whether it tells of a regression."""
     if not report.checks:
         return []
-    return [(f"rule: {REGRESSION_RULE}", False)] + [
+    return [(f"rule: {report.checks[0].rule}", False)] + [
         line for check in report.checks for line in check.lines()
     ]
 

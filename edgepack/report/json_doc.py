@@ -10,7 +10,8 @@ from edgepack.report.cells import Cell, Delta, Row
 from edgepack.report.compose import REPORT_SCHEMA_VERSION, Report
 from edgepack.report.entries import verdict_name
 from edgepack.report.format import format_cell
-from edgepack.report.regression import REGRESSION_RULE, RegressionCheck
+from edgepack.report.regression import RegressionCheck
+from edgepack.report.significance import SlowdownTest
 
 
 def _cell_json(cell: Cell, unit: str) -> dict[str, Any] | None:
@@ -44,13 +45,29 @@ def _check_json(check: RegressionCheck) -> dict[str, Any]:
         "run": check.candidate,
         "baseline_decode_tok_s": asdict(check.baseline_speed),
         "run_decode_tok_s": asdict(check.candidate_speed),
-        "drop": check.drop,
-        "noise": check.noise,
+        "speed_test": _speed_json(check.speed),
         "speed_regressed": check.speed_regressed,
         "baseline_verdict": verdict_name(check.baseline_passed),
         "run_verdict": verdict_name(check.candidate_passed),
         "quality_regressed": check.quality_regressed,
         "regressed": check.regressed,
+    }
+
+
+def _speed_json(test: SlowdownTest) -> dict[str, Any]:
+    return {
+        "baseline_n": test.baseline_n,
+        "run_n": test.run_n,
+        "median_difference": test.difference,
+        "median_change_percent": test.percent,
+        "confidence": test.confidence,
+        "interval_percent": list(test.interval) if test.interval else None,
+        "p_value": test.p_value,
+        "tolerance_percent": test.tolerance,
+        "tested": test.tested,
+        "beyond_tolerance": test.beyond_tolerance,
+        "significant": test.significant,
+        "verdict": test.verdict(),
     }
 
 
@@ -61,7 +78,7 @@ def report_json(report: Report, plot_files: dict[str, str] | None = None) -> dic
         "rows": [_row_json(row) for row in report.rows],
         "notes": report.notes,
         "baseline_check": {
-            "rule": REGRESSION_RULE,
+            "rule": report.checks[0].rule,
             "checks": [_check_json(check) for check in report.checks],
         }
         if report.checks

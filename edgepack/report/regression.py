@@ -1,9 +1,9 @@
 """The ``--baseline`` check: does a run regress against the baseline run?
 
-A run regresses when its decode tok/s at batch 1 lies below the baseline's by more than the two
-runs' ranges (max − min over their samples) added, or when its quality verdict ranks lower (no
-verdict < fail < pass). A figure measured once has no range: the check then cannot tell a
-regression from noise and says so.
+A run regresses when its decode tok/s at batch 1 is slower than the baseline's beyond a tolerance
+and significantly so (:mod:`edgepack.report.significance`, on the per-run samples both results
+keep), or when its quality verdict ranks lower (no verdict < fail < pass). Too few runs to test
+is said, and fails the command: a check that cannot tell is never a pass.
 """
 
 from __future__ import annotations
@@ -13,44 +13,52 @@ from dataclasses import dataclass
 
 from edgepack.bench.verdict import VERDICT_RANK
 from edgepack.errors import BadInputError, RegressionError
-from edgepack.report.cells import Measure, combined_noise
+from edgepack.report.cells import Measure
 from edgepack.report.entries import Entry, machine_text, run_passed, verdict_name
-
-REGRESSION_RULE = (
-    "decode tok/s (batch 1) regresses when baseline median − run median > noise, where noise = "
-    "(baseline max − min) + (run max − min) over their runs' samples; the quality verdict "
-    "regresses when it ranks lower (no verdict < fail < pass)"
+from edgepack.report.significance import (
+    ADVISED_RUNS,
+    DEFAULT_TOLERANCE,
+    SlowdownTest,
+    rule_words,
+    slowdown_test,
 )
+
+QUALITY_RULE = "the quality verdict regresses when it ranks lower (no verdict < fail < pass)"
+
+
+def regression_rule(tolerance: float = DEFAULT_TOLERANCE) -> str:
+    return f"{rule_words(tolerance)}; {QUALITY_RULE}"
+
+
+REGRESSION_RULE = regression_rule()
+"""The rule at the default tolerance."""
 
 
 @dataclass(frozen=True)
 class RegressionCheck:
-    """One run against the baseline, by the rule in REGRESSION_RULE."""
+    """One run against the baseline, by the rule of :func:`regression_rule`."""
 
     baseline: str
     candidate: str
     baseline_speed: Measure
     candidate_speed: Measure
+    speed: SlowdownTest
     baseline_passed: bool | None
     candidate_passed: bool | None
     machines: tuple[str, str] = ("", "")
     """Where the baseline and the run were measured."""
 
     @property
-    def noise(self) -> float | None:
-        return combined_noise(self.baseline_speed, self.candidate_speed)
-
-    @property
-    def drop(self) -> float:
-        return self.baseline_speed.value - self.candidate_speed.value
+    def rule(self) -> str:
+        return regression_rule(self.speed.tolerance)
 
     @property
     def undetermined(self) -> bool:
-        return self.noise is None
+        return not self.speed.tested
 
     @property
     def speed_regressed(self) -> bool:
-        return self.noise is not None and self.drop > self.noise
+        return self.speed.regressed
 
     @property
     def quality_regressed(self) -> bool:
@@ -61,14 +69,10 @@ class RegressionCheck:
         return self.speed_regressed or self.quality_regressed
 
     def speed_line(self) -> str:
-        if self.noise is None:
-            state = "cannot tell from noise (a run measured once has no spread)"
-        else:
-            state = "REGRESSED" if self.speed_regressed else "ok"
-            state = f"drop {self.drop:.2f} vs noise {self.noise:.2f}: {state}"
         return (
             f"{self.candidate}: decode tok/s (batch 1) {_measure_text(self.baseline_speed)} → "
-            f"{_measure_text(self.candidate_speed)}; {state}"
+            f"{_measure_text(self.candidate_speed)}; {self.speed.effect_text()}: "
+            f"{self.speed.verdict()}"
         )
 
     def quality_line(self) -> str:
@@ -101,7 +105,9 @@ def _measure_text(measure: Measure) -> str:
     return f"{measure.value:.2f} ({measure.low:.2f}–{measure.high:.2f}, n={measure.n})"
 
 
-def regression_checks(entries: Sequence[Entry], labels: Sequence[str]) -> list[RegressionCheck]:
+def regression_checks(
+    entries: Sequence[Entry], labels: Sequence[str], tolerance: float = DEFAULT_TOLERANCE
+) -> list[RegressionCheck]:
     base, base_machine = entries[0].run, machine_text(entries[0])
     if base is None:
         raise BadInputError("--baseline must be a run result")
@@ -112,12 +118,14 @@ def regression_checks(entries: Sequence[Entry], labels: Sequence[str]) -> list[R
     ]
     if not candidates:
         raise BadInputError("--baseline needs at least one other run result to compare with it")
+    base_speed = base.metrics.decode_tok_s
     return [
         RegressionCheck(
             labels[0],
             label,
-            Measure.of(base.metrics.decode_tok_s),
+            Measure.of(base_speed),
             Measure.of(run.metrics.decode_tok_s),
+            slowdown_test(base_speed.samples, run.metrics.decode_tok_s.samples, tolerance),
             run_passed(base),
             run_passed(run),
             (base_machine, machine),
@@ -127,17 +135,15 @@ def regression_checks(entries: Sequence[Entry], labels: Sequence[str]) -> list[R
 
 
 def enforce(checks: Sequence[RegressionCheck]) -> None:
-    """Raise RegressionError for a regression, BadInputError when noise cannot be judged."""
+    """Raise RegressionError for a regression, BadInputError when a speed could not be tested."""
     failed = [line for check in checks for line, bad in check.lines() if bad]
     if failed:
         raise RegressionError(
-            "regression against the baseline: " + "; ".join(failed), REGRESSION_RULE
+            "regression against the baseline: " + "; ".join(failed), checks[0].rule
         )
-    unknown = [check.candidate for check in checks if check.undetermined]
-    if unknown:
+    untested = [check for check in checks if check.undetermined]
+    if untested:
         raise BadInputError(
-            "cannot tell a regression from noise for "
-            + ", ".join(unknown)
-            + ": a run measured once has no spread",
-            hint="bench the baseline and the run with --runs 2 or more",
+            "; ".join(f"{check.candidate}: {check.speed.untested_reason()}" for check in untested),
+            hint=f"bench the baseline and the run with --runs {ADVISED_RUNS} or more",
         )

@@ -350,23 +350,33 @@ def _check(tmp_path: Path, base: list[float], run: list[float], passed: bool = T
     return build_report(entries, check_baseline=True)
 
 
-def test_a_drop_beyond_the_combined_spread_is_a_regression(tmp_path: Path) -> None:
+def test_a_slowdown_clear_at_three_runs_a_side_is_a_regression(tmp_path: Path) -> None:
     report = _check(tmp_path, [90.0, 91.0, 89.0], [80.0, 81.0, 79.0])
     (check,) = report.checks
-    assert check.drop == pytest.approx(10.0) and check.noise == pytest.approx(4.0)
+    speed = check.speed
+    assert (speed.baseline_n, speed.run_n) == (3, 3)
+    assert speed.difference == pytest.approx(-10.0)
+    assert speed.percent == pytest.approx(-100 / 9)
+    assert speed.p_value == pytest.approx(1 / 20)  # 1 / C(6, 3): the least 3 against 3 can give
+    assert speed.interval is not None
+    low, high = speed.interval  # resampled medians are samples: 79/91 − 1 to 81/89 − 1
+    assert -13.2 < low < high < -8.9
     assert check.speed_regressed and not check.quality_regressed
     with pytest.raises(RegressionError) as caught:
         enforce(report.checks)
     assert caught.value.exit_code == ExitCode.REGRESSION == 10
-    assert "drop 10.00 vs noise 4.00" in caught.value.message
+    assert "n=3 vs n=3; median -10.00 tok/s (-11.1 %), 95 % interval" in caught.value.message
+    assert "Mann–Whitney p = 0.05: REGRESSED" in caught.value.message
     assert caught.value.hint == REGRESSION_RULE
 
 
-def test_a_drop_within_the_combined_spread_passes(tmp_path: Path) -> None:
+def test_a_drop_the_runs_cannot_tell_from_noise_passes(tmp_path: Path) -> None:
     report = _check(tmp_path, [90.0, 93.0, 87.0], [87.0, 90.0, 84.0])
     (check,) = report.checks
-    assert check.drop == pytest.approx(3.0) and check.noise == pytest.approx(12.0)
+    assert check.speed.difference == pytest.approx(-3.0)
+    assert check.speed.p_value is not None and check.speed.p_value > 0.05
     assert not check.regressed
+    assert "not significant (p > 0.05)" in check.speed_line()
     enforce(report.checks)
 
 
@@ -378,11 +388,16 @@ def test_a_worse_quality_verdict_is_a_regression_even_when_faster(tmp_path: Path
         enforce(report.checks)
 
 
-def test_single_samples_cannot_be_judged_against_noise(tmp_path: Path) -> None:
-    report = _check(tmp_path, [90.0], [80.0])
-    assert report.checks[0].undetermined
-    with pytest.raises(BadInputError, match="cannot tell a regression from noise"):
+@pytest.mark.parametrize("runs", [1, 2])
+def test_too_few_runs_to_test_are_said_and_never_pass(tmp_path: Path, runs: int) -> None:
+    report = _check(tmp_path, [90.0, 91.0][:runs], [80.0, 81.0][:runs])
+    assert report.checks[0].undetermined and not report.checks[0].regressed
+    with pytest.raises(BadInputError) as caught:
         enforce(report.checks)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    assert f"too few runs to test: n={runs} (baseline), n={runs} (run)" in caught.value.message
+    assert "rerun with --runs 5" in caught.value.message
+    assert "too few runs to test" in render_markdown(report)
 
 
 def test_markdown_prints_the_rule_and_the_numbers(tmp_path: Path) -> None:
