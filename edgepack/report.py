@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from edgepack.bench.result import RunResult
 from edgepack.bench.stats import Spread
-from edgepack.bench.verdict import VERDICT_RANK
 from edgepack.bundle import Manifest, bundle_summary, read_manifest
 from edgepack.errors import BadInputError, BundleError, RegressionError, ToolMissingError
+from edgepack.quality.verdict import VERDICT_RANK
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from edgepack.bench.trtrtx_runner import Gpu
+    from edgepack.bench.gpus import Gpu
 
 REPORT_SCHEMA_VERSION = 1
 NOT_MEASURED = "not measured"
@@ -270,7 +270,7 @@ def mark_unmeasured(entries: Sequence[Entry], gpus: Sequence[Gpu] | None = None)
         if sm is None:
             marked.append(entry)
             continue
-        from edgepack.bench.trtrtx_runner import describe_gpus, supported_gpu, visible_gpus
+        from edgepack.bench.gpus import describe_gpus, supported_gpu, visible_gpus
 
         gpus = visible_gpus() if gpus is None else gpus
         if supported_gpu(sm, gpus) is not None:
