@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from edgepack.bench.machine import machine_facts
-from edgepack.bench.reference import PromptSet
 from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutput, RunResult
 from edgepack.bench.stats import Spread
 from edgepack.bundle import read_manifest
 from edgepack.demo import get_demo_model, locate_gguf
+from edgepack.quality.prompts import PromptSet
 from edgepack.resources import data_dir
 
 
@@ -60,7 +60,7 @@ def generate(model: Any, prompt_ids: list[int], max_new_tokens: int) -> dict[str
 
 
 def chat_ids(model: Any, tokenizer_dir: Path, text: str) -> list[int]:
-    from edgepack.bench.ort_runner import render_chat_template
+    from edgepack.bench.chat import render_chat_template
 
     rendered = render_chat_template(tokenizer_dir, [{"role": "user", "content": text}])
     return [int(t) for t in model.tokenize(rendered.encode(), add_bos=False, special=True)]
@@ -153,9 +153,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/llamacpp-q4_1.json"))
     args = parser.parse_args()
     result = measure(args)
-    from edgepack.bench.gate import apply_gate
-    from edgepack.bench.quality import GateConfig
+    from edgepack.bench.gating import apply_gate
     from edgepack.cache import default_cache_root
+    from edgepack.quality.thresholds import GateConfig
 
     manifest = read_manifest(args.bundle)
     judged = apply_gate(

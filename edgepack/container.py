@@ -372,34 +372,3 @@ class OCIContainer:
 
     def _run(self, arguments: list[str]) -> str:
         return run_tool([self.engine, *arguments], install_hint=ENGINE_HINT, log=self.log)
-
-
-def build_in_container(
-    source: Path,
-    libraries: Path,
-    prefix: Path,
-    *,
-    image: str = CROSS_IMAGE,
-    engine: str | None = None,
-    log: Callable[[str], None] = lambda line: None,
-) -> None:
-    """Configure, build and install the CMake project ``source`` in the cross image (built first
-    if it is missing), with no network; the installed tree is copied out to ``prefix``."""
-    from edgepack.codegen import cmake_commands
-
-    engine = engine or find_engine()
-    if image == CROSS_IMAGE:
-        ensure_image(engine, image, log=log)
-    with OCIContainer(image, engine=engine, purpose="runtime-build", log=log) as container:
-        container.copy_in(source, "/src/project")
-        container.copy_in(libraries, "/src/libs")
-        commands = cmake_commands(
-            Path("/src/project"),
-            Path("/src/build"),
-            Path("/src/libs"),
-            Path("/src/install"),
-            ninja=True,  # the cross image installs ninja-build
-        )
-        for command in commands:
-            container.exec(command)
-        container.copy_out("/src/install", prefix)

@@ -24,8 +24,8 @@ from edgepack.plan import Plan
 from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
-    from edgepack.codegen import RuntimeBuild
     from edgepack.device_wheels import DeviceWheels
+    from edgepack.runtime.spec import RuntimeBuild
 
 MODEL_INPUT = "model"
 STAGE_BUNDLE_FOLDERS = {"runtime": "runtime", "wheels": "wheels"}
@@ -107,9 +107,7 @@ def plan_stages(
     """The backend's stages, then the C++ runtime's and the device wheels' when asked for."""
     stages = BACKENDS[plan.backend].stages(plan)
     if runtime is not None and runtime.mode != "none":
-        from edgepack.codegen import runtime_stage
-
-        stages.append(runtime_stage(plan, runtime))
+        stages.append(BACKENDS[plan.backend].runtime_stage(plan, runtime))
     if wheels is not None and wheels.pythons:
         from edgepack.device_wheels import wheels_stage
 

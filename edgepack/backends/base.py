@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from edgepack.errors import EdgepackError
+from edgepack.errors import BadInputError, EdgepackError, ToolMissingError
 from edgepack.precisions import UNQUANTIZED_BYTES, WEIGHT_FORMATS
 
 if TYPE_CHECKING:
+    from edgepack.bench.engine import BenchEngine
     from edgepack.models import ModelSpec
     from edgepack.plan import Plan
+    from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
+
+EngineLoader = Callable[[], "BenchEngine[list[int]]"]
 
 StageName = Literal["quantize", "export", "engine", "runtime", "wheels"]
 
@@ -106,6 +110,10 @@ class Backend(Protocol):
 
     def stages(self, plan: Plan) -> list[Stage]: ...
 
+    def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage: ...
+
+    def engine_loader(self, engine_dir: Path) -> EngineLoader: ...
+
 
 @dataclass(frozen=True)
 class BackendDescription:
@@ -174,4 +182,18 @@ class BackendDescription:
             f"building with the {self.name} backend is not available in this edgepack release; "
             "`edgepack plan` covers it",
             hint="the ort backend builds today: --backend ort on a CPU target",
+        )
+
+    def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage:
+        """The stage that builds the bundle's C++ runtime in ``build.mode``."""
+        raise ToolMissingError(
+            f"the {self.name} runtime cannot be compiled here: it needs the backend's SDK",
+            hint="build with --runtime none; `edgepack runtime render` writes its sources",
+        )
+
+    def engine_loader(self, engine_dir: Path) -> EngineLoader:
+        """How ``edgepack bench`` opens the engine on this machine; refuses where it cannot run."""
+        raise BadInputError(
+            f"this bundle's backend is {self.name}; its engine does not run on this machine",
+            hint="deploy it to its target and use `edgepack bench --remote`",
         )

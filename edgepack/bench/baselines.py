@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepack.bench.gate import GateSubject
+from edgepack.bench.chat import render_chat_template
+from edgepack.bench.engine import GenerationSample
+from edgepack.bench.gating import GateSubject
 from edgepack.bench.local import BenchOptions, ProgressCallback, measure_engine
-from edgepack.bench.ort_runner import GenerationSample, render_chat_template
 from edgepack.bench.result import RunResult
 from edgepack.cache import FileHashIndex, sha256_file
 from edgepack.errors import BadInputError, RemoteError, ToolMissingError

@@ -14,10 +14,10 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
+from edgepack.bench.engine import BenchEngine, GenerationSample, PromptT
 from edgepack.bench.machine import machine_facts
-from edgepack.bench.reference import HeldoutScore, Prompt, PromptSet
 from edgepack.bench.result import (
     BenchSettings,
     LoadTimes,
@@ -28,9 +28,8 @@ from edgepack.bench.result import (
 from edgepack.bench.stats import Spread
 from edgepack.bundle import Manifest, bundle_summary, verify_bundle
 from edgepack.errors import BadInputError
-
-if TYPE_CHECKING:
-    from edgepack.bench.ort_runner import GenerationSample
+from edgepack.quality.prompts import Prompt, PromptSet
+from edgepack.quality.reference import HeldoutScore
 
 WARM_LOADS = 2
 
@@ -56,7 +55,6 @@ class BenchOptions:
 
 
 ProgressCallback = Callable[[str, int, int], None]
-PromptT = TypeVar("PromptT")
 """(phase, done, total)"""
 
 
@@ -74,46 +72,19 @@ def drop_from_page_cache(directory: Path) -> bool:
     return True
 
 
-class BenchEngine(Protocol[PromptT]):
-    """What the bench needs of an engine; the ORT runner and the baseline engines provide it.
-
-    A prompt is whatever the engine consumes: token ids for ORT and llama.cpp, text for a server.
-    """
-
-    load_s: float
-    supports_batching: bool
-
-    def encode_chat(self, user_message: str) -> PromptT: ...
-
-    def generate(self, prompts: list[PromptT], max_new_tokens: int) -> GenerationSample: ...
-
-    def score_text(self, text: str) -> tuple[list[int], list[float]] | None:
-        """Token ids of ``text`` and the log-probability of each after the first, if exposed."""
-        ...
-
-
-def _ort_loader(manifest: Manifest, engine_dir: Path) -> Callable[[], BenchEngine[list[int]]]:
-    backend = manifest.recipe.get("backend")
-    if backend == "trtrtx":
-        from edgepack.bench.trtrtx_runner import trtrtx_loader
-
-        return trtrtx_loader(engine_dir)  # refuses at once where no supported GPU is present
-    if backend != "ort":
-        raise BadInputError(
-            f"this bundle's backend is {backend}; only ort and trtrtx bundles run on this machine",
-            hint="deploy it to its target and use `edgepack bench --remote`",
-        )
-    from edgepack.bench.ort_runner import OrtEngine
-
-    return lambda: OrtEngine.load(engine_dir)
+EngineLoaderFor = Callable[[Manifest, Path], Callable[[], BenchEngine[list[int]]]]
+"""How a bundle's engine is opened: (manifest, engine folder) → loader; from the backend."""
 
 
 def bench_bundle(
-    bundle_dir: Path, options: BenchOptions, progress: ProgressCallback = lambda *a: None
+    bundle_dir: Path,
+    options: BenchOptions,
+    loader_for: EngineLoaderFor,
+    progress: ProgressCallback = lambda *a: None,
 ) -> RunResult:
     manifest = verify_bundle(bundle_dir)
     engine_dir = bundle_dir / manifest.engine_dir
-    loader = _ort_loader(manifest, engine_dir)
+    loader = loader_for(manifest, engine_dir)
     cold = drop_from_page_cache(engine_dir)
     return measure_engine(
         loader,

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from edgepack.bench.reference import HeldoutScore
 from edgepack.bench.stats import Spread
-from edgepack.bench.verdict import QualityVerdict
 from edgepack.errors import BadInputError
+from edgepack.quality.reference import HeldoutScore
+from edgepack.quality.verdict import QualityVerdict
 
 SCHEMA_VERSION = 1
 

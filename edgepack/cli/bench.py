@@ -13,7 +13,7 @@ from edgepack.cli.output import console, human_bytes, print_json
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
-    from edgepack.bench.gate import GateSubject
+    from edgepack.bench.gating import GateSubject
     from edgepack.bench.result import RunResult
     from edgepack.bench.stats import Spread
     from edgepack.bundle import Manifest
@@ -105,12 +105,13 @@ def bench(
     Every run is judged by the quality gate against the source model's reference answers
     (computed once per model with transformers); a failed gate exits with status 9.
     """
-    from edgepack.bench.gate import apply_gate, enforce
+    from edgepack.backends import engine_loader_for
+    from edgepack.bench.gating import apply_gate, enforce
     from edgepack.bench.local import BenchOptions, bench_bundle
-    from edgepack.bench.quality import GateConfig
     from edgepack.bundle import latest_bundle, read_manifest
     from edgepack.cache import default_cache_root
     from edgepack.errors import BadInputError
+    from edgepack.quality.thresholds import GateConfig
 
     _check_runner(runner, remote or host is not None, remote_python)
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
@@ -136,7 +137,7 @@ def bench(
             result, judged_as, prompts_file = measured
         else:
             bundle_dir = bundle or latest_bundle(cache_root)
-            result = bench_bundle(bundle_dir, options, report)
+            result = bench_bundle(bundle_dir, options, engine_loader_for, report)
             judged_as = read_manifest(bundle_dir)
             prompts_file = Path(result.settings.prompts_file)
         if no_gate:

@@ -28,9 +28,9 @@ from edgepack.cli.plan import DEFAULT_MAX_BATCH, DEFAULT_MAX_INPUT, DEFAULT_MAX_
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
-    from edgepack.codegen import RuntimeBuild
     from edgepack.pipeline import BuildResult, PipelineEvents, StageRun
     from edgepack.plan import Plan
+    from edgepack.runtime.spec import RuntimeBuild
 
 
 def build(
@@ -145,8 +145,8 @@ def build(
 
 
 def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBuild:
-    from edgepack.codegen import RUNTIME_MODES, RuntimeBuild, default_mode
     from edgepack.errors import BadInputError, did_you_mean
+    from edgepack.runtime.spec import RUNTIME_MODES, RuntimeBuild, default_mode
 
     if value is None:
         return RuntimeBuild(default_mode(plan.target, plan.backend), cache_root=cache_root)

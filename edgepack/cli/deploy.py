@@ -163,7 +163,8 @@ def rollback(
 ) -> None:
     """Switch `current` back to the previous release (atomically; running it again undoes it)."""
     from edgepack.errors import EdgepackError
-    from edgepack.remote.fleet import on_each_host, open_connector
+    from edgepack.remote.connect import open_connector
+    from edgepack.remote.fleet import on_each_host
     from edgepack.remote.hosts import HostSpec, resolve_hosts
     from edgepack.remote.sync import rollback as roll_back
 

@@ -44,8 +44,9 @@ def render(
 
     Build it where the backend's SDK is installed, always with DIR/toolchain.cmake.
     """
-    from edgepack.codegen import RuntimeSpec, render_project
     from edgepack.plan import Limits
+    from edgepack.runtime.render import render_project
+    from edgepack.runtime.spec import RuntimeSpec
 
     plan = build_plan(
         target, model, precision, backend, None,

@@ -129,6 +129,36 @@ def detect(
     json_output: JsonOption = False,
 ) -> None:
     """Probe a device in one round trip and name the target profile its facts match."""
-    from edgepack.remote.detect import detect_command
+    from edgepack.errors import BadInputError
+    from edgepack.remote.connect import open_connector
+    from edgepack.remote.detect import detect_profiles
+    from edgepack.remote.facts import gather_facts
+    from edgepack.remote.hosts import parse_host
+    from edgepack.targets import TargetRegistry
 
-    detect_command(host, root, targets_dir or [], json_output)
+    spec = parse_host(host)
+    with open_connector(spec) as connector:
+        facts = gather_facts(connector, spec.root or root)
+    matches = detect_profiles(facts, TargetRegistry.default(targets_dir or []))
+    if json_output:
+        print_json(
+            {
+                "target": matches[0].profile.name if matches else None,
+                "matches": [
+                    {"name": m.profile.name, "score": m.score, "reasons": m.reasons}
+                    for m in matches
+                ],
+                "facts": facts.model_dump(mode="json"),
+            }
+        )
+    else:
+        for key, value in facts.model_dump(mode="json", exclude_none=True).items():
+            console.print(f"  {key} = {value}", highlight=False)
+        for match in matches:
+            console.print(f"[bold]{match.profile.name}[/]: {'; '.join(match.reasons)}")
+    if not matches:
+        gpu = facts.gpu.name if facts.gpu else facts.device_model or "no GPU"
+        raise BadInputError(
+            f"no target profile matches {facts.host} ({facts.arch}, {gpu})",
+            hint="add a profile with a [detect] section (--targets-dir DIR)",
+        )

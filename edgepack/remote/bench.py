@@ -8,41 +8,26 @@ JSON and the logs come back and become one RunResult whose ``location`` is the d
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.bench.local import BenchOptions
-from edgepack.bench.reference import PromptSet
 from edgepack.bench.result import RunResult
-from edgepack.bundle import MANIFEST, PROMPTS_FILE, Manifest, read_manifest
+from edgepack.bundle import Manifest
 from edgepack.errors import RemoteError
-from edgepack.remote.connector import CommandResult, Connector, shell
+from edgepack.remote.connector import Connector
+from edgepack.remote.device_run import (
+    current_release_dir,
+    fetch_release_lockfile,
+    run_with_telemetry,
+    upload_prompt_set,
+)
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.sync import CURRENT
-from edgepack.remote.telemetry import SAMPLER_SCRIPT, summarize
+from edgepack.remote.telemetry import summarize
 
-LOGS = ("proc.log", "nvidia-smi.csv", "tegrastats.log")
 VENV_PYTHON = "venv/bin/python"
-
-
-def run_with_telemetry(
-    connector: Connector, run_dir: str, argv: list[str], interval_ms: int
-) -> tuple[CommandResult, dict[str, str]]:
-    """Run ``argv`` on the device with the samplers around it; return its result and the logs."""
-    connector.make_dirs([run_dir])
-    result = connector.run(
-        shell(SAMPLER_SCRIPT, run_dir, str(interval_ms), *argv), timeout=None, check=False
-    )
-    logs = {}
-    for name in LOGS:
-        data = connector.read_bytes(posixpath.join(run_dir, name))
-        if data:
-            logs[name] = data.decode(errors="replace")
-    return result, logs
 
 
 def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None) -> str:
@@ -59,38 +44,6 @@ def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None
         hint="install python3, then deploy a bundle built with --device-python X.Y "
         f"(it creates {venv})",
     )
-
-
-@dataclass(frozen=True)
-class UploadedPrompts:
-    """A prompt set of the user's (--prompts), checked here and copied to the device."""
-
-    path: str
-    """On the device: ``<root>/prompts/<sha256 prefix>.json``."""
-    prompts: PromptSet
-    sha256: str
-
-
-def upload_prompt_set(connector: Connector, facts: DeviceFacts, local: Path) -> UploadedPrompts:
-    """--prompts for a run on the device: checked here (a bad set is refused before anything
-    runs there), then copied to <root>/prompts/."""
-    prompts = PromptSet.load(local)
-    digest = hashlib.sha256(local.read_bytes()).hexdigest()
-    remote = posixpath.join(facts.root, "prompts", digest[:16] + ".json")
-    connector.make_dirs([posixpath.dirname(remote)])
-    connector.put(local, remote, 0, lambda sent: None)
-    return UploadedPrompts(remote, prompts, digest)
-
-
-def current_release_dir(connector: Connector, facts: DeviceFacts) -> str:
-    """The release ``<root>/current`` points at, as a path on the device."""
-    release = connector.read_link(posixpath.join(facts.root, CURRENT))
-    if release is None:
-        raise RemoteError(
-            f"{connector.label}: nothing is deployed under {facts.root}",
-            hint=f"run `edgepack deploy --host {connector.label}` first",
-        )
-    return posixpath.join(facts.root, release)
 
 
 def bench_remote(
@@ -144,7 +97,8 @@ def bench_remote_command(
     runner: str = "python",
 ) -> tuple[RunResult, Manifest, Path]:
     """The device: --host, else where the newest deploy went (its root too)."""
-    from edgepack.remote.fleet import last_deployed, open_connector
+    from edgepack.remote.connect import open_connector
+    from edgepack.remote.fleet import last_deployed
     from edgepack.remote.hosts import DEFAULT_ROOT, parse_host
 
     if host:
@@ -166,15 +120,3 @@ def bench_remote_command(
         manifest, prompts = fetch_release_lockfile(connector, result, cache_root)
     # The gate judges the answers to the prompts that were asked: the user's set where given.
     return result, manifest, options.prompts_file or prompts
-
-
-def fetch_release_lockfile(
-    connector: Connector, result: RunResult, cache_root: Path
-) -> tuple[Manifest, Path]:
-    """The benched release's manifest and prompt set, copied here for the host-side quality gate."""
-    release_dir = str(result.bundle["dir"])
-    local = cache_root / "remote-releases" / str(result.bundle["bundle_id"])[:16]
-    local.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST, PROMPTS_FILE):
-        connector.get(posixpath.join(release_dir, name), local / name)
-    return read_manifest(local), local / PROMPTS_FILE

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from edgepack.bundle import Manifest
 from edgepack.errors import BadInputError
@@ -151,38 +150,3 @@ def _same_release(wanted: str, found: str | None) -> bool:
         return False
     parts = wanted.split(".")
     return found.split("-")[0].split(".")[: len(parts)] == parts
-
-
-def detect_command(host: str, root: str, targets_dirs: Sequence[Path], json_output: bool) -> None:
-    """`edgepack targets detect HOST`: print the facts and the profiles they match, best first."""
-    from edgepack.cli.output import console, print_json
-    from edgepack.remote.facts import gather_facts
-    from edgepack.remote.fleet import open_connector
-    from edgepack.remote.hosts import parse_host
-
-    spec = parse_host(host)
-    with open_connector(spec) as connector:
-        facts = gather_facts(connector, spec.root or root)
-    matches = detect_profiles(facts, TargetRegistry.default(targets_dirs))
-    if json_output:
-        print_json(
-            {
-                "target": matches[0].profile.name if matches else None,
-                "matches": [
-                    {"name": m.profile.name, "score": m.score, "reasons": m.reasons}
-                    for m in matches
-                ],
-                "facts": facts.model_dump(mode="json"),
-            }
-        )
-    else:
-        for key, value in facts.model_dump(mode="json", exclude_none=True).items():
-            console.print(f"  {key} = {value}", highlight=False)
-        for match in matches:
-            console.print(f"[bold]{match.profile.name}[/]: {'; '.join(match.reasons)}")
-    if not matches:
-        gpu = facts.gpu.name if facts.gpu else facts.device_model or "no GPU"
-        raise BadInputError(
-            f"no target profile matches {facts.host} ({facts.arch}, {gpu})",
-            hint="add a profile with a [detect] section (--targets-dir DIR)",
-        )

@@ -17,22 +17,15 @@ from typing import Any, TypeVar
 
 from edgepack.bundle import Manifest
 from edgepack.errors import DEBUG_ENV, EdgepackError, ExitCode, RemoteError, debugging
-from edgepack.remote.connector import Connector, LocalConnector
+from edgepack.remote.connect import open_connector
 from edgepack.remote.hosts import LOCAL, HostSpec, parse_host
-from edgepack.remote.sync import DeployOptions, DeployProgress, DeployReport, deploy
+from edgepack.remote.sync import DeployOptions, DeployReport, deploy
+from edgepack.remote.sync_plan import DeployProgress
 from edgepack.targets import TargetRegistry
 
 MAX_PARALLEL = 16
 LAST_DEPLOY = "state/last-deploy.json"
 T = TypeVar("T")
-
-
-def open_connector(spec: HostSpec, io_timeout: float = 30.0) -> Connector:
-    if spec.kind == LOCAL:
-        return LocalConnector()
-    from edgepack.remote.ssh import SshConnector
-
-    return SshConnector(spec, io_timeout=io_timeout)
 
 
 @dataclass

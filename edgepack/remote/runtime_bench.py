@@ -27,18 +27,18 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgepack.bench.local import BenchOptions
-from edgepack.bench.reference import PromptSet
 from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutput, RunResult
 from edgepack.bench.stats import Spread
 from edgepack.bundle import MANIFEST, Manifest, bundle_summary
 from edgepack.errors import BadInputError, RemoteError
-from edgepack.remote.bench import (
+from edgepack.quality.prompts import PromptSet
+from edgepack.remote.connector import Connector, shell
+from edgepack.remote.device_run import (
     UploadedPrompts,
     current_release_dir,
     run_with_telemetry,
     upload_prompt_set,
 )
-from edgepack.remote.connector import Connector, shell
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.telemetry import summarize
 

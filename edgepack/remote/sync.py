@@ -16,46 +16,35 @@ and nothing becomes ``current`` before every file of the release has been verifi
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import posixpath
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from edgepack.bundle import MANIFEST, Manifest
-from edgepack.cache import sha256_file
+from edgepack.bundle import Manifest
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import VenvReport, ensure_venv, glibc_problems, venv_problems
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
+from edgepack.remote.layout import CURRENT, PARTIAL, PREVIOUS, RELEASES
+from edgepack.remote.lock import DeviceLock, device_lock
+from edgepack.remote.sync_plan import (
+    Action,
+    DeployPlan,
+    DeployProgress,
+    LocalBundle,
+    RemoteState,
+    make_plan,
+    read_state,
+)
 from edgepack.targets import TargetRegistry
 
-RELEASES = "releases"
-CURRENT = "current"
-PREVIOUS = "previous"
-PARTIAL = ".partial"
-LOCK = ".deploy-lock"
-HISTORY = "history"
 SPACE_RESERVE_BYTES = 16 << 20
-Action = Literal["keep", "link", "resume", "upload"]
-_held_locks: set[str] = set()
-"""Tokens of the device locks this process holds right now (to recognise its own stale ones)."""
-
-
-class DeployProgress(Protocol):
-    def phase(self, host: str, text: str) -> None: ...
-
-    def transfer(self, host: str, done: int, total: int) -> None: ...
 
 
 class SilentProgress:
@@ -74,58 +63,6 @@ class DeployOptions:
     break_lock: bool = False
     venv: bool = True
     """Install the bundle's wheels (if it carries any) into <root>/venv."""
-
-
-@dataclass(frozen=True)
-class FileStep:
-    path: str
-    size: int
-    sha256: str
-    action: Action
-    offset: int = 0
-    source: str | None = None
-    """For "link": the same file in another release."""
-
-    @property
-    def bytes_to_send(self) -> int:
-        return self.size - self.offset if self.action in ("upload", "resume") else 0
-
-
-@dataclass
-class DeployPlan:
-    host: str
-    root: str
-    release: str
-    state: Literal["current", "installed", "partial", "new"]
-    """Where the release is now: the current one, complete but not current, partial, absent."""
-    steps: list[FileStep]
-    strays: list[str]
-    current: str | None
-    device: _RemoteState
-    """The deploy root as the plan found it."""
-
-    @property
-    def final_dir(self) -> str:
-        return posixpath.join(self.root, RELEASES, self.release)
-
-    @property
-    def partial_dir(self) -> str:
-        return self.final_dir + PARTIAL
-
-    @property
-    def files_change(self) -> bool:
-        return bool(self.strays) or any(s.action != "keep" for s in self.steps)
-
-    @property
-    def no_change(self) -> bool:
-        return self.state == "current" and not self.files_change
-
-    @property
-    def bytes_to_send(self) -> int:
-        return sum(step.bytes_to_send for step in self.steps)
-
-    def count(self, action: Action) -> int:
-        return sum(1 for step in self.steps if step.action == action)
 
 
 @dataclass
@@ -150,25 +87,6 @@ class DeployReport:
         return asdict(self)
 
 
-@dataclass
-class _Bundle:
-    directory: Path
-    manifest: Manifest
-    files: list[tuple[str, int, str]]
-    """(path, size, sha256) of every payload file plus manifest.json itself."""
-
-    @classmethod
-    def of(cls, directory: Path, manifest: Manifest) -> _Bundle:
-        records = [(r.path, r.size, r.sha256) for r in manifest.files]
-        own = directory / MANIFEST
-        records.append((MANIFEST, own.stat().st_size, sha256_file(own)))
-        return cls(directory, manifest, records)
-
-    @property
-    def bytes_total(self) -> int:
-        return sum(size for _, size, _ in self.files)
-
-
 def deploy(
     connector: Connector,
     bundle_dir: Path,
@@ -180,7 +98,7 @@ def deploy(
     """Deploy a verified bundle (``verify_bundle`` has run) to one device."""
     started = time.monotonic()
     host = connector.label
-    bundle = _Bundle.of(bundle_dir, manifest)
+    bundle = LocalBundle.of(bundle_dir, manifest)
     progress.phase(host, "gathering facts")
     facts = gather_facts(connector, options.root)
     _refuse_incompatible(manifest, facts, registry)
@@ -286,155 +204,6 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
         )
 
 
-# --- planning ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _RemoteState:
-    current: str | None
-    previous: str | None
-    releases: dict[str, int]
-    """Release directory name (with .partial) → mtime."""
-    history: list[str] = field(default_factory=list)
-
-    def recency(self, name: str) -> tuple[int, int]:
-        """Sort key: the last time it became current, then its mtime."""
-        last = max((i for i, n in enumerate(self.history) if n == name), default=-1)
-        return last, self.releases.get(name, 0)
-
-    @property
-    def current_release(self) -> str | None:
-        return posixpath.basename(self.current) if self.current else None
-
-
-STATE_SCRIPT = """cd "$1" 2>/dev/null || exit 0
-printf 'current=%s\\n' "$(readlink current)"
-printf 'previous=%s\\n' "$(readlink previous)"
-for d in releases/*; do
-  [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
-done
-[ -f history ] && tail -n 200 history | sed 's/^/history=/'
-"""
-
-# After the state: the files of releases/$2 (or its .partial), "size path" each, and the sha256 of
-# those whose size is the one stdin names for them ("size path" lines): the whole plan's view of
-# the device in one round trip.
-FILES_SCRIPT = """d=releases/$2
-[ -d "$d" ] || d=$d.partial
-cd "$d" 2>/dev/null || exit 0
-find . -type f -exec stat -c "file=%s %n" {} +
-set --
-while read -r size path; do
-  [ -f "$path" ] && [ "$(stat -c %s -- "$path")" = "$size" ] && set -- "$@" "$path"
-done
-[ $# -eq 0 ] || sha256sum -- "$@" | sed 's/^/sha256=/'
-exit 0"""
-
-
-def read_state(connector: Connector, root: str) -> _RemoteState:
-    state, _, _ = _read_device(connector, root, STATE_SCRIPT + "exit 0", [])
-    return state
-
-
-def _read_device(
-    connector: Connector, root: str, script: str, args: list[str], stdin: bytes | None = None
-) -> tuple[_RemoteState, dict[str, int], dict[str, str]]:
-    """Run a state script; returns the state, file sizes and sha256 digests it printed."""
-    state = _RemoteState(None, None, {})
-    sizes: dict[str, int] = {}
-    digests: dict[str, str] = {}
-    output = connector.run(shell(script, root, *args), stdin=stdin, timeout=None).stdout
-    for line in output.splitlines():
-        key, _, value = line.partition("=")
-        if key == "release":
-            mtime, _, name = value.partition(" ")
-            state.releases[name] = int(mtime)
-        elif key == "history":
-            state.history.append(value)
-        elif key in ("current", "previous") and value:
-            setattr(state, key, value)
-        elif key == "file":
-            size, _, name = value.partition(" ")
-            sizes[name.removeprefix("./")] = int(size)
-        elif key == "sha256":
-            digest, _, name = value.partition("  ")
-            digests[name] = digest
-    return state, sizes, digests
-
-
-def make_plan(
-    connector: Connector, bundle: _Bundle, root: str, progress: DeployProgress
-) -> DeployPlan:
-    host = connector.label
-    release = bundle.manifest.short_id
-    progress.phase(host, "checking files on the device")
-    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
-    state, sizes, digests = _read_device(
-        connector, root, STATE_SCRIPT + FILES_SCRIPT, [release], expected
-    )
-    if state.current_release == release and release in state.releases:
-        where: Literal["current", "installed", "partial", "new"] = "current"
-    elif release in state.releases:
-        where = "installed"
-    else:
-        where = "partial" if release + PARTIAL in state.releases else "new"
-    directory = posixpath.join(root, RELEASES, release + (PARTIAL if where == "partial" else ""))
-    wanted = {path for path, _, _ in bundle.files}
-    elsewhere = _files_in_other_releases(connector, root, state, release)
-    steps = []
-    for path, size, digest in bundle.files:
-        if digests.get(path) == digest:
-            steps.append(FileStep(path, size, digest, "keep"))
-        elif _resumable(connector, bundle, directory, path, sizes.get(path, 0), size):
-            steps.append(FileStep(path, size, digest, "resume", offset=sizes[path]))
-        elif digest in elsewhere:
-            steps.append(FileStep(path, size, digest, "link", source=elsewhere[digest]))
-        else:
-            steps.append(FileStep(path, size, digest, "upload"))
-    strays = sorted(set(sizes) - wanted)
-    return DeployPlan(host, root, release, where, steps, strays, state.current_release, state)
-
-
-def _resumable(
-    connector: Connector, bundle: _Bundle, directory: str, path: str, length: int, size: int
-) -> bool:
-    """Resume only when the bytes already on the device are the bundle's first bytes."""
-    if not 0 < length < size:
-        return False
-    remote = connector.prefix_sha256(posixpath.join(directory, path), length)
-    return remote == _prefix_sha256(bundle.directory / path, length)
-
-
-def _prefix_sha256(path: Path, length: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        remaining = length
-        while remaining > 0 and (chunk := source.read(min(remaining, 1 << 20))):
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
-
-
-def _files_in_other_releases(
-    connector: Connector, root: str, state: _RemoteState, release: str
-) -> dict[str, str]:
-    """sha256 → absolute path of a file with that content in a complete release (its manifest)."""
-    found: dict[str, str] = {}
-    others = [n for n in state.releases if not n.endswith(PARTIAL) and n != release]
-    for name in sorted(others, key=state.recency, reverse=True):
-        directory = posixpath.join(root, RELEASES, name)
-        data = connector.read_bytes(posixpath.join(directory, MANIFEST))
-        if data is None:
-            continue
-        try:
-            records = json.loads(data)["files"]
-        except (ValueError, KeyError):
-            continue
-        for record in records:
-            found.setdefault(record["sha256"], posixpath.join(directory, record["path"]))
-    return found
-
-
 # --- applying ---------------------------------------------------------------------------------
 
 # Arguments: paths to remove, then --mkdir and directories to make, then --link and (existing
@@ -454,7 +223,7 @@ done"""
 
 
 def _apply(
-    connector: Connector, plan: DeployPlan, bundle: _Bundle, progress: DeployProgress
+    connector: Connector, plan: DeployPlan, bundle: LocalBundle, progress: DeployProgress
 ) -> int:
     host, staging = plan.host, plan.partial_dir
     if plan.state in ("current", "installed"):
@@ -600,7 +369,7 @@ rm -rf -- "$@"
 
 
 def switch_to(
-    connector: Connector, root: str, release: str, state: _RemoteState | None = None
+    connector: Connector, root: str, release: str, state: RemoteState | None = None
 ) -> str | None:
     """Make ``release`` current; the old current becomes previous. Returns the old current.
 
@@ -622,16 +391,16 @@ def switch_to(
     return old
 
 
-def after_switch(state: _RemoteState, release: str, old: str | None) -> _RemoteState:
+def after_switch(state: RemoteState, release: str, old: str | None) -> RemoteState:
     """The deploy root's state once ``release`` became current (without asking the device)."""
     releases = {n: t for n, t in state.releases.items() if n != release + PARTIAL}
     releases[release] = int(time.time())
     previous = posixpath.join(RELEASES, old) if old and old != release else state.previous
     history = [*state.history, release]
-    return _RemoteState(posixpath.join(RELEASES, release), previous, releases, history)
+    return RemoteState(posixpath.join(RELEASES, release), previous, releases, history)
 
 
-def doomed_releases(state: _RemoteState, keep: int) -> list[str]:
+def doomed_releases(state: RemoteState, keep: int) -> list[str]:
     """Beyond the newest ``keep`` releases (current and previous are always kept); partials."""
     protected = {
         posixpath.basename(link) for link in (state.current, state.previous) if link is not None
@@ -675,82 +444,3 @@ def rollback(
         old = switch_to(connector, facts_root, target, state)
         finish(connector, facts_root, target, [], lock)
         return old, target
-
-
-# --- the device lock --------------------------------------------------------------------------
-
-
-@dataclass
-class DeviceLock:
-    path: str
-    released: bool = False
-
-
-# $1 the deploy root, $2 the lock, $3 the owner record; exits 3 when another holds the lock.
-LOCK_SCRIPT = """mkdir -p -- "$1" || exit 1
-mkdir -- "$2" 2>/dev/null || exit 3
-printf '%s' "$3" > "$2/owner"
-"""
-
-
-@contextmanager
-def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[DeviceLock]:
-    """One deploy per deploy root; the owner is recorded so a stale lock can be recognised."""
-    lock = DeviceLock(posixpath.join(root, LOCK))
-    token = uuid.uuid4().hex
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "time": time.time()}
-    take = shell(LOCK_SCRIPT, root, lock.path, json.dumps(owner))
-    result = connector.run(take, check=False)
-    if result.status == 3:
-        _take_over_or_refuse(connector, lock.path, break_lock)
-        result = connector.run(take, check=False)
-    if result.status != 0:
-        raise RemoteError(f"{connector.label}: cannot take {lock.path}: {result.error_line()}")
-    _held_locks.add(token)
-    try:
-        yield lock
-    finally:
-        _held_locks.discard(token)
-        if not lock.released:
-            _release_quietly(connector, lock.path)
-
-
-def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool) -> None:
-    data = connector.read_bytes(posixpath.join(lock, "owner"))
-    owner = _parse_owner(data)
-    if not (break_lock or _is_stale(owner)):
-        since = time.strftime("%H:%M:%S", time.localtime(float(owner.get("time", 0))))
-        raise RemoteError(
-            f"{connector.label}: another deploy holds {lock} (from {owner.get('host', '?')}, "
-            f"pid {owner.get('pid', '?')}, since {since})",
-            hint="wait for it; if that deploy is dead, rerun with --break-lock",
-        )
-    connector.remove_trees([lock])
-
-
-def _parse_owner(data: bytes | None) -> dict[str, Any]:
-    try:
-        owner = json.loads(data or b"{}")
-    except ValueError:
-        return {}
-    return owner if isinstance(owner, dict) else {}
-
-
-def _is_stale(owner: dict[str, Any]) -> bool:
-    """A lock left by a process of this machine that is gone, or by this process no longer."""
-    if owner.get("host") != socket.gethostname():
-        return False
-    pid = owner.get("pid")
-    if pid == os.getpid():
-        return owner.get("token") not in _held_locks
-    try:
-        os.kill(int(pid or 0), 0)
-    except (OSError, ValueError):
-        return True
-    return False
-
-
-def _release_quietly(connector: Connector, lock: str) -> None:
-    """A lost connection must not hide the error that lost it; the lock is then stale."""
-    with suppress(RemoteError):
-        connector.remove_trees([lock])

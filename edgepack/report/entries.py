@@ -20,7 +20,7 @@ from edgepack.report.cells import NO_GATE_MARK, NO_SUPPORTED_GPU, NOT_MEASURED
 
 if TYPE_CHECKING:
     # the one place the report names the GPU detection (the other modules take Gpu from here)
-    from edgepack.bench.trtrtx_runner import Gpu as Gpu
+    from edgepack.bench.gpus import Gpu as Gpu
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def mark_unmeasured(entries: Sequence[Entry], gpus: Sequence[Gpu] | None = None)
         if sm is None:
             marked.append(entry)
             continue
-        from edgepack.bench.trtrtx_runner import describe_gpus, supported_gpu, visible_gpus
+        from edgepack.bench.gpus import describe_gpus, supported_gpu, visible_gpus
 
         gpus = visible_gpus() if gpus is None else gpus
         if supported_gpu(sm, gpus) is not None:

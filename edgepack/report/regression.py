@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgepack.bench.verdict import VERDICT_RANK
 from edgepack.errors import BadInputError, RegressionError
+from edgepack.quality.verdict import VERDICT_RANK
 from edgepack.report.cells import Measure
 from edgepack.report.entries import Entry, machine_text, run_passed, verdict_name
 from edgepack.report.significance import (

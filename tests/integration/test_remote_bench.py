@@ -11,8 +11,8 @@ import pytest
 
 from edgepack.cli.main import run
 from edgepack.errors import ExitCode
-from edgepack.remote.bench import run_with_telemetry
-from edgepack.remote.fleet import open_connector
+from edgepack.remote.connect import open_connector
+from edgepack.remote.device_run import run_with_telemetry
 from edgepack.remote.hosts import parse_host
 from edgepack.remote.runtime_bench import RUNTIME_BINARY
 from edgepack.remote.telemetry import summarize
@@ -92,7 +92,7 @@ def python_runner_token_ids(
     bundle: Path, prompts: list[str], max_new_tokens: int
 ) -> list[list[int]]:
     """What edgepack's Python runner generates here for each prompt alone (batch 1)."""
-    from edgepack.bench.ort_runner import OrtEngine
+    from edgepack.backends.ort.runner import OrtEngine
 
     with OrtEngine.load(bundle / "engine") as engine:
         return [

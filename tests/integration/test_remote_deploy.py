@@ -16,7 +16,7 @@ import pytest
 
 from edgepack.cli.main import run
 from edgepack.errors import ExitCode
-from edgepack.remote.fleet import open_connector
+from edgepack.remote.connect import open_connector
 from edgepack.remote.hosts import parse_host
 from tests.integration.conftest import (
     NetnsDevice,

@@ -118,7 +118,7 @@ def cpuinfo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def python_runner_texts(bundle: Path, prompts: list[str], max_new_tokens: int) -> list[str]:
-    from edgepack.bench.ort_runner import OrtEngine
+    from edgepack.backends.ort.runner import OrtEngine
 
     with OrtEngine.load(bundle / "engine") as engine:
         encoded = [engine.encode_chat(prompt) for prompt in prompts]
@@ -356,10 +356,13 @@ def test_container_runtime_self_test_under_qemu(container_bundle: Path, cpuinfo:
 def test_a_failed_container_build_removes_its_container(
     container_engine: str, session_cache: Path, tmp_path: Path
 ) -> None:
-    from edgepack.codegen import RuntimeSpec, ort_libraries, render_project
-    from edgepack.container import build_in_container, containers_with_label
+    from edgepack.backends.ort.libraries import ort_libraries
+    from edgepack.container import containers_with_label
     from edgepack.errors import ExitCode, ToolFailedError
     from edgepack.plan import Limits
+    from edgepack.runtime.build import build_in_container
+    from edgepack.runtime.render import render_project
+    from edgepack.runtime.spec import RuntimeSpec
     from edgepack.targets import TargetRegistry
 
     require_demo_stack()  # the target's ONNX Runtime libraries follow the installed versions
@@ -416,8 +419,10 @@ def test_an_interrupted_container_is_removed(container_engine: str, when: str) -
 INTERRUPTED_BUILD = """
 import signal, sys
 from pathlib import Path
-from edgepack.codegen import RuntimeSpec, ort_libraries, render_project
-from edgepack.container import build_in_container
+from edgepack.runtime.spec import RuntimeSpec
+from edgepack.backends.ort.libraries import ort_libraries
+from edgepack.runtime.render import render_project
+from edgepack.runtime.build import build_in_container
 from edgepack.plan import Limits
 from edgepack.targets import TargetRegistry
 

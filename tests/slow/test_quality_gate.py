@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.bench.gate import apply_gate
-from edgepack.bench.quality import GateConfig
+from edgepack.bench.gating import apply_gate
 from edgepack.bench.result import RunResult
 from edgepack.bundle import read_manifest
 from edgepack.cli.main import run
 from edgepack.errors import ExitCode
+from edgepack.quality.thresholds import GateConfig
 from tests.slow.test_demo_pipeline import bench
 
 pytestmark = pytest.mark.slow

@@ -148,7 +148,7 @@ def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -
 
 
 def test_report_shows_build_and_size_rows(trtrtx_bundles) -> None:
-    from edgepack.bench.trtrtx_runner import supported_gpu, visible_gpus
+    from edgepack.bench.gpus import supported_gpu, visible_gpus
 
     code, out, err = _cli(
         "report", "--bundle", str(trtrtx_bundles["fp16"]), "--bundle", str(trtrtx_bundles["int4"])

@@ -13,22 +13,24 @@ import jinja2
 import jinja2.meta
 import pytest
 
-from edgepack.codegen import (
-    RENDERED_BACKENDS,
-    RuntimeBuild,
-    RuntimeSpec,
-    check_build_tools,
-    default_mode,
-    host_arch,
+from edgepack.errors import BadInputError, ExitCode
+from edgepack.plan import Limits
+from edgepack.resources import data_dir
+from edgepack.runtime.build import check_build_tools
+from edgepack.runtime.render import (
     project_templates,
     render_files,
     render_project,
     sources_hash,
     template_environment,
 )
-from edgepack.errors import BadInputError, ExitCode
-from edgepack.plan import Limits
-from edgepack.resources import data_dir
+from edgepack.runtime.spec import (
+    RENDERED_BACKENDS,
+    RuntimeBuild,
+    RuntimeSpec,
+    default_mode,
+    host_arch,
+)
 from edgepack.targets import TargetProfile, TargetRegistry
 
 GOLDEN = Path(__file__).parent.parent / "fixtures" / "golden"

@@ -6,20 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.bench.quality import (
-    DEFAULT_THRESHOLDS,
-    GateConfig,
+from edgepack.errors import BadInputError
+from edgepack.quality.metrics import (
     distinct_fraction,
     dominant_script,
     longest_repeated_span,
     matched_prefix,
     nonword_share,
-    quality_class,
     repeated_ngram_fraction,
     script_share,
 )
-from edgepack.bench.verdict import Check
-from edgepack.errors import BadInputError
+from edgepack.quality.thresholds import DEFAULT_THRESHOLDS, GateConfig, quality_class
+from edgepack.quality.verdict import Check
 
 
 def test_matched_prefix() -> None:

@@ -15,8 +15,8 @@ from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import LocalConnector
 from edgepack.remote.fleet import on_each_host
 from edgepack.remote.hosts import HostSpec, parse_host
+from edgepack.remote.layout import LOCK
 from edgepack.remote.sync import (
-    LOCK,
     DeployOptions,
     DeployReport,
     SilentProgress,

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
+from edgepack.bench.gpus import Gpu
 from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutput, RunResult
 from edgepack.bench.stats import Spread
-from edgepack.bench.trtrtx_runner import Gpu
-from edgepack.bench.verdict import Check, QualityVerdict
 from edgepack.bundle import Manifest, bundle_summary, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import BadInputError, ExitCode, RegressionError
 from edgepack.models import resolve_spec
 from edgepack.plan import PlanRequest, make_plan
+from edgepack.quality.verdict import Check, QualityVerdict
 from edgepack.report import (
     Entry,
     Report,
@@ -711,7 +711,7 @@ def test_markdown_html_and_json_keep_the_no_gpu_marking(trtrtx_pair: list[Entry]
 def test_cli_report_on_two_trtrtx_bundles(
     cli: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgepack.bench.trtrtx_runner as runner
+    import edgepack.bench.gpus as runner
 
     monkeypatch.setattr(runner, "visible_gpus", lambda: [])
     fp16, fp8 = _trtrtx_bundle(tmp_path, "fp16", 37400), _trtrtx_bundle(tmp_path, "fp8", 28800)

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from edgepack.bench.local import BenchOptions
-from edgepack.bench.quality import gate_run
-from edgepack.bench.reference import PromptSet, Reference, ReferenceOutput
 from edgepack.bench.result import RunResult
 from edgepack.bundle import Manifest
 from edgepack.errors import BadInputError, ExitCode, RemoteError
-from edgepack.remote.bench import upload_prompt_set
+from edgepack.quality.gate import gate_run
+from edgepack.quality.prompts import PromptSet
+from edgepack.quality.reference import Reference, ReferenceOutput
 from edgepack.remote.connector import LocalConnector
+from edgepack.remote.device_run import upload_prompt_set
 from edgepack.remote.facts import DeviceFacts
 from edgepack.remote.runtime_bench import (
     DeployedRelease,

@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 
 from edgepack.backends import BACKENDS
-from edgepack.backends.trtrtx import SUPPORTED_SM, TRTRTX
-from edgepack.bench.trtrtx_runner import (
-    DecoderLayout,
-    Gpu,
-    greedy_decode,
-    parse_gpu_list,
-    require_supported_gpu,
-)
+from edgepack.backends.trtrtx import TRTRTX
+from edgepack.backends.trtrtx.backend import SUPPORTED_SM
+from edgepack.backends.trtrtx.decode import DecoderLayout, greedy_decode
+from edgepack.bench.gpus import Gpu, parse_gpu_list, require_supported_gpu
 from edgepack.errors import EdgepackError, ExitCode, ToolMissingError
 from edgepack.models import ModelSpec, load_card
 from edgepack.pipeline import stage_key
@@ -204,7 +200,7 @@ def test_int8_weights_take_one_byte(trtrtx_plan) -> None:
 
 def test_norm_statistics_are_found_after_each_pow() -> None:
     helper = pytest.importorskip("onnx.helper")
-    from edgepack.backends.trtrtx_build import norm_statistics_nodes
+    from edgepack.backends.trtrtx.worker import norm_statistics_nodes
 
     chain = [("Pow", ["x", "two"], "p"), ("ReduceMean", ["p"], "m"), ("Add", ["m", "eps"], "a")]
     chain += [("Sqrt", ["a"], "s"), ("Reciprocal", ["s"], "r"), ("Mul", ["x", "r"], "y")]
@@ -349,7 +345,7 @@ def test_int8_weight_only_graph(trtrtx_plan, tmp_path) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
-    from edgepack.backends.trtrtx_build import _modelopt_quantize
+    from edgepack.backends.trtrtx.worker import _modelopt_quantize
 
     weights = _tiny_decoder(tmp_path / "model.onnx")
     config = dict(_stage(trtrtx_plan("ada-sm89", "int8_wo"), "quantize").config)
@@ -393,7 +389,7 @@ def test_a_graph_that_is_not_int8_weight_only_is_refused(tmp_path) -> None:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgepack.backends.trtrtx_build import require_int8_weight_only
+    from edgepack.backends.trtrtx.worker import require_int8_weight_only
     from edgepack.errors import ToolFailedError
 
     weight = numpy_helper.from_array(np.ones((4, 2), np.int8), "w_q")

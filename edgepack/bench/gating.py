@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgepack.bench.quality import GateConfig, gate_run, quality_class
-from edgepack.bench.reference import load_or_compute_reference
 from edgepack.bench.result import RunResult
 from edgepack.bundle import Manifest
 from edgepack.errors import QualityGateError
+from edgepack.quality.gate import gate_run
+from edgepack.quality.reference import load_or_compute_reference
+from edgepack.quality.thresholds import GateConfig, quality_class
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The work of the trtrtx stages, run in a child process: ``python -m edgepack.backends.trtrtx_build
-JOB.json``.
+"""The work of the trtrtx stages, run in a child process:
+``python -m edgepack.backends.trtrtx.worker JOB.json``.
 
 The job file names the stage, its config (the same mapping that keys the stage cache), its input
 directories and the output directory. Each stage writes its files and ``<stage>.json``: wall time,
@@ -23,14 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.bench.trtrtx_runner import (
-    ENGINE_FILE,
-    LAYOUT_FILE,
-    DecoderLayout,
-    OrtKvSession,
-    greedy_decode,
-)
+from edgepack.backends.trtrtx.decode import DecoderLayout, OrtKvSession, greedy_decode
+from edgepack.backends.trtrtx.runner import ENGINE_FILE, LAYOUT_FILE
 from edgepack.errors import EdgepackError, ToolFailedError
+from edgepack.quality.prompts import chat_ids
 from edgepack.resources import data_dir
 
 ONNX_FILE = "model.onnx"
@@ -198,13 +194,6 @@ def chat_prompt_ids(model_dir: Path, *texts: str) -> list[list[int]]:
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     return [chat_ids(tokenizer, text) for text in texts]
-
-
-def chat_ids(tokenizer: Any, text: str) -> list[int]:
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-    )
-    return [int(t) for t in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
 
 
 # --- quantize ----------------------------------------------------------------------------------
@@ -579,7 +568,7 @@ def run_job(job_path: Path) -> dict[str, Any]:
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m edgepack.backends.trtrtx_build JOB.json", file=sys.stderr)
+        print("usage: python -m edgepack.backends.trtrtx.worker JOB.json", file=sys.stderr)
         return 2
     try:
         record = run_job(Path(argv[0]))

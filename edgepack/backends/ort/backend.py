@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepack.backends.base import BackendDescription, Requirement, Stage, StageContext
+from edgepack.backends.base import (
+    BackendDescription,
+    EngineLoader,
+    Requirement,
+    Stage,
+    StageContext,
+)
 from edgepack.precisions import WEIGHT_FORMATS
 from edgepack.process import python_module_command, run_tool
 
 if TYPE_CHECKING:
-    from edgepack.codegen import RuntimeBuild
     from edgepack.plan import Plan
+    from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
 
 ORT_GENAI = Requirement(
@@ -59,6 +66,14 @@ class OrtBackend(BackendDescription):
                 requirements=(ORT_GENAI,),
             )
         ]
+
+    def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage:
+        return runtime_stage(plan, build)
+
+    def engine_loader(self, engine_dir: Path) -> EngineLoader:
+        from edgepack.backends.ort.runner import OrtEngine
+
+        return lambda: OrtEngine.load(engine_dir)
 
 
 INT4_ACCURACY_LEVEL = "4"
@@ -116,7 +131,7 @@ CMAKE = Requirement("program", "cmake", "apt-get install cmake")
 
 def runtime_stage(plan: Plan, build: RuntimeBuild) -> Stage:
     """The C++ runtime against the ONNX Runtime GenAI C API, built for the target's arch."""
-    from edgepack.codegen import sources_hash
+    from edgepack.runtime.render import sources_hash
 
     config = {"mode": build.mode, "sysroot": build.sysroot, "sources": sources_hash("ort")}
     if build.mode == "container":
@@ -140,12 +155,15 @@ def _container_image_key() -> str | None:
 
 
 def _build_runtime(context: StageContext, build: RuntimeBuild) -> None:
+    from edgepack.backends.ort.libraries import ort_libraries
     from edgepack.cache import default_cache_root
-    from edgepack.codegen import RuntimeSpec, build_runtime
+    from edgepack.runtime.build import build_runtime
+    from edgepack.runtime.spec import RuntimeSpec
 
     spec = RuntimeSpec.from_plan(context.plan, sysroot=build.sysroot)
     cache_root = build.cache_root or default_cache_root()
-    build_runtime(spec, build.mode, context.output_dir, cache_root=cache_root, log=context.log)
+    libraries = ort_libraries(spec.arch, cache_root, context.log)
+    build_runtime(spec, build.mode, context.output_dir, libraries=libraries, log=context.log)
 
 
 ORT = OrtBackend(

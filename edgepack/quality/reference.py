@@ -15,35 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from edgepack.cache import content_key
 from edgepack.errors import BadInputError, ToolMissingError
+from edgepack.quality.prompts import Prompt, PromptSet, chat_ids
 
 REFERENCE_METHOD = "transformers, float32, greedy, batch 1, on the host CPU"
-
-
-class Prompt(BaseModel):
-    id: str
-    text: str
-
-
-class PromptSet(BaseModel):
-    name: str
-    prompts: list[Prompt] = Field(min_length=1)
-    heldout: Prompt | None = None
-
-    @classmethod
-    def load(cls, path: Path) -> PromptSet:
-        try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BadInputError(f"prompt file {path} does not exist") from exc
-        except ValueError as exc:
-            raise BadInputError(
-                f"{path} is not a prompt set: {exc}",
-                hint='expected {"name": ..., "prompts": [{"id": "...", "text": "..."}]}',
-            ) from exc
 
 
 class ReferenceOutput(BaseModel):
@@ -163,17 +141,10 @@ def _compute(
     )
 
 
-def chat_prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-    )
-    return [int(t) for t in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
-
-
 def _greedy(
     torch: Any, model: Any, tokenizer: Any, prompt: Prompt, max_new_tokens: int
 ) -> ReferenceOutput:
-    prompt_ids = chat_prompt_ids(tokenizer, prompt.text)
+    prompt_ids = chat_ids(tokenizer, prompt.text)
     generated = model.generate(
         torch.tensor([prompt_ids]),
         attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),

@@ -19,40 +19,15 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edgepack.bench.chat import render_chat_template
+from edgepack.bench.engine import GenerationSample
 from edgepack.errors import BadInputError, ToolFailedError, ToolMissingError
 
 _INSTALL_HINT = "pip install onnxruntime-genai"
-
-
-@dataclass
-class GenerationSample:
-    """One batched generation: its outputs and how long prefill and decode took."""
-
-    prompt_tokens: list[int]
-    output_token_ids: list[list[int]]
-    texts: list[str]
-    ttft_s: float
-    decode_s: float
-    new_tokens: list[int]
-    total_s: float
-    # True where the sequence ended with an end-of-sequence token (that token is counted in
-    # new_tokens but left out of output_token_ids and texts).
-    stopped_at_eos: list[bool] = field(default_factory=list)
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.prompt_tokens)
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        """Tokens produced by decode steps (all but each sequence's first) per second, summed."""
-        decoded = sum(max(count - 1, 0) for count in self.new_tokens)
-        return decoded / self.decode_s if self.decode_s > 0 else 0.0
 
 
 class OrtEngine:
@@ -237,48 +212,6 @@ class OrtEngine:
             with contextlib.suppress(RuntimeError):
                 return str(native(json.dumps(messages), add_generation_prompt=True))
         return render_chat_template(self.engine_dir, messages)
-
-
-def render_chat_template(engine_dir: Path, messages: list[dict[str, str]]) -> str:
-    """Render the engine folder's chat template with jinja2, the way transformers does."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    template, special_tokens = _read_chat_template(engine_dir)
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    environment.globals["raise_exception"] = _raise_template_error
-    rendered = environment.from_string(template).render(
-        messages=messages, add_generation_prompt=True, **special_tokens
-    )
-    return str(rendered)
-
-
-def _read_chat_template(engine_dir: Path) -> tuple[str, dict[str, str]]:
-    config_path = engine_dir / "tokenizer_config.json"
-    config: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    jinja_path = engine_dir / "chat_template.jinja"
-    template = jinja_path.read_text() if jinja_path.is_file() else config.get("chat_template")
-    if isinstance(template, list):  # several named templates; "default" is the chat one
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
-    if not isinstance(template, str):
-        raise BadInputError(
-            f"{engine_dir} has no chat template (chat_template.jinja or tokenizer_config.json)"
-        )
-    return template, _special_tokens(config)
-
-
-def _special_tokens(config: dict[str, Any]) -> dict[str, str]:
-    tokens: dict[str, str] = {}
-    for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        value = config.get(key)
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            tokens[key] = value
-    return tokens
-
-
-def _raise_template_error(message: str) -> None:
-    raise BadInputError(f"chat template: {message}")
 
 
 def _check_prompts(prompts: list[list[int]], max_new_tokens: int) -> None:

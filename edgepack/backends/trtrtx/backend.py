@@ -14,7 +14,7 @@ compute capability the target profile names, and finishes it just in time on the
 - ``engine``: the TensorRT-RTX builder, restricted to the target's compute capability, with one
   optimization profile for prefill and one for decode from the plan's limits.
 
-Each stage runs in a child process (:mod:`edgepack.backends.trtrtx_build`), so torch, ModelOpt and
+Each stage runs in a child process (:mod:`edgepack.backends.trtrtx.worker`), so torch, ModelOpt and
 TensorRT-RTX never load into edgepack's own process and each stage's peak memory is its own.
 """
 
@@ -25,10 +25,12 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepack.backends.base import (
     BackendDescription,
+    EngineLoader,
     Requirement,
     Stage,
     StageContext,
@@ -101,7 +103,7 @@ FP16_CHECK_LIMIT = 0.25
 """The fp16 network (SmolLM2: 0.04) must match as well; quantized ones are only recorded."""
 DECODE_PAST_OPT = 256
 PREFILL_OPT = 128
-WORKER_MODULE = "edgepack.backends.trtrtx_build"
+WORKER_MODULE = "edgepack.backends.trtrtx.worker"
 JOB_FILE = "job.json"
 
 
@@ -158,6 +160,12 @@ class TrtRtxBackend(BackendDescription):
             )
             for name, description, config, inputs, needs in specs
         ]  # fmt: skip
+
+    def engine_loader(self, engine_dir: Path) -> EngineLoader:
+        """Refuses at once where no GPU of the engine's compute capability is present."""
+        from edgepack.backends.trtrtx.runner import trtrtx_loader
+
+        return trtrtx_loader(engine_dir)
 
 
 def _sm_list() -> str:

@@ -1,0 +1,139 @@
+"""The quality gate: compare an engine's greedy outputs with the full-precision reference.
+
+Metrics: token agreement (exact-match rate, matched-prefix length), chrF (sacrebleu), degeneration
+(repeated n-grams, distinct-2, longest repeated span, non-word share) measured as the increase over
+the reference's own, empty outputs, the share of letters in the reference's script, and perplexity
+on a held-out text relative to the reference. Thresholds depend on the precision class; a quantized
+KV cache gets the strict set. A run passes only if every check passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from edgepack.quality.metrics import EngineOutputs, compute_metrics
+from edgepack.quality.reference import HeldoutScore, Reference
+from edgepack.quality.thresholds import GateConfig, Thresholds
+from edgepack.quality.verdict import Check, QualityVerdict
+
+
+def _checks(metrics: dict[str, float], limits: Thresholds) -> list[Check]:
+    def check(
+        name: str, value: float, limit: float, direction: Literal["min", "max"], detail: str = ""
+    ) -> Check:
+        passed = value >= limit if direction == "min" else value <= limit
+        return Check(
+            name=name, value=value, limit=limit, direction=direction, passed=passed, detail=detail
+        )
+
+    checks = [
+        check(
+            "prefix_fraction",
+            metrics["prefix_fraction"],
+            limits.prefix_fraction_min,
+            "min",
+            "share of each reference answer reproduced exactly from its start",
+        ),
+        check("chrf", metrics["chrf"], limits.chrf_min, "min", "character F-score vs reference"),
+        check(
+            "repetition_increase",
+            metrics["repetition"] - metrics["repetition_reference"],
+            limits.repetition_increase_max,
+            "max",
+            "repeated 4-grams above the reference's",
+        ),
+        check(
+            "looping_share",
+            metrics["looping_share"],
+            limits.looping_share_max,
+            "max",
+            "answers stuck in a loop that the reference answer is not in",
+        ),
+        check(
+            "longest_repeat_increase",
+            metrics["longest_repeat"] - metrics["longest_repeat_reference"],
+            limits.longest_repeat_increase_max,
+            "max",
+            "longest repeated span (tokens)",
+        ),
+        check(
+            "nonword_increase",
+            metrics["nonword_share"] - metrics["nonword_share_reference"],
+            limits.nonword_increase_max,
+            "max",
+            "words without letters or digits",
+        ),
+        check(
+            "empty_rate",
+            metrics["empty_rate"],
+            limits.empty_rate_max,
+            "max",
+            "answers with no text",
+        ),
+    ]
+    if "script_ratio" in metrics:
+        checks.append(
+            check(
+                "script_ratio",
+                metrics["script_ratio"],
+                limits.script_ratio_min,
+                "min",
+                "letters in the reference's script",
+            )
+        )
+    if "perplexity_ratio" in metrics:
+        checks.append(
+            check(
+                "perplexity_ratio",
+                metrics["perplexity_ratio"],
+                limits.perplexity_ratio_max,
+                "max",
+                "held-out perplexity vs reference",
+            )
+        )
+    return checks
+
+
+def judge(
+    engine: EngineOutputs,
+    reference: Reference,
+    klass: str,
+    config: GateConfig | None = None,
+) -> QualityVerdict:
+    """Judge outputs with the thresholds of a quality class (see :func:`quality_class`)."""
+    limits = (config or GateConfig()).for_class(klass)
+    metrics = compute_metrics(engine, reference)
+    checks = _checks(metrics, limits)
+    return QualityVerdict(
+        passed=all(check.passed for check in checks),
+        quality_class=klass,
+        checks=checks,
+        metrics=metrics,
+        reference={
+            "key": reference.key,
+            "model_hash": reference.model_hash,
+            "prompts_sha256": reference.prompts_sha256,
+            "method": reference.method,
+        },
+    )
+
+
+def outputs_of_run(outputs: Sequence[Any], heldout: HeldoutScore | None) -> EngineOutputs:
+    """Adapt a RunResult's outputs (objects with id, token_ids, text) for the gate."""
+    return EngineOutputs(
+        token_ids={o.id: list(o.token_ids) for o in outputs},
+        texts={o.id: o.text for o in outputs},
+        heldout=heldout,
+    )
+
+
+def gate_run(
+    outputs: Sequence[Any],
+    heldout: HeldoutScore | None,
+    klass: str,
+    reference: Reference,
+    config: GateConfig | None = None,
+) -> QualityVerdict:
+    """Judge a run's outputs (objects with id, token_ids and text) in a quality class."""
+    return judge(outputs_of_run(outputs, heldout), reference, klass, config)

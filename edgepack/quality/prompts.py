@@ -1,0 +1,42 @@
+"""Prompt sets: the questions every engine answers and the held-out text it scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from edgepack.errors import BadInputError
+
+
+class Prompt(BaseModel):
+    id: str
+    text: str
+
+
+class PromptSet(BaseModel):
+    name: str
+    prompts: list[Prompt] = Field(min_length=1)
+    heldout: Prompt | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> PromptSet:
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise BadInputError(f"prompt file {path} does not exist") from exc
+        except ValueError as exc:
+            raise BadInputError(
+                f"{path} is not a prompt set: {exc}",
+                hint='expected {"name": ..., "prompts": [{"id": "...", "text": "..."}]}',
+            ) from exc
+
+
+def chat_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` as one user turn in the tokenizer's chat template, ready for the
+    answer: how the reference and every engine put a prompt to the model."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    return [int(t) for t in tokenizer(rendered, add_special_tokens=False)["input_ids"]]

@@ -1,0 +1,98 @@
+"""One deploy at a time per deploy root: a lock directory on the device with its owner recorded,
+so a stale lock (its process gone) can be recognised and taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from edgepack.errors import RemoteError
+from edgepack.remote.connector import Connector, shell
+from edgepack.remote.layout import LOCK
+
+_held_locks: set[str] = set()
+"""Tokens of the device locks this process holds right now (to recognise its own stale ones)."""
+
+
+@dataclass
+class DeviceLock:
+    path: str
+    released: bool = False
+
+
+# $1 the deploy root, $2 the lock, $3 the owner record; exits 3 when another holds the lock.
+LOCK_SCRIPT = """mkdir -p -- "$1" || exit 1
+mkdir -- "$2" 2>/dev/null || exit 3
+printf '%s' "$3" > "$2/owner"
+"""
+
+
+@contextmanager
+def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[DeviceLock]:
+    """One deploy per deploy root; the owner is recorded so a stale lock can be recognised."""
+    lock = DeviceLock(posixpath.join(root, LOCK))
+    token = uuid.uuid4().hex
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "token": token, "time": time.time()}
+    take = shell(LOCK_SCRIPT, root, lock.path, json.dumps(owner))
+    result = connector.run(take, check=False)
+    if result.status == 3:
+        _take_over_or_refuse(connector, lock.path, break_lock)
+        result = connector.run(take, check=False)
+    if result.status != 0:
+        raise RemoteError(f"{connector.label}: cannot take {lock.path}: {result.error_line()}")
+    _held_locks.add(token)
+    try:
+        yield lock
+    finally:
+        _held_locks.discard(token)
+        if not lock.released:
+            _release_quietly(connector, lock.path)
+
+
+def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool) -> None:
+    data = connector.read_bytes(posixpath.join(lock, "owner"))
+    owner = _parse_owner(data)
+    if not (break_lock or _is_stale(owner)):
+        since = time.strftime("%H:%M:%S", time.localtime(float(owner.get("time", 0))))
+        raise RemoteError(
+            f"{connector.label}: another deploy holds {lock} (from {owner.get('host', '?')}, "
+            f"pid {owner.get('pid', '?')}, since {since})",
+            hint="wait for it; if that deploy is dead, rerun with --break-lock",
+        )
+    connector.remove_trees([lock])
+
+
+def _parse_owner(data: bytes | None) -> dict[str, Any]:
+    try:
+        owner = json.loads(data or b"{}")
+    except ValueError:
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _is_stale(owner: dict[str, Any]) -> bool:
+    """A lock left by a process of this machine that is gone, or by this process no longer."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if pid == os.getpid():
+        return owner.get("token") not in _held_locks
+    try:
+        os.kill(int(pid or 0), 0)
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _release_quietly(connector: Connector, lock: str) -> None:
+    """A lost connection must not hide the error that lost it; the lock is then stale."""
+    with suppress(RemoteError):
+        connector.remove_trees([lock])

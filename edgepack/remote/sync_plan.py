@@ -1,0 +1,241 @@
+"""Deploy, first half: read the device's releases in one round trip and decide, file by file,
+what to keep, hard-link from another release, resume or upload (a plan ``--dry-run`` prints)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from edgepack.bundle import MANIFEST, Manifest
+from edgepack.cache import sha256_file
+from edgepack.remote.connector import Connector, shell
+from edgepack.remote.layout import PARTIAL, RELEASES
+
+Action = Literal["keep", "link", "resume", "upload"]
+
+
+class DeployProgress(Protocol):
+    def phase(self, host: str, text: str) -> None: ...
+
+    def transfer(self, host: str, done: int, total: int) -> None: ...
+
+
+@dataclass
+class LocalBundle:
+    directory: Path
+    manifest: Manifest
+    files: list[tuple[str, int, str]]
+    """(path, size, sha256) of every payload file plus manifest.json itself."""
+
+    @classmethod
+    def of(cls, directory: Path, manifest: Manifest) -> LocalBundle:
+        records = [(r.path, r.size, r.sha256) for r in manifest.files]
+        own = directory / MANIFEST
+        records.append((MANIFEST, own.stat().st_size, sha256_file(own)))
+        return cls(directory, manifest, records)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(size for _, size, _ in self.files)
+
+
+@dataclass(frozen=True)
+class FileStep:
+    path: str
+    size: int
+    sha256: str
+    action: Action
+    offset: int = 0
+    source: str | None = None
+    """For "link": the same file in another release."""
+
+    @property
+    def bytes_to_send(self) -> int:
+        return self.size - self.offset if self.action in ("upload", "resume") else 0
+
+
+@dataclass
+class DeployPlan:
+    host: str
+    root: str
+    release: str
+    state: Literal["current", "installed", "partial", "new"]
+    """Where the release is now: the current one, complete but not current, partial, absent."""
+    steps: list[FileStep]
+    strays: list[str]
+    current: str | None
+    device: RemoteState
+    """The deploy root as the plan found it."""
+
+    @property
+    def final_dir(self) -> str:
+        return posixpath.join(self.root, RELEASES, self.release)
+
+    @property
+    def partial_dir(self) -> str:
+        return self.final_dir + PARTIAL
+
+    @property
+    def files_change(self) -> bool:
+        return bool(self.strays) or any(s.action != "keep" for s in self.steps)
+
+    @property
+    def no_change(self) -> bool:
+        return self.state == "current" and not self.files_change
+
+    @property
+    def bytes_to_send(self) -> int:
+        return sum(step.bytes_to_send for step in self.steps)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for step in self.steps if step.action == action)
+
+
+@dataclass
+class RemoteState:
+    current: str | None
+    previous: str | None
+    releases: dict[str, int]
+    """Release directory name (with .partial) → mtime."""
+    history: list[str] = field(default_factory=list)
+
+    def recency(self, name: str) -> tuple[int, int]:
+        """Sort key: the last time it became current, then its mtime."""
+        last = max((i for i, n in enumerate(self.history) if n == name), default=-1)
+        return last, self.releases.get(name, 0)
+
+    @property
+    def current_release(self) -> str | None:
+        return posixpath.basename(self.current) if self.current else None
+
+
+STATE_SCRIPT = """cd "$1" 2>/dev/null || exit 0
+printf 'current=%s\\n' "$(readlink current)"
+printf 'previous=%s\\n' "$(readlink previous)"
+for d in releases/*; do
+  [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
+done
+[ -f history ] && tail -n 200 history | sed 's/^/history=/'
+"""
+
+# After the state: the files of releases/$2 (or its .partial), "size path" each, and the sha256 of
+# those whose size is the one stdin names for them ("size path" lines): the whole plan's view of
+# the device in one round trip.
+FILES_SCRIPT = """d=releases/$2
+[ -d "$d" ] || d=$d.partial
+cd "$d" 2>/dev/null || exit 0
+find . -type f -exec stat -c "file=%s %n" {} +
+set --
+while read -r size path; do
+  [ -f "$path" ] && [ "$(stat -c %s -- "$path")" = "$size" ] && set -- "$@" "$path"
+done
+[ $# -eq 0 ] || sha256sum -- "$@" | sed 's/^/sha256=/'
+exit 0"""
+
+
+def read_state(connector: Connector, root: str) -> RemoteState:
+    state, _, _ = _read_device(connector, root, STATE_SCRIPT + "exit 0", [])
+    return state
+
+
+def _read_device(
+    connector: Connector, root: str, script: str, args: list[str], stdin: bytes | None = None
+) -> tuple[RemoteState, dict[str, int], dict[str, str]]:
+    """Run a state script; returns the state, file sizes and sha256 digests it printed."""
+    state = RemoteState(None, None, {})
+    sizes: dict[str, int] = {}
+    digests: dict[str, str] = {}
+    output = connector.run(shell(script, root, *args), stdin=stdin, timeout=None).stdout
+    for line in output.splitlines():
+        key, _, value = line.partition("=")
+        if key == "release":
+            mtime, _, name = value.partition(" ")
+            state.releases[name] = int(mtime)
+        elif key == "history":
+            state.history.append(value)
+        elif key in ("current", "previous") and value:
+            setattr(state, key, value)
+        elif key == "file":
+            size, _, name = value.partition(" ")
+            sizes[name.removeprefix("./")] = int(size)
+        elif key == "sha256":
+            digest, _, name = value.partition("  ")
+            digests[name] = digest
+    return state, sizes, digests
+
+
+def make_plan(
+    connector: Connector, bundle: LocalBundle, root: str, progress: DeployProgress
+) -> DeployPlan:
+    host = connector.label
+    release = bundle.manifest.short_id
+    progress.phase(host, "checking files on the device")
+    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
+    state, sizes, digests = _read_device(
+        connector, root, STATE_SCRIPT + FILES_SCRIPT, [release], expected
+    )
+    if state.current_release == release and release in state.releases:
+        where: Literal["current", "installed", "partial", "new"] = "current"
+    elif release in state.releases:
+        where = "installed"
+    else:
+        where = "partial" if release + PARTIAL in state.releases else "new"
+    directory = posixpath.join(root, RELEASES, release + (PARTIAL if where == "partial" else ""))
+    wanted = {path for path, _, _ in bundle.files}
+    elsewhere = _files_in_other_releases(connector, root, state, release)
+    steps = []
+    for path, size, digest in bundle.files:
+        if digests.get(path) == digest:
+            steps.append(FileStep(path, size, digest, "keep"))
+        elif _resumable(connector, bundle, directory, path, sizes.get(path, 0), size):
+            steps.append(FileStep(path, size, digest, "resume", offset=sizes[path]))
+        elif digest in elsewhere:
+            steps.append(FileStep(path, size, digest, "link", source=elsewhere[digest]))
+        else:
+            steps.append(FileStep(path, size, digest, "upload"))
+    strays = sorted(set(sizes) - wanted)
+    return DeployPlan(host, root, release, where, steps, strays, state.current_release, state)
+
+
+def _resumable(
+    connector: Connector, bundle: LocalBundle, directory: str, path: str, length: int, size: int
+) -> bool:
+    """Resume only when the bytes already on the device are the bundle's first bytes."""
+    if not 0 < length < size:
+        return False
+    remote = connector.prefix_sha256(posixpath.join(directory, path), length)
+    return remote == _prefix_sha256(bundle.directory / path, length)
+
+
+def _prefix_sha256(path: Path, length: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        remaining = length
+        while remaining > 0 and (chunk := source.read(min(remaining, 1 << 20))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def _files_in_other_releases(
+    connector: Connector, root: str, state: RemoteState, release: str
+) -> dict[str, str]:
+    """sha256 → absolute path of a file with that content in a complete release (its manifest)."""
+    found: dict[str, str] = {}
+    others = [n for n in state.releases if not n.endswith(PARTIAL) and n != release]
+    for name in sorted(others, key=state.recency, reverse=True):
+        directory = posixpath.join(root, RELEASES, name)
+        data = connector.read_bytes(posixpath.join(directory, MANIFEST))
+        if data is None:
+            continue
+        try:
+            records = json.loads(data)["files"]
+        except (ValueError, KeyError):
+            continue
+        for record in records:
+            found.setdefault(record["sha256"], posixpath.join(directory, record["path"]))
+    return found
