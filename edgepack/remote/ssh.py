@@ -14,13 +14,14 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepack.errors import RemoteError
-from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector
+from edgepack.errors import EdgepackError, InterruptError, RemoteError
+from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector, shell
+from edgepack.remote.device_errors import WRITE_DIAGNOSIS, diagnosed_write_error, os_error
 from edgepack.remote.hosts import HostSpec, parse_host
 
 if TYPE_CHECKING:
@@ -259,20 +260,53 @@ class SshConnector(Connector):
             self._sftp_client.get_channel().settimeout(self.io_timeout)
         return self._sftp_client
 
-    def _guard(self, what: str, action: Any, *args: Any) -> Any:
-        """Run a paramiko call; a failure becomes a one-line RemoteError naming ``what``."""
+    def abort(self) -> None:
+        """Close the connection under whatever is using it (Ctrl-C): a blocked SFTP write or
+        command fails at once instead of waiting for its window or the link's timeout."""
+        super().abort()
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._close_jumps()
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _guard(self, what: str, action: Any, *args: Any, written: str | None = None) -> Any:
+        """Run a paramiko call; a failure becomes a one-line error naming ``what``: the device's
+        own refusal (full, denied, missing) where it is one, else a lost connection."""
         try:
             return action(*args)
-        except RemoteError:
+        except EdgepackError:
             raise
         except (OSError, EOFError, Exception) as error:
-            if isinstance(error, FileNotFoundError | PermissionError):
-                raise RemoteError(f"{self.label}: {what}: {error.strerror or error}") from error
+            if self.aborted:
+                raise InterruptError(f"{self.label}: stopped by an interrupt") from error
+            device = self._device_side(what, error, written)
+            if device is not None:
+                raise device from error
             base = describe_failure(self.settings, error)
             raise RemoteError(
                 f"{self.label}: {what}: connection lost ({base.message.split(': ', 1)[-1]})",
                 hint="rerun the command: transfers resume where they stopped",
             ) from error
+
+    def _device_side(
+        self, what: str, error: BaseException, written: str | None
+    ) -> RemoteError | None:
+        if not isinstance(error, OSError) or isinstance(error, TimeoutError | ConnectionError):
+            return None
+        known = os_error(self.label, what, error)
+        if known is not None or written is None or error.errno is not None or not self._alive():
+            return known
+        # SFTP status "Failure" (no errno): ask the device what the file system says.
+        try:
+            report = self._execute(
+                ["sh"], shlex.join(shell(WRITE_DIAGNOSIS, written)), None, self.io_timeout
+            )
+        except Exception:
+            return None
+        return diagnosed_write_error(self.label, what, report.stdout)
 
     # --- the transport's operations -------------------------------------------------------
     def execute(
@@ -295,7 +329,7 @@ class SshConnector(Connector):
             if stdin is not None:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            stdout, stderr = _drain(channel, timeout)
+            stdout, stderr = _drain(channel, timeout, self.check_aborted)
             status = channel.recv_exit_status()
             if status == -1 and not transport.is_active():
                 raise ConnectionResetError("the SSH session ended before the command did")
@@ -309,7 +343,8 @@ class SshConnector(Connector):
             channel.close()
 
     def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
-        return self._guard(f"uploading {remote}", self._put, local, remote, offset, on_bytes)  # type: ignore[no-any-return]
+        what = f"uploading {remote}"
+        return self._guard(what, self._put, local, remote, offset, on_bytes, written=remote)  # type: ignore[no-any-return]
 
     def _put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
         sent = 0
@@ -320,6 +355,7 @@ class SshConnector(Connector):
             source.seek(offset)
             target.seek(offset)
             while chunk := source.read(CHUNK):
+                self.check_aborted()
                 target.write(chunk)
                 sent += len(chunk)
                 on_bytes(len(chunk))
@@ -356,12 +392,15 @@ def _jump_as_url(jump: str) -> str:
     return "ssh://" + jump
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
+def _drain(
+    channel: paramiko.Channel, timeout: float | None, check_aborted: Callable[[], None]
+) -> tuple[bytes, bytes]:
     """Read stdout and stderr together (reading one to its end first can deadlock)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     stdout, stderr = bytearray(), bytearray()
     channel.settimeout(0.2)
     while True:
+        check_aborted()
         progressed = False
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(CHUNK)

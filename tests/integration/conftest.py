@@ -20,12 +20,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
-from edgepack.bundle import Manifest, write_bundle
-from edgepack.cache import FileHashIndex
+from edgepack.bundle import ID_EXCLUDED_FIELDS, Manifest, write_bundle
+from edgepack.cache import FileHashIndex, content_key
 from edgepack.remote.ssh import SSH_CONFIG_ENV
 from tests.integration.arm64_device import DeviceRoot
 
@@ -403,4 +404,42 @@ def make_bundle(
     )
     index = FileHashIndex(directory.parent / f"{directory.name}-hashes.json")
     write_bundle(directory, manifest, {"engine": source, "prompts.json": prompts}, index)
+    return directory
+
+
+HOSTILE_KINDS = ("../../x", "../../../x", "absolute", "symlink", "fifo")
+"""The hostile bundles of issue 11: manifests naming places outside the release, a symlinked file
+and a FIFO. Each one's bundle id is recomputed, as anyone can."""
+
+
+def make_hostile_bundle(directory: Path, kind: str, outside: Path) -> Path:
+    """A bundle whose manifest (sealed with a recomputed id) lists a file reached as ``kind``;
+    ``outside`` is a file beyond the bundle that a careless deploy reads or overwrites."""
+    make_bundle(directory, {"model.onnx": b"honest"})
+    payload = outside.read_bytes() if outside.exists() else b""
+    if kind == "absolute":
+        path = str(outside)
+    elif kind.startswith(".."):
+        # What the path reaches from the bundle holds the payload, so sizes and hashes match.
+        path = kind
+        reached = Path(os.path.normpath(directory / path))
+        reached.parent.mkdir(parents=True, exist_ok=True)
+        reached.write_bytes(payload)
+    elif kind == "symlink":
+        path = "engine/evil.bin"
+        (directory / path).symlink_to(outside)
+    else:
+        path = "engine/pipe"
+        os.mkfifo(directory / path)
+    raw = json.loads((directory / "manifest.json").read_text())
+    raw["files"].append(
+        {
+            "path": path,
+            "size": len(payload),
+            "sha256": sha256(payload).hexdigest(),
+            "executable": False,
+        }
+    )
+    raw["bundle_id"] = content_key({k: v for k, v in raw.items() if k not in ID_EXCLUDED_FIELDS})
+    (directory / "manifest.json").write_text(json.dumps(raw, indent=2))
     return directory

@@ -120,8 +120,33 @@ def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: Targe
     repaired = _deploy(bundle, root, registry)
     assert repaired.status == "deployed"
     assert repaired.bytes_sent == 5000
-    assert _current(root) == f"releases/{first.release}"
+    # Repaired beside the broken copy, which goes once `current` has moved to the repaired one.
+    assert repaired.release.startswith(first.release + "~")
+    assert _current(root) == f"releases/{repaired.release}"
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [repaired.release]
     verify_bundle(root / "current")
+    assert _deploy(bundle, root, registry).status == "no change"
+
+
+class _FailingUploads(LocalConnector):
+    """A device whose uploads fail after the first chunk (the link going away)."""
+
+    def put(self, local: Path, remote: str, offset: int, on_bytes: object) -> int:
+        raise RemoteError(f"{self.label}: uploading {remote}: connection lost (test)")
+
+
+def test_a_failed_repair_never_leaves_current_pointing_at_nothing(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    first = _deploy(bundle, root, registry)
+    (root / "current" / "engine" / "weights.bin").write_bytes(b"bitrot")
+    manifest = verify_bundle(bundle)
+    with _FailingUploads() as device, pytest.raises(RemoteError, match="connection lost"):
+        deploy(device, bundle, manifest, DeployOptions(root=str(root)), registry, SilentProgress())
+    assert _current(root) == f"releases/{first.release}"
+    assert (root / "current" / "engine" / "cfg.json").read_bytes() == b"{}"
 
 
 def test_a_host_whose_work_escapes_with_a_network_error_reports_a_remote_failure() -> None:
