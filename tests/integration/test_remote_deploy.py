@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,10 +20,12 @@ from edgepack.errors import ExitCode
 from edgepack.remote.connect import open_connector
 from edgepack.remote.hosts import parse_host
 from tests.integration.conftest import (
+    HOSTILE_KINDS,
     NetnsDevice,
     SshClientSide,
     SshServer,
     make_bundle,
+    make_hostile_bundle,
     nft_available,
     require,
 )
@@ -277,3 +280,81 @@ def test_three_devices_at_once_one_dies_mid_way(
         root = tmp_path / f"root{index}"
         assert current_of(root) == f"releases/{outcomes[index]['release']}"
     assert current_of(tmp_path / "root1") is None
+
+
+def _partial_size(root: Path, name: str) -> int:
+    sizes = [p.stat().st_size for p in (root / "releases").glob(f"*.partial/engine/{name}")]
+    return max(sizes, default=0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_mid_upload_stops_at_once_and_a_rerun_resumes(
+    signum: int,
+    sshd_factory: Callable[..., SshServer],
+    netns_factory: Callable[[], NetnsDevice],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real `edgepack deploy` process over a real sshd on a rate-limited link."""
+    device = netns_factory()
+    sshd_factory("slow", address=device.device_address, port=2222, netns=device.name)
+    device.limit_rate("16mbit")
+    root = tmp_path / "device-root"
+    first = bundles("first", {"model.onnx.data": b"old" * 1000})
+    code, [old] = deploy(capsys, "--host", "slow", "--root", str(root), "--bundle", str(first))
+    assert code == 0, old
+    size = 8 * MB
+    bundle = bundles("big", {"model.onnx.data": os.urandom(size)})
+    args = ["deploy", "--host", "slow", "--root", str(root), "--bundle", str(bundle)]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while _partial_size(root, "model.onnx.data") < MB and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signum)
+    sent_at = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    stopped_after = time.monotonic() - sent_at
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    assert stopped_after < 3, f"took {stopped_after:.1f} s to stop"
+    assert "interrupted" in err and "Aborted" not in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert current_of(root) == f"releases/{old['release']}"
+    time.sleep(1)  # what sshd had already received lands; then nothing more arrives
+    already = _partial_size(root, "model.onnx.data")
+    time.sleep(1)
+    assert _partial_size(root, "model.onnx.data") == already
+    assert MB <= already < size
+
+    code, [resumed] = deploy(capsys, *args[1:])
+    assert code == 0, resumed
+    assert resumed["files"]["resume"] == 1
+    assert resumed["bytes_sent"] <= resumed["bytes_total"] - already
+    assert current_of(root) == f"releases/{resumed['release']}"
+    final = root / "current" / "engine" / "model.onnx.data"
+    assert final.read_bytes() == (bundle / "engine" / "model.onnx.data").read_bytes()
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_a_hostile_bundle_is_refused_over_ssh_and_nothing_leaves_the_release(
+    kind: str,
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sshd_factory("dev")
+    victim = tmp_path / "x"
+    victim.write_bytes(b"the user's own file")
+    bundle = make_hostile_bundle(tmp_path / "deep" / "er" / "bundle", kind, victim)
+    root = tmp_path / "device-root"
+    code, outcomes = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(bundle))
+    assert code == ExitCode.BUNDLE_INVALID, outcomes
+    assert not root.exists()
+    assert victim.read_bytes() == b"the user's own file"
+    strays = [p for p in tmp_path.rglob("x") if p != victim and "deep" not in p.parts]
+    assert strays == []
