@@ -157,6 +157,14 @@ class Context:
 
 def prepare(work: Path, rng: random.Random) -> Context:
     device = Device.make(work)
+    try:
+        return _prepare(work, rng, device)
+    except BaseException:
+        device.destroy()
+        raise
+
+
+def _prepare(work: Path, rng: random.Random, device: Device) -> Context:
     bundles = make_bundles(work / "bundles", rng)
     template = work / "template-root"
     first = deploy_now(device, template, bundles.old)
