@@ -87,8 +87,19 @@ def _global_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
+    insecure_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-host-keys",
+            help="Honour StrictHostKeyChecking no from ssh_config: connect whatever a device's "
+            "host key (warned on every connection). Without it, no is checked as accept-new.",
+        ),
+    ] = False,
 ) -> None:
+    from edgepack.remote.host_keys import allow_insecure
+
     set_debug(debug)
+    allow_insecure(insecure_host_keys)
 
 
 def _report(error: EdgepackError) -> int:

@@ -1,10 +1,9 @@
 """The SSH connector (paramiko, imported only when a host is actually contacted).
 
-It reads ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile,
-StrictHostKeyChecking, ConnectTimeout), authenticates with keys or the agent, checks host keys
-against known_hosts (``accept-new`` for first contact unless the config says otherwise; a changed
-key is always refused), retries the connection with backoff, and turns every paramiko and socket
-failure into a one-line RemoteError.
+It reads ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout and the
+host key settings: StrictHostKeyChecking, UserKnownHostsFile, GlobalKnownHostsFile, HashKnownHosts,
+see ``host_keys``), authenticates with keys or the agent, retries the connection with backoff, and
+turns every paramiko and socket failure into a one-line RemoteError.
 """
 
 from __future__ import annotations
@@ -22,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 from edgepack.errors import EdgepackError, InterruptError, RemoteError
 from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector, shell
 from edgepack.remote.device_errors import WRITE_DIAGNOSIS, diagnosed_write_error, os_error
+from edgepack.remote.host_keys import (
+    HostKeyPolicy,
+    effective_mode,
+    known_in,
+    load_known_hosts,
+    missing_key_policy,
+    policy_from_config,
+)
 from edgepack.remote.hosts import HostSpec, parse_host
 
 if TYPE_CHECKING:
@@ -43,8 +50,7 @@ class SshSettings:
     user: str | None
     identity_files: tuple[str, ...] = ()
     proxy_jump: tuple[str, ...] = ()
-    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
-    strict_host_keys: str = "accept-new"
+    host_keys: HostKeyPolicy = field(default_factory=lambda: policy_from_config({}))
     connect_timeout: float = 10.0
 
     @property
@@ -64,8 +70,6 @@ def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSett
     config = paramiko.SSHConfig.from_path(str(path)) if path.is_file() else paramiko.SSHConfig()
     entry: dict[str, Any] = dict(config.lookup(spec.host))
     jump = entry.get("proxyjump", "")
-    known = str(entry.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]
-    strict = str(entry.get("stricthostkeychecking", "accept-new")).lower()
     return SshSettings(
         alias=spec.host,
         hostname=str(entry.get("hostname", spec.host)),
@@ -73,33 +77,9 @@ def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSett
         user=spec.user or entry.get("user"),
         identity_files=tuple(str(Path(f).expanduser()) for f in entry.get("identityfile", [])),
         proxy_jump=tuple(j for j in jump.split(",") if j and j.lower() != "none"),
-        known_hosts=Path(known).expanduser(),
-        strict_host_keys="yes" if strict in ("yes", "true") else "accept-new",
+        host_keys=policy_from_config(entry),
         connect_timeout=float(entry.get("connecttimeout", 10.0)),
     )
-
-
-def _accept_new_policy(settings: SshSettings) -> paramiko.MissingHostKeyPolicy:
-    """First contact: remember the key in known_hosts (StrictHostKeyChecking=accept-new)."""
-    import paramiko
-
-    class AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
-        def missing_host_key(
-            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-        ) -> None:
-            if settings.strict_host_keys == "yes":
-                raise RemoteError(
-                    f"{settings.alias}: host key is not in {settings.known_hosts} and "
-                    "StrictHostKeyChecking is yes",
-                    hint=f"check the key, then `ssh-keyscan -p {settings.port} "
-                    f"{settings.hostname} >> {settings.known_hosts}`",
-                )
-            client.get_host_keys().add(hostname, key.get_name(), key)
-            settings.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with settings.known_hosts.open("a", encoding="utf-8") as known:
-                known.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-    return AcceptNew()
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -121,12 +101,13 @@ def describe_failure(settings: SshSettings, error: BaseException) -> RemoteError
     if isinstance(error, RemoteError):
         return error
     if isinstance(error, paramiko.BadHostKeyException):
+        known = known_in(settings.host_keys, settings.host_key_name)
+        where_known = f"-f {shlex.quote(str(known))} " if known else ""
         return RemoteError(
             f"{where}: host key changed (was {error.expected_key.get_name()} "
             f"{error.expected_key.fingerprint}, now {error.key.fingerprint}); refusing to connect",
             hint="if the device was reinstalled, remove the old key: "
-            f"ssh-keygen -f {shlex.quote(str(settings.known_hosts))} "
-            f"-R {shlex.quote(settings.host_key_name)}",
+            f"ssh-keygen {where_known}-R {shlex.quote(settings.host_key_name)}",
         )
     if isinstance(error, paramiko.AuthenticationException):
         return RemoteError(
@@ -195,9 +176,14 @@ class SshConnector(Connector):
 
         settings = self.settings
         client = paramiko.SSHClient()
-        if settings.known_hosts.is_file():
-            client.load_host_keys(str(settings.known_hosts))
-        client.set_missing_host_key_policy(_accept_new_policy(settings))
+        mode = effective_mode(settings.host_keys, settings.alias)
+        if mode != "no":
+            load_known_hosts(client, settings.host_keys)
+        client.set_missing_host_key_policy(
+            missing_key_policy(
+                settings.host_keys, mode, settings.alias, settings.port, settings.hostname
+            )
+        )
         try:
             client.connect(
                 settings.hostname,
