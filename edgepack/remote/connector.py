@@ -19,7 +19,13 @@ from pathlib import Path
 from types import TracebackType
 
 from edgepack.errors import InterruptError, RemoteError
-from edgepack.remote.device_errors import command_error, os_error, short_command
+from edgepack.remote.device_errors import (
+    WRITE_DIAGNOSIS,
+    command_error,
+    diagnosed_write_error,
+    os_error,
+    short_command,
+)
 
 ByteCallback = Callable[[int], None]
 """Called with the number of bytes just moved."""
@@ -138,6 +144,14 @@ class Connector(ABC):
     def check_aborted(self) -> None:
         if self.aborted:
             raise InterruptError(f"{self.label}: stopped by an interrupt")
+
+    def write_failure(self, directory: str, what: str) -> RemoteError | None:
+        """Why writing into ``directory`` may have failed: a full disk, a refused directory, or
+        None when the device cannot say."""
+        result = self.run(shell(WRITE_DIAGNOSIS, directory + "/."), check=False)
+        if result.status != 0:
+            return None
+        return diagnosed_write_error(self.label, what, result.stdout, "unknown")
 
     def flush(self, paths: Sequence[str]) -> None:
         """Make ``paths`` (files, or directories with everything under them) durable."""

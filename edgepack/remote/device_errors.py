@@ -90,8 +90,9 @@ printf '%s %s\\n' "${kb:-unknown}" "$w"
 """
 
 
-def diagnosed_write_error(label: str, what: str, report: str) -> RemoteError | None:
-    """From WRITE_DIAGNOSIS's output: a full disk or a refused directory, else None."""
+def diagnosed_write_error(label: str, what: str, report: str, reason: str) -> RemoteError:
+    """From WRITE_DIAGNOSIS's output: a full disk, a refused directory, or a write the device's
+    SFTP server failed for a reason it did not say (the connection itself is fine)."""
     free_kb, _, writable = report.strip().partition(" ")
     if free_kb.isdigit() and int(free_kb) < FULL_BELOW_KB:
         return DeviceFullError(
@@ -101,4 +102,8 @@ def diagnosed_write_error(label: str, what: str, report: str) -> RemoteError | N
         return DevicePermissionError(
             f"{label}: {what}: the device refused (the directory is not writable)", DENIED_HINT
         )
-    return None
+    return RemoteError(
+        f"{label}: {what}: the device failed the write ({reason}; {free_kb} KiB free now)",
+        hint="the disk may have filled and emptied again; rerun the command (it resumes), "
+        "and check the device's storage if it repeats",
+    )

@@ -292,7 +292,7 @@ class SshConnector(Connector):
             )
         except Exception:
             return None
-        return diagnosed_write_error(self.label, what, report.stdout)
+        return diagnosed_write_error(self.label, what, report.stdout, str(error))
 
     # --- the transport's operations -------------------------------------------------------
     def execute(
@@ -345,6 +345,10 @@ class SshConnector(Connector):
                 target.write(chunk)
                 sent += len(chunk)
                 on_bytes(len(chunk))
+        # A pipelined write's error can go unreported (paramiko reads the replies lazily and a
+        # close does not look at them); the size the server ends with cannot lie.
+        if self._sftp.stat(remote).st_size != offset + sent:
+            raise OSError("a write was refused (the file is shorter than what was sent)")
         return sent
 
     def get(self, remote: str, local: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgepack.bundle import Manifest
-from edgepack.errors import RemoteError
+from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import VenvReport, ensure_venv, glibc_problems, venv_problems
@@ -390,6 +390,9 @@ def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, st
     bad = [s.path for s in unverified if digests.get(s.path) != s.sha256]
     if bad:
         connector.remove_trees([under(plan.partial_dir, path) for path in bad])
+        full = connector.write_failure(plan.partial_dir, "after upload, sha256 differs")
+        if isinstance(full, DeviceFullError):
+            raise full
         raise RemoteError(
             f"{plan.host}: sha256 differs on the device after upload for {', '.join(bad)}; "
             "the bad copies were removed and current is unchanged",

@@ -38,7 +38,7 @@ def _deploy(config: Path, cache: Path, *args: str) -> DeployRun:
     environment = {**os.environ, SSH_CONFIG_ENV: str(config), "PYTHONPATH": str(REPOSITORY),
                    "EDGEPACK_CACHE_DIR": str(cache)}  # fmt: skip
     environment.pop("SSH_AUTH_SOCK", None)
-    argv = [sys.executable, "-m", "edgepack", "deploy", "--json", "--timeout", "3", *args]
+    argv = [sys.executable, "-m", "edgepack", "deploy", "--json", "--timeout", "10", *args]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
     )

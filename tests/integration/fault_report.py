@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 FAULT_TEXT = {
     "link_cut": "nftables drops every packet to and from the device (WiFi gone), healed after "
-    "edgepack gave up (--timeout 3)",
+    "edgepack gave up (--timeout 10)",
     "sigkill": "edgepack SIGKILLed (no clean-up runs; its device lock goes stale)",
     "sshd_restart": "every process of the device's sshd killed (listener and sessions), "
     "sshd started again",
