@@ -28,7 +28,14 @@ from edgepack.bundle import Manifest
 from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
-from edgepack.remote.device_env import VenvReport, ensure_venv, glibc_problems, venv_problems
+from edgepack.remote.device_env import (
+    PRUNE_VENVS,
+    VENV_LINK,
+    VenvReport,
+    ensure_venv,
+    glibc_problems,
+    venv_problems,
+)
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
@@ -125,6 +132,8 @@ def deploy(
             progress.phase(host, "no change")
             report = _report(plan, manifest, "no change", started)
             report.venv = _venv(connector, plan, manifest, facts, options)
+            if report.venv is not None:  # the venv link follows the release's own venv
+                switch_to(connector, plan.root, plan.release, plan.device)
             return report
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
         venv = _venv(connector, plan, manifest, facts, options)
@@ -401,19 +410,29 @@ def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, st
         )
 
 
-# Makes the new links under temporary names ($3: "" when previous stays as it is).
+# Makes the new links under temporary names ($3: "" when previous stays as it is); prints "venv"
+# when the release names a venv (its sidecar link), whose link then switches with current.
 LINKS_SCRIPT = """cd "$1" || exit 1
 [ -z "$3" ] || ln -sfn -- "releases/$3" "previous.tmp-$4" || exit 1
+if venv=$(readlink "releases/$2.venv" 2>/dev/null); then
+  ln -sfn -- "${venv#../}" "venv.tmp-$4" || exit 1
+  echo venv
+fi
 ln -sfn -- "releases/$2" "current.tmp-$4"
 """
 
-# Makes the switch durable, records it in the history, then removes what is no longer wanted
-# (the lock last).
-FINISH_SCRIPT = """sync -- "$1" 2>/dev/null || sync
+# Makes the switch durable, records it in the history, then removes what is no longer wanted:
+# releases with their venv sidecars, the venvs no kept release names, the lock last.
+FINISH_SCRIPT = (
+    """sync -- "$1" 2>/dev/null || sync
 printf '%s\\n' "$2" >> "$1/history"
+root=$1
 shift 2
-rm -rf -- "$@"
+for doomed; do rm -rf -- "$doomed.venv" "$doomed"; done
+set -- "$root"
 """
+    + PRUNE_VENVS
+)
 
 
 def switch_to(
@@ -432,8 +451,9 @@ def switch_to(
     old = state.current_release
     token = uuid.uuid4().hex[:8]
     previous = old if old and old != release and old != replacing else ""
-    connector.run(shell(LINKS_SCRIPT, root, release, previous, token))
-    links = [posixpath.join(root, name) for name in ([PREVIOUS] if previous else []) + [CURRENT]]
+    made = connector.run(shell(LINKS_SCRIPT, root, release, previous, token)).stdout.split()
+    names = ([PREVIOUS] if previous else []) + ([VENV_LINK] if "venv" in made else []) + [CURRENT]
+    links = [posixpath.join(root, name) for name in names]
     try:
         for link in links:
             connector.rename(f"{link}.tmp-{token}", link)

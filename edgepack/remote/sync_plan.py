@@ -124,7 +124,7 @@ STATE_SCRIPT = """cd "$1" 2>/dev/null || exit 0
 printf 'current=%s\\n' "$(readlink current)"
 printf 'previous=%s\\n' "$(readlink previous)"
 for d in releases/*; do
-  [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
+  [ -d "$d" ] && [ ! -L "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
 done
 [ -f history ] && tail -n 200 history | sed 's/^/history=/'
 """
