@@ -153,10 +153,11 @@ def make_client_side(directory: Path) -> SshClientSide:
     return SshClientSide(directory, key, directory / "known_hosts", config)
 
 
-def _sshd_config(server: SshServer) -> str:
+def _sshd_config(server: SshServer, extra: tuple[str, ...] = ()) -> str:
     inside = server.seen_by_sshd
     return "\n".join(
         [
+            *extra,
             f"ListenAddress {server.address}:{server.port}",
             f"HostKey {inside(server.host_key)}",
             f"PidFile {inside(server.directory / 'sshd.pid')}",
@@ -184,6 +185,7 @@ def start_sshd(
     port: int | None = None,
     netns: str | None = None,
     chroot: DeviceRoot | None = None,
+    extra_config: tuple[str, ...] = (),
 ) -> SshServer:
     """Start an sshd (inside ``netns`` and ``chroot`` if given) that accepts ``client``'s key as
     root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem."""
@@ -194,7 +196,7 @@ def start_sshd(
     server = SshServer(alias, address, port or free_port(), directory, netns, chroot)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
     shutil.copy(client.key.with_suffix(".pub"), directory / "authorized_keys")
-    (directory / "sshd_config").write_text(_sshd_config(server) + "\n")
+    (directory / "sshd_config").write_text(_sshd_config(server, extra_config) + "\n")
     server.start()
     client.add_alias(server)
     return server

@@ -37,6 +37,10 @@ from tests.integration.conftest import (
 REPOSITORY = Path(__file__).resolve().parents[2]
 LINK_RATE = "40mbit"
 IO_TIMEOUT_S = "10"
+PLAIN_SHELL = ("SetEnv SHLVL=1",)
+"""Sessions whose bash skips this build machine's ~/.bashrc (bash sources it under sshd only at
+shell level 1): its `pyenv init` costs each command 0.35 s, and a trial that kills the device
+mid-login would leave pyenv's rehash lock behind for every other shell of the machine."""
 """Generous: on a loaded 2-core machine a remote command can take seconds to start."""
 
 
@@ -54,8 +58,9 @@ class Device:
         netns = make_netns_device()
         try:
             server = start_sshd(
-                client, directory / f"sshd-{alias}", alias, netns.device_address, 2222, netns.name
-            )
+                client, directory / f"sshd-{alias}", alias, netns.device_address, 2222,
+                netns.name, extra_config=PLAIN_SHELL,
+            )  # fmt: skip
         except BaseException:
             netns.destroy()
             raise

@@ -25,7 +25,13 @@ from tests.integration.conftest import (
     make_netns_device,
     start_sshd,
 )
-from tests.integration.fault_devices import REPOSITORY, DeployRun, check_device, partial_size
+from tests.integration.fault_devices import (
+    PLAIN_SHELL,
+    REPOSITORY,
+    DeployRun,
+    check_device,
+    partial_size,
+)
 
 MB = 1_000_000
 FLEET = 8
@@ -55,7 +61,8 @@ def fleet_with_one_killed(work: Path, victim: int) -> dict[str, Any]:
             device = make_netns_device()
             devices.append(device)
             servers.append(start_sshd(client, work / f"sshd{index}", f"d{index}",
-                                      device.device_address, 2222, device.name))  # fmt: skip
+                                      device.device_address, 2222, device.name,
+                                      extra_config=PLAIN_SHELL))  # fmt: skip
             device.limit_rate("20mbit")
         size = 4 * MB
         bundle = make_bundle(work / "bundle", {"model.onnx.data": os.urandom(size)})
@@ -124,7 +131,7 @@ def big_bundle_rss(work: Path) -> dict[str, Any]:
         return {"skipped": f"needs {3.5 * BIG_BUNDLE_BYTES / 1e9:.0f} GB free, {free / 1e9:.0f}"}
     work.mkdir(parents=True)
     client = make_client_side(work / "client")
-    server = start_sshd(client, work / "sshd", "big")
+    server = start_sshd(client, work / "sshd", "big", extra_config=PLAIN_SHELL)
     try:
         source = _big_source(work / "source", BIG_BUNDLE_BYTES)
         bundle = work / "bundle"

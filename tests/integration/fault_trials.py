@@ -167,14 +167,10 @@ def prepare(work: Path, rng: random.Random) -> Context:
 def _prepare(work: Path, rng: random.Random, device: Device) -> Context:
     bundles = make_bundles(work / "bundles", rng)
     template = work / "template-root"
-    first = deploy_now(device, template, bundles.old)
-    if first.code != 0:
-        raise RuntimeError(f"the template deploy failed: {first.stderr[-2000:]}")
+    _deploy_cleanly(device, template, bundles.old)
     clean_root = work / "clean-root"
     copy_tree_into(template, clean_root)
-    clean = deploy_now(device, clean_root, bundles.new)
-    if clean.code != 0:
-        raise RuntimeError(f"the clean deploy failed: {clean.stderr[-2000:]}")
+    clean = _deploy_cleanly(device, clean_root, bundles.new)
     remove_tree(clean_root)
     image = work / "template.img"
     make_image(image, 64)
@@ -186,6 +182,13 @@ def _prepare(work: Path, rng: random.Random, device: Device) -> Context:
     finally:
         subprocess.run(["umount", str(mounted)], check=True)
     return Context(work, device, bundles, template, clean.ended - clean.started, image)
+
+
+def _deploy_cleanly(device: Device, root: Path, bundle: Path) -> DeployRun:
+    run = deploy_now(device, root, bundle)
+    if run.code != 0:
+        raise RuntimeError(f"a deploy without faults failed: {run.stdout[-1000:]} {run.stderr}")
+    return run
 
 
 def copy_tree_into(source: Path, target: Path) -> None:
