@@ -109,6 +109,12 @@ class SshServer:
         self.host_key.with_suffix(".pub").unlink()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key))
 
+    def reinstall(self) -> None:
+        """Stopped, given a new host key, started again."""
+        self.stop()
+        self.new_host_key()
+        self.start()
+
 
 @dataclass
 class SshClientSide:

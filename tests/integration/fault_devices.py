@@ -143,9 +143,16 @@ def start_deploy(device: Device, root: Path, bundle: Path, *extra: str) -> Deplo
         f"{device.server.alias}:{root}", "--bundle", str(bundle), "--timeout", IO_TIMEOUT_S, *extra,
     ]  # fmt: skip
     process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
-    )
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        preexec_fn=_default_sigint,
+    )  # fmt: skip
     return DeployRun(process, time.monotonic())
+
+
+def _default_sigint() -> None:
+    """A runner started in the background has SIGINT ignored, which its children would inherit
+    (and Ctrl-C would then do nothing to them): they get the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def deploy_now(device: Device, root: Path, bundle: Path) -> DeployRun:

@@ -54,9 +54,7 @@ def test_accept_new_records_a_hashed_entry_when_asked_and_reads_it_back(
     assert entry.startswith("|1|") and server.address not in entry
     assert _detect(capsys, alias)[0] == 0  # the hashed entry is read: nothing added
     assert known.read_text() == entry
-    server.stop()
-    server.new_host_key()
-    server.start()
+    server.reinstall()
     code, err = _detect(capsys, alias)
     assert code == ExitCode.REMOTE and "host key changed" in err
     assert f"ssh-keygen -f {known} -R '[{server.address}]:{server.port}'" in err
@@ -116,9 +114,7 @@ def test_no_needs_the_explicit_flag_and_says_so_loudly(
                    StrictHostKeyChecking="no")  # fmt: skip
     code, err = _detect(capsys, alias)  # checked as accept-new: the key is recorded
     assert code == 0 and "ignored without --insecure-host-keys" in err
-    server.stop()
-    server.new_host_key()
-    server.start()
+    server.reinstall()
     assert _detect(capsys, alias)[0] == ExitCode.REMOTE  # a changed key is still refused
     code, err = _detect(capsys, "--insecure-host-keys", alias)
     assert code == 0 and "WARNING: host key checking is OFF" in err

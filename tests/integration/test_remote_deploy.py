@@ -129,9 +129,7 @@ def test_changed_host_key_is_refused_with_the_fix(
     server = sshd_factory("dev")
     open_connector(parse_host("dev")).close()  # first contact: accept-new records the key
     assert f"[127.0.0.1]:{server.port}" in ssh_client.known_hosts.read_text()
-    server.stop()
-    server.new_host_key()
-    server.start()
+    server.reinstall()
     capsys.readouterr()
     assert run(["targets", "detect", "dev"]) == ExitCode.REMOTE
     err = " ".join(capsys.readouterr().err.split())
