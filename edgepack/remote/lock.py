@@ -16,6 +16,7 @@ from typing import Any
 
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.device_errors import command_error
 from edgepack.remote.layout import LOCK
 
 _held_locks: set[str] = set()
@@ -47,6 +48,9 @@ def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[D
         _take_over_or_refuse(connector, lock.path, break_lock)
         result = connector.run(take, check=False)
     if result.status != 0:
+        error = command_error(connector.label, take, result.status, result.stderr)
+        if type(error) is not RemoteError:  # full, refused, missing: said as such
+            raise error
         raise RemoteError(f"{connector.label}: cannot take {lock.path}: {result.error_line()}")
     _held_locks.add(token)
     try:

@@ -356,3 +356,24 @@ def test_a_hostile_bundle_is_refused_over_ssh_and_nothing_leaves_the_release(
     assert victim.read_bytes() == b"the user's own file"
     strays = [p for p in tmp_path.rglob("x") if p != victim and "deep" not in p.parts]
     assert strays == []
+
+
+def test_a_read_only_device_is_a_refusal_not_a_lost_connection(
+    sshd_factory: Callable[..., SshServer],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = tmp_path / "read-only"
+    root.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=4m", "tmpfs", str(root)])
+    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
+    try:
+        sshd_factory("dev")
+        bundle = bundles("b", {"model.onnx": b"m"})
+        code, [refused] = deploy(capsys, "--host", f"dev:{root}/edgepack", "--bundle", str(bundle))
+        assert code == ExitCode.DEVICE_DENIED, refused
+        assert "the device refused" in refused["error"] and "Read-only" in refused["error"]
+        assert "connection lost" not in refused["error"] and "--root" in refused["hint"]
+    finally:
+        subprocess.run(["umount", "-l", str(root)])
