@@ -53,11 +53,21 @@ def _durability(trials: list[Trial]) -> str:
     return f"{kept} of {len(after)}"
 
 
-def _stops(trials: list[Trial]) -> str:
-    stops = sorted(t.stop_s for t in trials if t.stop_s is not None)
-    if not stops:
+def _spread(values: list[float]) -> str:
+    values = sorted(values)
+    if not values:
         return "none measured"
-    return f"median {stops[len(stops) // 2]:.2f} s, max {stops[-1]:.2f} s over {len(stops)}"
+    return f"median {values[len(values) // 2]:.2f} s, max {values[-1]:.2f} s over {len(values)}"
+
+
+def _stops(trials: list[Trial]) -> str:
+    interrupted = [t for t in trials if t.first_exit == 130]
+    return (
+        f"the upload stopped (the device's partial files last grew) "
+        f"{_spread([t.stop_s for t in interrupted if t.stop_s is not None])} after the signal; "
+        f"the process had exited {_spread([t.exit_s for t in interrupted if t.exit_s is not None])}"
+        " after it"
+    )
 
 
 def _load(load: dict[str, Any]) -> list[str]:
@@ -132,8 +142,8 @@ def render(results: Results) -> str:
         *(f"- **{name}**: {text}." for name, text in FAULT_TEXT.items()),
         "",
         f"Power loss after a reported success: the new release was current after the reboot in "
-        f"{_durability(by_scenario.get('power_loss', []))} trials. Ctrl-C: exit "
-        f"{_stops(by_scenario.get('ctrl_c', []))} after the signal.",
+        f"{_durability(by_scenario.get('power_loss', []))} trials. Ctrl-C (exit 130): "
+        f"{_stops(by_scenario.get('ctrl_c', []))}.",
         "",
         "## Load",
         "",

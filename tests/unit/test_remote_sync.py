@@ -187,3 +187,17 @@ def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry)
     deployed = tmp_path / "device" / "releases" / report.release / "runtime"
     assert os.access(deployed / "bin" / "tool", os.X_OK)
     assert not os.access(deployed / "notes.txt", os.X_OK)
+
+
+def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w"})
+    root = tmp_path / "dev"
+    (root / LOCK).mkdir(parents=True)
+    (root / LOCK / "owner").write_bytes(b"")  # the record's data never reached the disk
+    with pytest.raises(RemoteError, match="another deploy holds"):
+        _deploy(bundle, root, registry)  # just made: its owner may be writing the record now
+    os.utime(root / LOCK, (0, 0))
+    assert _deploy(bundle, root, registry).status == "deployed"
+    assert not (root / LOCK).exists()
