@@ -316,17 +316,23 @@ def test_an_interrupt_mid_upload_stops_at_once_and_a_rerun_resumes(
         time.sleep(0.02)
     process.send_signal(signum)
     sent_at = time.monotonic()
+    # The upload has stopped when the device's copy stops growing (a loaded machine may take a
+    # while longer to tear the process down; what is in flight still lands).
+    size_seen, last_growth = _partial_size(root, "model.onnx.data"), sent_at
+    deadline = sent_at + 60
+    while (
+        process.poll() is None or time.monotonic() < last_growth + 1
+    ) and time.monotonic() < deadline:
+        if (now := _partial_size(root, "model.onnx.data")) != size_seen:
+            size_seen, last_growth = now, time.monotonic()
+        time.sleep(0.01)
     _, err = process.communicate(timeout=30)
-    stopped_after = time.monotonic() - sent_at
     assert process.returncode == ExitCode.INTERRUPTED, err
-    assert stopped_after < 3, f"took {stopped_after:.1f} s to stop"
+    assert last_growth - sent_at < 1.5, f"the upload went on {last_growth - sent_at:.1f} s"
     assert "interrupted" in err and "Aborted" not in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
     assert current_of(root) == f"releases/{old['release']}"
-    time.sleep(1)  # what sshd had already received lands; then nothing more arrives
     already = _partial_size(root, "model.onnx.data")
-    time.sleep(1)
-    assert _partial_size(root, "model.onnx.data") == already
     assert MB <= already < size
 
     code, [resumed] = deploy(capsys, *args[1:])
