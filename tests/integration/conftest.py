@@ -386,6 +386,18 @@ def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
         device.destroy()
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(at: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``at`` (size limit, read-only...) for the test's duration."""
+    at.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(at)])
+    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)])
+
+
 def nft_available() -> bool:
     return shutil.which("nft") is not None
 

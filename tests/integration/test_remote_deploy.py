@@ -26,6 +26,7 @@ from tests.integration.conftest import (
     SshServer,
     make_bundle,
     make_hostile_bundle,
+    mounted_tmpfs,
     nft_available,
     require,
 )
@@ -169,11 +170,7 @@ def test_full_disk_refuses_and_leaves_current_untouched(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = tmp_path / "small-disk"
-    root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)])
-    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "size=24m") as root:
         sshd_factory("dev")
         small = bundles("small", {"model.onnx": os.urandom(MB)})
         code, [first] = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(small))
@@ -186,8 +183,6 @@ def test_full_disk_refuses_and_leaves_current_untouched(
         assert "not enough disk" in refused["error"]
         assert current_of(root) == f"releases/{first['release']}"
         assert sorted(p.name for p in (root / "releases").iterdir()) == [first["release"]]
-    finally:
-        subprocess.run(["umount", "-l", str(root)])
 
 
 def _watch_partial(
@@ -370,16 +365,10 @@ def test_a_read_only_device_is_a_refusal_not_a_lost_connection(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = tmp_path / "read-only"
-    root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=4m", "tmpfs", str(root)])
-    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
-    try:
+    with mounted_tmpfs(tmp_path / "read-only", "ro,size=4m") as root:
         sshd_factory("dev")
         bundle = bundles("b", {"model.onnx": b"m"})
         code, [refused] = deploy(capsys, "--host", f"dev:{root}/edgepack", "--bundle", str(bundle))
         assert code == ExitCode.DEVICE_DENIED, refused
         assert "the device refused" in refused["error"] and "Read-only" in refused["error"]
         assert "connection lost" not in refused["error"] and "--root" in refused["hint"]
-    finally:
-        subprocess.run(["umount", "-l", str(root)])
