@@ -12,14 +12,23 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import stat
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgepack.cache import FileHashIndex, content_key, sha256_file
+from edgepack.cache import (
+    FileHashIndex,
+    content_key,
+    fsync_directory,
+    fsync_tree,
+    replace_directory,
+    sha256_file,
+    write_durably,
+)
 from edgepack.errors import BundleError
 
 MANIFEST = "manifest.json"
@@ -29,12 +38,54 @@ SCHEMA_VERSION = 1
 ID_EXCLUDED_FIELDS = {"bundle_id", "created_at"}
 
 
+def path_problem(path: str) -> str | None:
+    """Why ``path`` is not a normalized relative POSIX path inside the bundle (None: it is).
+
+    The one rule for every path a manifest names: the pydantic model, ``bundle verify``, deploy
+    and the device all rely on it (the C++ self-test mirrors it)."""
+    if not path:
+        return "an empty path"
+    if path.startswith("/"):
+        return f"{path!r} is absolute"
+    if any(ord(char) < 0x20 or char in "\\\x7f" for char in path):
+        return f"{path!r} holds a backslash or a control character (NUL, newline)"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return f"{path!r} has an empty, '.' or '..' component"
+    return None
+
+
+def paths_problems(paths: Iterable[str]) -> list[str]:
+    """Every path's problem, then duplicates and a file that is another's directory."""
+    listed = list(paths)
+    problems = [problem for path in listed if (problem := path_problem(path))]
+    seen: set[str] = set()
+    for path in listed:
+        if path in seen:
+            problems.append(f"{path!r} is listed twice")
+        seen.add(path)
+    if MANIFEST in seen:
+        problems.append(f"{MANIFEST!r} is the manifest itself, not a payload file")
+    directories = {"/".join(p.split("/")[:i]) for p in seen for i in range(1, p.count("/") + 1)}
+    problems += [f"{path!r} is a file and a directory" for path in sorted(seen & directories)]
+    return problems
+
+
+def _checked_path(path: str) -> str:
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"unsafe path: {problem}")
+    return path
+
+
 class FileRecord(BaseModel):
     path: str
-    size: int
-    sha256: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     executable: bool = False
     """Deploy sets the execute bits on the device (SFTP uploads do not carry modes)."""
+
+    _path = field_validator("path")(_checked_path)
 
 
 class Manifest(BaseModel):
@@ -53,6 +104,15 @@ class Manifest(BaseModel):
     engine_dir: str = ENGINE_DIR
     prompts_file: str = PROMPTS_FILE
     files: list[FileRecord] = []
+
+    _dirs = field_validator("engine_dir", "prompts_file")(_checked_path)
+
+    @model_validator(mode="after")
+    def _paths_are_distinct(self) -> Manifest:
+        problems = paths_problems(record.path for record in self.files)
+        if problems:
+            raise ValueError("unsafe paths: " + "; ".join(problems))
+        return self
 
     def content_id(self) -> str:
         return content_key(self.model_dump(mode="json", exclude=ID_EXCLUDED_FIELDS))
@@ -78,7 +138,24 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     try:
         return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as exc:
-        raise BundleError(f"{path} is not a valid manifest: {exc.errors()[0]['msg']}") from exc
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BundleError(
+            f"{path} is not a valid manifest: {where}: {first['msg']}",
+            hint="a bundle's files are named by normalized relative paths; rebuild it with "
+            "`edgepack build` and take bundles only from people you trust",
+        ) from exc
+
+
+def check_manifest_paths(manifest: Manifest) -> None:
+    """Refuse a manifest whose paths leave the bundle (one built without the model's checks)."""
+    problems = paths_problems(record.path for record in manifest.files)
+    problems += [p for p in map(path_problem, (manifest.engine_dir, manifest.prompts_file)) if p]
+    if problems:
+        raise BundleError(
+            "bundle manifest names unsafe paths: " + "; ".join(problems),
+            hint="refusing it; rebuild the bundle with `edgepack build`",
+        )
 
 
 def verify_bundle(bundle_dir: Path) -> Manifest:
@@ -92,7 +169,8 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
         problems += _file_problems(bundle_dir, record)
     for file in _payload_files(bundle_dir):
         if file not in listed:
-            problems.append(f"{file}: not in the manifest")
+            kind = _entry_kind(bundle_dir, file)
+            problems.append(f"{file}: not in the manifest" + (f" ({kind})" if kind else ""))
     if problems:
         raise BundleError(
             f"bundle {bundle_dir} fails verification: " + "; ".join(problems),
@@ -103,8 +181,9 @@ def verify_bundle(bundle_dir: Path) -> Manifest:
 
 def _file_problems(bundle_dir: Path, record: FileRecord) -> list[str]:
     path = bundle_dir / record.path
-    if not path.is_file():
-        return [f"{record.path}: missing"]
+    kind = _entry_kind(bundle_dir, record.path)
+    if kind is not None:
+        return [f"{record.path}: {kind}"]
     size = path.stat().st_size
     if size != record.size:
         return [f"{record.path}: size {size} != {record.size}"]
@@ -113,12 +192,37 @@ def _file_problems(bundle_dir: Path, record: FileRecord) -> list[str]:
     return []
 
 
+def _entry_kind(bundle_dir: Path, relative: str) -> str | None:
+    """None for a regular file reached through real directories; else what it is instead."""
+    current = bundle_dir
+    parts = relative.split("/")
+    for index, part in enumerate(parts):
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except FileNotFoundError:
+            return "missing"
+        if stat.S_ISLNK(mode):
+            return "a symlink (a bundle holds regular files only)"
+        last = index == len(parts) - 1
+        if last and not stat.S_ISREG(mode):
+            return "not a regular file (a directory, FIFO, socket or device)"
+        if not last and not stat.S_ISDIR(mode):
+            return "missing"
+    return None
+
+
 def _payload_files(bundle_dir: Path) -> list[str]:
-    return sorted(
-        str(path.relative_to(bundle_dir))
-        for path in bundle_dir.rglob("*")
-        if path.is_file() and path.name != MANIFEST
-    )
+    """Every entry under the bundle but the manifest; symlinks are listed, never followed."""
+    found = []
+    for directory, subdirectories, files in os.walk(bundle_dir):
+        base = Path(directory)
+        links = [name for name in subdirectories if (base / name).is_symlink()]
+        for name in [*files, *links]:
+            relative = (base / name).relative_to(bundle_dir).as_posix()
+            if relative != MANIFEST:
+                found.append(relative)
+    return sorted(found)
 
 
 def write_bundle(
@@ -145,7 +249,9 @@ def write_bundle(
             }
         )
         (staging / MANIFEST).write_text(sealed.model_dump_json(indent=2), encoding="utf-8")
-        _replace_directory(staging, destination)
+        fsync_tree(staging)  # the bundle's bytes are on disk before its name is
+        replace_directory(staging, destination)
+        fsync_directory(destination.parent)
         return sealed
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -181,16 +287,6 @@ def _copy_item(source: Path, target: Path, name: str, hashes: FileHashIndex) -> 
     return records
 
 
-def _replace_directory(staging: Path, destination: Path) -> None:
-    old = None
-    if destination.exists():
-        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
-        destination.rename(old)
-    staging.rename(destination)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def bundle_summary(manifest: Manifest) -> dict[str, Any]:
     engine_bytes = sum(
         r.size for r in manifest.files if r.path.startswith(manifest.engine_dir + "/")
@@ -212,10 +308,7 @@ LATEST_POINTER = "state/latest-bundle"
 def remember_latest(cache_root: Path, bundle_dir: Path) -> None:
     """Record the newest bundle, which deploy and bench use when --bundle is not given."""
     pointer = cache_root / LATEST_POINTER
-    pointer.parent.mkdir(parents=True, exist_ok=True)
-    temporary = pointer.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(str(bundle_dir.resolve()), encoding="utf-8")
-    temporary.replace(pointer)
+    write_durably(pointer, str(bundle_dir.resolve()).encode())
 
 
 def latest_bundle(cache_root: Path) -> Path:

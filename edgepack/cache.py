@@ -8,6 +8,8 @@ so a failed or interrupted stage never leaves anything that looks like an entry.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -121,11 +123,9 @@ class StageCache:
 
     def _install(self, workdir: Path, destination: Path) -> None:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if destination.exists():
-            doomed = self.temp / f"replaced.{destination.name}.{uuid.uuid4().hex[:8]}"
-            destination.rename(doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-        workdir.rename(destination)
+        fsync_tree(workdir)
+        replace_directory(workdir, destination)
+        fsync_directory(destination.parent)
 
     def _remove_stale_temporaries(self) -> None:
         """Temporaries of processes that died long ago (a kill -9 skips their cleanup)."""
@@ -165,10 +165,7 @@ class FileHashIndex:
     def save(self) -> None:
         if not self._dirty:
             return
-        self.index_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.index_file.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(self._entries))
-        temporary.replace(self.index_file)
+        write_durably(self.index_file, json.dumps(self._entries).encode())
         self._dirty = False
 
     def tree_hash(self, directory: Path) -> str:
@@ -187,3 +184,93 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# --- durable writes: what a power loss cannot tear ---------------------------------------------
+
+RENAME_EXCHANGE = 2
+"""renameat2(2) flag: swap two paths atomically (Linux 3.15+, glibc 2.28+)."""
+AT_FDCWD = -100
+
+
+def fsync_path(path: Path) -> None:
+    """Flush one file's or directory's data and metadata to the disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def fsync_directory(directory: Path) -> None:
+    """The directory's entries (a rename into it) are on the disk."""
+    fsync_path(directory)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every regular file and directory under ``root`` (``root`` included), files first."""
+    directories: list[Path] = []
+    for parent, _, files in os.walk(root):
+        for name in files:
+            file = Path(parent) / name
+            if file.is_file() and not file.is_symlink():
+                fsync_path(file)
+        directories.append(Path(parent))
+    for directory in reversed(directories):
+        fsync_path(directory)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: written to a sibling, flushed, renamed, directory flushed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one step; False where the kernel or libc cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    )
+    status = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
+    if status == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(first))
+
+
+def replace_directory(staging: Path, destination: Path) -> None:
+    """Put ``staging`` at ``destination`` in one step: an existing ``destination`` is swapped out
+    atomically (renameat2 RENAME_EXCHANGE) and removed, so no reader ever finds it missing or
+    half-written. Where the exchange is unavailable, two renames leave a short window without
+    one."""
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    if _exchange(staging, destination):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the old content
+        return
+    old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
+    destination.rename(old)
+    staging.rename(destination)
+    shutil.rmtree(old, ignore_errors=True)

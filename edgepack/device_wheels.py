@@ -13,6 +13,7 @@ import base64
 import hashlib
 import importlib.metadata as metadata
 import re
+import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from typing import Final
 
 from edgepack import __version__
 from edgepack.backends.base import Requirement, Stage, StageContext
+from edgepack.cache import default_cache_root
 from edgepack.errors import BadInputError, ToolFailedError
 from edgepack.plan import Plan
-from edgepack.process import python_module_command, run_tool
+from edgepack.process import python_module_command
 from edgepack.resources import PACKAGED_FOLDERS, data_dir
+from edgepack.wheel_lock import lock_path, locked_download
 
 WHEELS_STAGE: Final = "wheels"
 PYTHON_VERSION = re.compile(r"^3\.(\d{1,2})$")
@@ -44,6 +47,8 @@ class DeviceWheels:
 
     pythons: list[str]
     wheelhouse: Path | None = None
+    cache_root: Path | None = None
+    """Where the download locks live (wheel_lock); the default cache when not given."""
 
 
 def check_device_pythons(versions: list[str], backend: str) -> list[str]:
@@ -88,6 +93,7 @@ def platform_tags(arch: str) -> list[str]:
 
 def wheels_stage(plan: Plan, wanted: DeviceWheels) -> Stage:
     pythons, wheelhouse = wanted.pythons, wanted.wheelhouse
+    cache_root = wanted.cache_root or default_cache_root()
     requirements = pinned_requirements()
     return Stage(
         name=WHEELS_STAGE,
@@ -100,14 +106,20 @@ def wheels_stage(plan: Plan, wanted: DeviceWheels) -> Stage:
             "wheelhouse": str(wheelhouse) if wheelhouse else None,
         },
         inputs=(),
-        run=lambda context: download_wheels(context, pythons, requirements, wheelhouse),
+        run=lambda context: download_wheels(context, pythons, requirements, wheelhouse, cache_root),
         requirements=(PIP,),
     )
 
 
 def download_wheels(
-    context: StageContext, pythons: list[str], requirements: list[str], wheelhouse: Path | None
+    context: StageContext,
+    pythons: list[str],
+    requirements: list[str],
+    wheelhouse: Path | None,
+    cache_root: Path,
 ) -> None:
+    """pip downloads the wheels; the first time their hashes are locked, later they are checked
+    (a wheel that changed upstream or in the wheelhouse is refused)."""
     arch = context.plan.target.arch
     source = ["--no-index", "--find-links", str(wheelhouse)] if wheelhouse else []
     for python in pythons:
@@ -115,11 +127,17 @@ def download_wheels(
         command = [
             *python_module_command("pip"), "download", "--quiet", "--disable-pip-version-check",
             "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
-            *platforms, "--dest", str(context.output_dir), *source, *requirements,
+            *platforms, *source,
         ]  # fmt: skip
+        parts = {"python": python, "arch": arch, "requirements": requirements}
+        lock = lock_path(cache_root, "device-wheels", parts)
         try:
-            run_tool(command, install_hint=PIP.install_hint, log=context.log)
+            locked_download(command, requirements, context.output_dir, lock, context.log,
+                            PIP.install_hint)  # fmt: skip
+            shutil.copyfile(lock, context.output_dir / f"requirements-{python}.lock")
         except ToolFailedError as error:
+            if "differs from the one recorded" in error.message:
+                raise
             raise ToolFailedError(
                 f"no complete set of wheels for CPython {python} on {arch}: {error.message}",
                 hint="check that every package has a wheel for that Python (onnxruntime-genai "

@@ -38,6 +38,9 @@ class ExitCode:
     REMOTE = 8
     QUALITY_GATE = 9
     REGRESSION = 10
+    DEVICE_FULL = 11
+    DEVICE_DENIED = 12
+    DEVICE_PROGRAM_MISSING = 13
     INTERRUPTED = 130
 
 
@@ -101,6 +104,30 @@ class RemoteError(EdgepackError):
     """A device could not be reached or refused an operation."""
 
     exit_code = ExitCode.REMOTE
+
+
+class DeviceFullError(RemoteError):
+    """The device's disk (or quota) ran out while writing."""
+
+    exit_code = ExitCode.DEVICE_FULL
+
+
+class DevicePermissionError(RemoteError):
+    """The device refused a write or a removal (EACCES, EPERM, a read-only file system)."""
+
+    exit_code = ExitCode.DEVICE_DENIED
+
+
+class DeviceProgramMissingError(RemoteError):
+    """A program a remote command needs is not installed on the device (exit status 127)."""
+
+    exit_code = ExitCode.DEVICE_PROGRAM_MISSING
+
+
+class InterruptError(EdgepackError):
+    """Ctrl-C or SIGTERM: the work stopped where it was, nothing half-done was made current."""
+
+    exit_code = ExitCode.INTERRUPTED
 
 
 class QualityGateError(EdgepackError):

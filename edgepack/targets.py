@@ -30,7 +30,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # TOML reads `inf` and `nan` as floats; no hardware number is either (an infinite bandwidth
+    # would plan infinite tok/s).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class GpuSpec(_Strict):

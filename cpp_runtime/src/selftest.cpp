@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <set>
 
 #include "edgepack/platform.hpp"
 #include "edgepack/sha256.hpp"
@@ -13,8 +14,30 @@ namespace {
 
 constexpr std::size_t kReportedMismatches = 5;
 
+// What a bundle file is instead of a regular file reached through real directories ("" if it is
+// one): a manifest path never leads through a symlink.
+std::string entry_problem(const std::string& bundle_dir, const std::string& relative) {
+  std::size_t end = 0;
+  while (true) {
+    end = relative.find('/', end);
+    const std::string prefix = bundle_dir + "/" + relative.substr(0, end);
+    struct stat info {};
+    if (lstat(prefix.c_str(), &info) != 0) return "missing";
+    if (S_ISLNK(info.st_mode)) return "a symlink (a bundle holds regular files only)";
+    if (end == std::string::npos) {
+      return S_ISREG(info.st_mode) ? "" : "not a regular file (a directory, FIFO, socket or device)";
+    }
+    if (!S_ISDIR(info.st_mode)) return "missing";
+    ++end;
+  }
+}
+
 std::string file_problem(const std::string& bundle_dir, const Json& record) {
   const std::string relative = record["path"].string();
+  const std::string unsafe = path_problem(relative);
+  if (!unsafe.empty()) return "unsafe path: " + unsafe;
+  const std::string kind = entry_problem(bundle_dir, relative);
+  if (!kind.empty()) return relative + ": " + kind;
   const std::string path = bundle_dir + "/" + relative;
   struct stat info {};
   if (stat(path.c_str(), &info) != 0) return relative + ": missing";
@@ -29,6 +52,29 @@ std::string file_problem(const std::string& bundle_dir, const Json& record) {
 
 }  // namespace
 
+std::string path_problem(const std::string& path) {
+  if (path.empty()) return "an empty path";
+  const std::string quoted = "'" + path + "'";
+  if (path[0] == '/') return quoted + " is absolute";
+  for (const char c : path) {
+    const auto code = static_cast<unsigned char>(c);
+    if (code < 0x20 || code == 0x7f || c == '\\') {
+      return quoted + " holds a backslash or a control character (NUL, newline)";
+    }
+  }
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t end = path.find('/', start);
+    const std::string part =
+        path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (part.empty() || part == "." || part == "..") {
+      return quoted + " has an empty, '.' or '..' component";
+    }
+    if (end == std::string::npos) return "";
+    start = end + 1;
+  }
+}
+
 std::string default_bundle_dir() { return executable_dir() + "/../.."; }
 
 Bundle read_bundle(const std::string& dir) {
@@ -39,9 +85,15 @@ Bundle read_bundle(const std::string& dir) {
 
 Check check_files(const Bundle& bundle) {
   std::vector<std::string> problems;
+  const std::string engine_dir = bundle.manifest["engine_dir"].string();
+  if (!path_problem(engine_dir).empty()) problems.push_back("engine_dir: " + path_problem(engine_dir));
   const Json::Array& files = bundle.manifest["files"].array();
+  std::set<std::string> seen;
   for (const Json& record : files) {
     std::string problem = file_problem(bundle.dir, record);
+    if (problem.empty() && !seen.insert(record["path"].string()).second) {
+      problem = record["path"].string() + ": listed twice";
+    }
     if (!problem.empty()) problems.push_back(problem);
   }
   std::string detail = std::to_string(files.size()) + " files match the manifest";

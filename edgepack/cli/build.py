@@ -117,8 +117,9 @@ def build(
         targets_dir,
     )
     plan.require_valid()
-    wheels = DeviceWheels(check_device_pythons(device_python or [], plan.backend), wheelhouse)
     cache_root = cache_dir or default_cache_root()
+    pythons = check_device_pythons(device_python or [], plan.backend)
+    wheels = DeviceWheels(pythons, wheelhouse, cache_root)
     runtime_build = runtime_choice(runtime, plan, cache_root)
     quiet = json_output
     with _Progress(quiet=quiet, verbose=verbose) as progress:

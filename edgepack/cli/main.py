@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -82,8 +87,19 @@ def _global_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
     ] = False,
+    insecure_host_keys: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-host-keys",
+            help="Honour StrictHostKeyChecking no from ssh_config: connect whatever a device's "
+            "host key (warned on every connection). Without it, no is checked as accept-new.",
+        ),
+    ] = False,
 ) -> None:
+    from edgepack.remote.host_keys import allow_insecure
+
     set_debug(debug)
+    allow_insecure(insecure_host_keys)
 
 
 def _report(error: EdgepackError) -> int:
@@ -97,22 +113,52 @@ def _report(error: EdgepackError) -> int:
     return error.exit_code
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a command the way Ctrl-C does (only the main thread can take signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted() -> int:
+    err_console.print("[bold red]interrupted[/]: stopped; nothing half-done was kept in use")
+    return ExitCode.INTERRUPTED
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the command line and return its exit status (tests call this).
 
-    Typer handles usage errors, ``--help`` and ``typer.Exit`` itself and ends with SystemExit;
-    edgepack's own errors come through here and become a message and their exit code.
+    Click's standalone mode is off, so nothing prints "Aborted!" or exits on its own: usage
+    errors are shown here, ``typer.Exit`` gives its code, Ctrl-C and SIGTERM exit 130 with one
+    line, and edgepack's own errors become a message and their exit code.
     """
     set_debug(False)
     try:
-        app(args=argv, prog_name="edgepack", standalone_mode=True)
+        with _sigterm_interrupts():
+            code = app(args=argv, prog_name="edgepack", standalone_mode=False)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else ExitCode.FAILURE
+    except typer.TyperException as error:  # usage errors, shown as Typer's standalone mode does
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(error)  # type: ignore[arg-type]
+        return error.exit_code
+    except typer.Abort:
+        return _interrupted()
     except EdgepackError as error:
         return _report(error)
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]")
-        return ExitCode.INTERRUPTED
+        return _interrupted()
     except Exception as error:  # an edgepack bug: say so, keep the traceback behind --debug
         if debugging():
             traceback.print_exc()
@@ -121,7 +167,9 @@ def run(argv: list[str] | None = None) -> int:
         )
         err_console.print(f"[dim]hint:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
         return ExitCode.FAILURE
-    return ExitCode.OK
+    if code == ExitCode.INTERRUPTED:  # Typer turned a KeyboardInterrupt into Exit(130)
+        return _interrupted()
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgepack.bench.local import BenchOptions
 from edgepack.bench.result import RunResult
+from edgepack.bench.state import STATE_DIR_ENV
 from edgepack.bundle import Manifest
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import Connector
@@ -57,8 +58,9 @@ def bench_remote(
     release_dir = current_release_dir(connector, facts)
     run_dir = posixpath.join(facts.root, "runs", uuid.uuid4().hex[:12])
     result_path = posixpath.join(run_dir, "result.json")
+    state = f"{STATE_DIR_ENV}={posixpath.join(facts.root, 'state')}"
     argv = [
-        device_python(connector, facts, python), "-m", "edgepack", "bench",
+        "env", state, device_python(connector, facts, python), "-m", "edgepack", "bench",
         "--bundle", release_dir, "--json-out", result_path,
         "--runs", str(options.runs), "--warmup", str(options.warmup),
         "--batch-size", str(options.batch_size), "--max-new-tokens", str(options.max_new_tokens),

@@ -9,16 +9,23 @@ into the script text.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from edgepack.errors import RemoteError
+from edgepack.errors import InterruptError, RemoteError
+from edgepack.remote.device_errors import (
+    WRITE_DIAGNOSIS,
+    command_error,
+    diagnosed_write_error,
+    os_error,
+    short_command,
+)
 
 ByteCallback = Callable[[int], None]
 """Called with the number of bytes just moved."""
@@ -44,6 +51,21 @@ class CommandResult:
     def error_line(self) -> str:
         lines = [line for line in self.stderr.splitlines() if line.strip()]
         return lines[-1].strip() if lines else f"exit status {self.status}"
+
+
+# Flushes files and directories to the device's disk: each directory argument with every file and
+# directory under it, each file argument itself. `sync FILE...` is fsync (coreutils 8.24+, busybox
+# 1.30+); where it takes no arguments, a plain `sync` flushes everything instead.
+SYNC_SCRIPT = """flush() {
+  if [ -d "$1" ]; then
+    find "$1" -type f -exec sync -- {} + && find "$1" -type d -exec sync -- {} +
+  else
+    sync -- "$1"
+  fi
+}
+for p; do
+  flush "$p" 2>/dev/null || { sync; exit 0; }
+done"""
 
 
 def shell(script: str, *args: str) -> list[str]:
@@ -100,13 +122,41 @@ class Connector(ABC):
         timeout: float | None = DEFAULT_TIMEOUT_S,
         check: bool = True,
     ) -> CommandResult:
+        self.check_aborted()
         result = self.execute(argv, stdin, timeout)
         if check and result.status != 0:
-            raise RemoteError(
-                f"{self.label}: `{_short(argv)}` failed: {result.error_line()}",
-                hint="rerun with --debug for the full command",
-            )
+            raise command_error(self.label, argv, result.status, result.stderr)
         return result
+
+    # --- stopping from another thread (Ctrl-C) ---------------------------------------------------
+    @property
+    def _stop(self) -> threading.Event:
+        return self.__dict__.setdefault("_stop_event", threading.Event())  # type: ignore[no-any-return]
+
+    def abort(self) -> None:
+        """Called from another thread: the transfer or command under way fails at once."""
+        self._stop.set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._stop.is_set()
+
+    def check_aborted(self) -> None:
+        if self.aborted:
+            raise InterruptError(f"{self.label}: stopped by an interrupt")
+
+    def write_failure(self, directory: str, what: str) -> RemoteError | None:
+        """Why writing into ``directory`` may have failed: a full disk, a refused directory, or
+        None when the device cannot say."""
+        result = self.run(shell(WRITE_DIAGNOSIS, directory + "/."), check=False)
+        if result.status != 0:
+            return None
+        return diagnosed_write_error(self.label, what, result.stdout, "unknown")
+
+    def flush(self, paths: Sequence[str]) -> None:
+        """Make ``paths`` (files, or directories with everything under them) durable."""
+        if paths:
+            self.run(shell(SYNC_SCRIPT, *paths), timeout=None)
 
     def sha256(self, directory: str, paths: Sequence[str]) -> dict[str, str]:
         """sha256 of each existing file of ``paths`` (relative to ``directory``), in one command."""
@@ -141,33 +191,51 @@ class Connector(ABC):
         return result.stdout.strip() or None if result.status == 0 else None
 
 
-def _short(argv: Sequence[str], limit: int = 120) -> str:
-    text = shlex.join(argv[:3] if argv[:2] == ["sh", "-c"] else argv)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class LocalConnector(Connector):
     """This machine, with a directory standing in for the device's deploy root."""
 
     def __init__(self, label: str = "local") -> None:
         self.label = label
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
 
     def execute(
         self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
     ) -> CommandResult:
         try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            message = f"{self.label}: `{_short(argv)}` timed out after {timeout} s"
-            raise RemoteError(message) from exc
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         except OSError as exc:
             raise RemoteError(f"{self.label}: cannot run {argv[0]}: {exc.strerror}") from exc
+        with self._lock:
+            self._running.add(process)
+        try:
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            process.kill()
+            process.communicate()
+            message = f"{self.label}: `{short_command(argv)}` timed out after {timeout} s"
+            raise RemoteError(message) from exc
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        self.check_aborted()
         return CommandResult(
             tuple(argv),
-            done.returncode,
-            done.stdout.decode(errors="replace"),
-            done.stderr.decode(errors="replace"),
+            process.returncode,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace"),
         )
+
+    def abort(self) -> None:
+        super().abort()
+        with self._lock:
+            for process in self._running:
+                process.kill()
 
     def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
         sent = 0
@@ -177,11 +245,15 @@ class LocalConnector(Connector):
                 target.seek(offset)
                 target.truncate()
                 while chunk := source.read(CHUNK):
+                    self.check_aborted()
                     target.write(chunk)
                     sent += len(chunk)
                     on_bytes(len(chunk))
         except OSError as exc:
-            raise RemoteError(f"{self.label}: writing {remote} failed: {exc.strerror}") from exc
+            what = f"writing {remote}"
+            raise os_error(self.label, what, exc) or RemoteError(
+                f"{self.label}: {what} failed: {exc.strerror}"
+            ) from exc
         return sent
 
     def get(self, remote: str, local: Path) -> None:
@@ -200,6 +272,7 @@ class LocalConnector(Connector):
         try:
             Path(source).replace(destination)
         except OSError as exc:
-            raise RemoteError(
-                f"{self.label}: renaming {source} to {destination} failed: {exc.strerror}"
+            what = f"renaming {source} to {destination}"
+            raise os_error(self.label, what, exc) or RemoteError(
+                f"{self.label}: {what} failed: {exc.strerror}"
             ) from exc

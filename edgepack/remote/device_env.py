@@ -4,7 +4,10 @@ Deploy picks, for each distribution the bundle carries, the wheel that fits the 
 and architecture, and unpacks them into a fresh venv (``python3 -m venv --without-pip``: neither
 pip nor network is needed on the device). Venvs live in ``<root>/venvs/<key>``, keyed by the
 chosen wheels and the Python version, so a re-deploy of the same wheels reuses the venv; the
-``venv`` link is switched atomically, before ``current``, so a failed install changes nothing.
+release records its venv in a sidecar link ``releases/<name>.venv -> ../venvs/<key>``; the
+``venv`` link is switched with ``current`` (deploy and rollback alike), so a release always runs
+with the venv it was deployed with, and a failed install changes nothing. Clean-up keeps every
+venv a kept release names.
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ for wheel in sys.argv[1:]:
                 os.chmod(target, 0o755)
 """
 
-# $1 root, $2 key, $3 python, $4 unpacker, then the wheels. Exit 4: the venv module is missing.
+# $1 root, $2 key, $3 python, $4 unpacker, $5 the release directory, then the wheels. Exit 4:
+# the venv module is missing. The venv is synced to the disk before the release names it.
 ENSURE_VENV = """set -e
-root=$1 key=$2 python=$3 unpack=$4
-shift 4
+root=$1 key=$2 python=$3 unpack=$4 release=$5
+shift 5
 target=$root/venvs/$key
 status=reused
 if [ ! -f "$target/.complete" ]; then
@@ -64,17 +68,27 @@ if [ ! -f "$target/.complete" ]; then
   "$python" -m venv --without-pip "$target.partial" >&2 || { rm -rf -- "$target.partial"; exit 4; }
   "$target.partial/bin/python" -c "$unpack" "$@" || { rm -rf -- "$target.partial"; exit 5; }
   : > "$target.partial/.complete"
+  { find "$target.partial" -type f -exec sync -- {} + &&
+    find "$target.partial" -type d -exec sync -- {} +; } 2>/dev/null || sync
   rm -rf -- "$target"
   mv -- "$target.partial" "$target"
 fi
-old=$(readlink -- "$root/venv" 2>/dev/null || true)
-ln -sfn -- "venvs/$key" "$root/venv.tmp-$key"
-mv -T -- "$root/venv.tmp-$key" "$root/venv"
-for dir in "$root"/venvs/*; do
-  case "venvs/${dir##*/}" in "venvs/$key" | "$old") ;; *) rm -rf -- "$dir" ;; esac
-done
+ln -sfn -- "../venvs/$key" "$release.venv.tmp"
+mv -T -- "$release.venv.tmp" "$release.venv"
+sync -- "$root/venvs" "${release%/*}" 2>/dev/null || sync
 echo "$status"
 """
+
+# Removes every venv under $1/venvs that neither the venv link nor a release's sidecar names.
+PRUNE_VENVS = """cd "$1" 2>/dev/null || exit 0
+[ -d venvs ] || exit 0
+keep=" $(readlink venv 2>/dev/null) "
+for link in releases/*.venv; do
+  [ -L "$link" ] && target=$(readlink "$link") && keep="$keep ${target#../} "
+done
+for dir in venvs/*; do
+  case "$keep" in *" $dir "*) ;; *) rm -rf -- "$dir" ;; esac
+done"""
 
 
 Glibc = tuple[int, int]
@@ -245,7 +259,7 @@ def ensure_venv(
     if dry_run:
         return VenvReport(path, facts.python_version or "", len(chosen), "planned")
     wheels = [posixpath.join(release_dir, wheel.path) for wheel in chosen]
-    script = shell(ENSURE_VENV, facts.root, key, facts.python, UNPACK_WHEELS, *wheels)
+    script = shell(ENSURE_VENV, facts.root, key, facts.python, UNPACK_WHEELS, release_dir, *wheels)
     result = connector.run(script, timeout=900, check=False)
     if result.status != 0:
         hint = (

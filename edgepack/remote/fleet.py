@@ -8,22 +8,34 @@ left pointing at a partial release.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from edgepack.bundle import Manifest
-from edgepack.errors import DEBUG_ENV, EdgepackError, ExitCode, RemoteError, debugging
+from edgepack.errors import (
+    DEBUG_ENV,
+    EdgepackError,
+    ExitCode,
+    InterruptError,
+    RemoteError,
+    debugging,
+)
 from edgepack.remote.connect import open_connector
+from edgepack.remote.connector import Connector
 from edgepack.remote.hosts import LOCAL, HostSpec, parse_host
 from edgepack.remote.sync import DeployOptions, DeployReport, deploy
 from edgepack.remote.sync_plan import DeployProgress
 from edgepack.targets import TargetRegistry
 
 MAX_PARALLEL = 16
+STOP_GRACE_S = 0.5
+"""After Ctrl-C, how long the hosts' threads get to notice before the process goes on without
+them (their connections are already closed; they are daemon threads)."""
 LAST_DEPLOY = "state/last-deploy.json"
 T = TypeVar("T")
 
@@ -45,22 +57,70 @@ class HostOutcome:
         return data
 
 
+class Stopper:
+    """The connections in use, so that Ctrl-C can close them all from the main thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[Connector] = set()
+        self.stopped = False
+
+    def track(self, connector: Connector) -> None:
+        with self._lock:
+            self._live.add(connector)
+            if self.stopped:
+                connector.abort()
+
+    def forget(self, connector: Connector) -> None:
+        with self._lock:
+            self._live.discard(connector)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for connector in self._live:
+                connector.abort()
+
+
 def on_each_host(
-    specs: list[HostSpec], work: Callable[[HostSpec], T]
+    specs: list[HostSpec],
+    work: Callable[[HostSpec], T],
+    on_interrupt: Callable[[], None] | None = None,
 ) -> list[tuple[HostSpec, T | EdgepackError]]:
-    """Run ``work`` for every host concurrently; an EdgepackError is that host's result."""
+    """Run ``work`` for every host concurrently; an EdgepackError is that host's result.
 
-    def guarded(spec: HostSpec) -> T | EdgepackError:
-        try:
-            return work(spec)
-        except EdgepackError as error:
-            return error
-        except Exception as error:  # one host's failure must not take the others down
-            return _host_failure(spec, error)
+    The hosts run in daemon threads the main thread waits for, so Ctrl-C (or SIGTERM) reaches it
+    at once: ``on_interrupt`` stops the work, the threads get a moment, KeyboardInterrupt goes on.
+    """
+    results: dict[int, T | EdgepackError] = {}
+    slots = threading.BoundedSemaphore(MAX_PARALLEL)
 
-    with ThreadPoolExecutor(max_workers=min(len(specs), MAX_PARALLEL)) as pool:
-        results = list(pool.map(guarded, specs))
-    return list(zip(specs, results, strict=True))
+    def guarded(index: int, spec: HostSpec) -> None:
+        with slots:
+            try:
+                results[index] = work(spec)
+            except EdgepackError as error:
+                results[index] = error
+            except Exception as error:  # one host's failure must not take the others down
+                results[index] = _host_failure(spec, error)
+
+    threads = [
+        threading.Thread(target=guarded, args=(i, spec), name=f"edgepack {spec.label}", daemon=True)
+        for i, spec in enumerate(specs)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        raise
+    return [(spec, results[i]) for i, spec in enumerate(specs)]
 
 
 def _host_failure(spec: HostSpec, error: Exception) -> EdgepackError:
@@ -87,13 +147,26 @@ def deploy_fleet(
     progress: DeployProgress,
     io_timeout: float = 30.0,
 ) -> list[HostOutcome]:
+    stopper = Stopper()
+    finished: list[str] = []
+
     def one(spec: HostSpec) -> DeployReport:
         with open_connector(spec, io_timeout) as connector:
-            host_options = replace(options, root=spec.root or options.root)
-            return deploy(connector, bundle_dir, manifest, host_options, registry, progress)
+            stopper.track(connector)
+            try:
+                host_options = replace(options, root=spec.root or options.root)
+                report = deploy(connector, bundle_dir, manifest, host_options, registry, progress)
+            finally:
+                stopper.forget(connector)
+            finished.append(spec.label)
+            return report
 
+    try:
+        results = on_each_host(specs, one, on_interrupt=stopper.stop)
+    except KeyboardInterrupt:
+        raise _interrupted(specs, finished) from None
     outcomes = []
-    for spec, result in on_each_host(specs, one):
+    for spec, result in results:
         if isinstance(result, EdgepackError):
             outcomes.append(
                 HostOutcome(spec.label, None, result.message, result.hint, result.exit_code)
@@ -101,6 +174,16 @@ def deploy_fleet(
         else:
             outcomes.append(HostOutcome(spec.label, result))
     return outcomes
+
+
+def _interrupted(specs: list[HostSpec], finished: list[str]) -> InterruptError:
+    stopped = [spec.label for spec in specs if spec.label not in finished]
+    done = f"; finished first: {', '.join(finished)}" if finished else ""
+    return InterruptError(
+        f"deploy interrupted: stopped on {', '.join(stopped)} before switching "
+        f"(`current` unchanged there, the partial release kept){done}",
+        hint="rerun the same command: the upload resumes where it stopped",
+    )
 
 
 def remember_deploy(cache_root: Path, specs: list[HostSpec], outcomes: list[HostOutcome]) -> None:

@@ -43,20 +43,30 @@ def parse_host(text: str) -> HostSpec:
         return _parse_url(text)
     user, _, rest = text.rpartition("@")
     host, _, root = rest.partition(":")
-    if not host:
-        raise BadInputError(f"host {text!r} has no host name")
-    return HostSpec("ssh", host, user=user or None, root=root or None)
+    return _checked(text, HostSpec("ssh", host, user=user or None, root=root or None))
 
 
 def _parse_url(text: str) -> HostSpec:
-    url = urllib.parse.urlsplit(text)
     try:
+        url = urllib.parse.urlsplit(text)
         port = url.port
     except ValueError as exc:
         raise BadInputError(f"host {text!r}: {exc}") from exc
-    if not url.hostname:
+    spec = HostSpec("ssh", url.hostname or "", user=url.username, port=port, root=url.path or None)
+    return _checked(text, spec)
+
+
+def _checked(text: str, spec: HostSpec) -> HostSpec:
+    """A host name and user are one word of printable characters, not an option."""
+    if not spec.host:
         raise BadInputError(f"host {text!r} has no host name")
-    return HostSpec("ssh", url.hostname, user=url.username, port=port, root=url.path or None)
+    for part in (spec.host, spec.user or ""):
+        if part.startswith("-") or any(c.isspace() or not c.isprintable() for c in part):
+            raise BadInputError(
+                f"host {text!r}: {part!r} is not a host or user name",
+                hint="names have no spaces or control characters and do not start with '-'",
+            )
+    return spec
 
 
 def read_inventory(path: Path) -> list[HostSpec]:

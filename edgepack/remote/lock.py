@@ -16,6 +16,7 @@ from typing import Any
 
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.device_errors import command_error
 from edgepack.remote.layout import LOCK
 
 _held_locks: set[str] = set()
@@ -28,11 +29,20 @@ class DeviceLock:
     released: bool = False
 
 
-# $1 the deploy root, $2 the lock, $3 the owner record; exits 3 when another holds the lock.
+# $1 the deploy root, $2 the lock, $3 the owner record; exits 3 when another holds the lock, and
+# then prints how many seconds ago the lock was made. The owner record is synced to the disk: after
+# a power loss a lock must still say whose it was.
 LOCK_SCRIPT = """mkdir -p -- "$1" || exit 1
-mkdir -- "$2" 2>/dev/null || exit 3
-printf '%s' "$3" > "$2/owner"
+if ! mkdir -- "$2" 2>/dev/null; then
+  echo $(( $(date +%s) - $(stat -c %Y -- "$2" 2>/dev/null || date +%s) ))
+  exit 3
+fi
+printf '%s' "$3" > "$2/owner" || exit 1
+sync -- "$2/owner" "$2" "$1" 2>/dev/null || sync
 """
+OWNERLESS_STALE_S = 5
+"""A lock with no readable owner record is one whose deploy died (a power loss) between making
+it and writing its record (microseconds apart), once it is this old."""
 
 
 @contextmanager
@@ -44,9 +54,13 @@ def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[D
     take = shell(LOCK_SCRIPT, root, lock.path, json.dumps(owner))
     result = connector.run(take, check=False)
     if result.status == 3:
-        _take_over_or_refuse(connector, lock.path, break_lock)
+        age = int(result.stdout.strip() or 0) if result.stdout.strip().lstrip("-").isdigit() else 0
+        _take_over_or_refuse(connector, lock.path, break_lock, age)
         result = connector.run(take, check=False)
     if result.status != 0:
+        error = command_error(connector.label, take, result.status, result.stderr)
+        if type(error) is not RemoteError:  # full, refused, missing: said as such
+            raise error
         raise RemoteError(f"{connector.label}: cannot take {lock.path}: {result.error_line()}")
     _held_locks.add(token)
     try:
@@ -57,10 +71,11 @@ def device_lock(connector: Connector, root: str, break_lock: bool) -> Iterator[D
             _release_quietly(connector, lock.path)
 
 
-def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool) -> None:
+def _take_over_or_refuse(connector: Connector, lock: str, break_lock: bool, age_s: int) -> None:
     data = connector.read_bytes(posixpath.join(lock, "owner"))
     owner = _parse_owner(data)
-    if not (break_lock or _is_stale(owner)):
+    ownerless = not owner and age_s >= OWNERLESS_STALE_S
+    if not (break_lock or ownerless or _is_stale(owner)):
         since = time.strftime("%H:%M:%S", time.localtime(float(owner.get("time", 0))))
         raise RemoteError(
             f"{connector.label}: another deploy holds {lock} (from {owner.get('host', '?')}, "

@@ -1,10 +1,9 @@
 """The SSH connector (paramiko, imported only when a host is actually contacted).
 
-It reads ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, UserKnownHostsFile,
-StrictHostKeyChecking, ConnectTimeout), authenticates with keys or the agent, checks host keys
-against known_hosts (``accept-new`` for first contact unless the config says otherwise; a changed
-key is always refused), retries the connection with backoff, and turns every paramiko and socket
-failure into a one-line RemoteError.
+It reads ``~/.ssh/config`` (HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout and the
+host key settings: StrictHostKeyChecking, UserKnownHostsFile, GlobalKnownHostsFile, HashKnownHosts,
+see ``host_keys``), authenticates with keys or the agent, retries the connection with backoff, and
+turns every paramiko and socket failure into a one-line RemoteError.
 """
 
 from __future__ import annotations
@@ -14,13 +13,22 @@ import os
 import shlex
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgepack.errors import RemoteError
-from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector
+from edgepack.errors import EdgepackError, InterruptError, RemoteError
+from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector, shell
+from edgepack.remote.device_errors import WRITE_DIAGNOSIS, diagnosed_write_error, os_error
+from edgepack.remote.host_keys import (
+    HostKeyPolicy,
+    effective_mode,
+    known_in,
+    load_known_hosts,
+    missing_key_policy,
+    policy_from_config,
+)
 from edgepack.remote.hosts import HostSpec, parse_host
 
 if TYPE_CHECKING:
@@ -42,8 +50,7 @@ class SshSettings:
     user: str | None
     identity_files: tuple[str, ...] = ()
     proxy_jump: tuple[str, ...] = ()
-    known_hosts: Path = field(default_factory=lambda: Path("~/.ssh/known_hosts").expanduser())
-    strict_host_keys: str = "accept-new"
+    host_keys: HostKeyPolicy = field(default_factory=lambda: policy_from_config({}))
     connect_timeout: float = 10.0
 
     @property
@@ -63,8 +70,6 @@ def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSett
     config = paramiko.SSHConfig.from_path(str(path)) if path.is_file() else paramiko.SSHConfig()
     entry: dict[str, Any] = dict(config.lookup(spec.host))
     jump = entry.get("proxyjump", "")
-    known = str(entry.get("userknownhostsfile", "~/.ssh/known_hosts")).split()[0]
-    strict = str(entry.get("stricthostkeychecking", "accept-new")).lower()
     return SshSettings(
         alias=spec.host,
         hostname=str(entry.get("hostname", spec.host)),
@@ -72,33 +77,9 @@ def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSett
         user=spec.user or entry.get("user"),
         identity_files=tuple(str(Path(f).expanduser()) for f in entry.get("identityfile", [])),
         proxy_jump=tuple(j for j in jump.split(",") if j and j.lower() != "none"),
-        known_hosts=Path(known).expanduser(),
-        strict_host_keys="yes" if strict in ("yes", "true") else "accept-new",
+        host_keys=policy_from_config(entry),
         connect_timeout=float(entry.get("connecttimeout", 10.0)),
     )
-
-
-def _accept_new_policy(settings: SshSettings) -> paramiko.MissingHostKeyPolicy:
-    """First contact: remember the key in known_hosts (StrictHostKeyChecking=accept-new)."""
-    import paramiko
-
-    class AcceptNew(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
-        def missing_host_key(
-            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-        ) -> None:
-            if settings.strict_host_keys == "yes":
-                raise RemoteError(
-                    f"{settings.alias}: host key is not in {settings.known_hosts} and "
-                    "StrictHostKeyChecking is yes",
-                    hint=f"check the key, then `ssh-keyscan -p {settings.port} "
-                    f"{settings.hostname} >> {settings.known_hosts}`",
-                )
-            client.get_host_keys().add(hostname, key.get_name(), key)
-            settings.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with settings.known_hosts.open("a", encoding="utf-8") as known:
-                known.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-
-    return AcceptNew()
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -120,12 +101,13 @@ def describe_failure(settings: SshSettings, error: BaseException) -> RemoteError
     if isinstance(error, RemoteError):
         return error
     if isinstance(error, paramiko.BadHostKeyException):
+        known = known_in(settings.host_keys, settings.host_key_name)
+        where_known = f"-f {shlex.quote(str(known))} " if known else ""
         return RemoteError(
             f"{where}: host key changed (was {error.expected_key.get_name()} "
             f"{error.expected_key.fingerprint}, now {error.key.fingerprint}); refusing to connect",
             hint="if the device was reinstalled, remove the old key: "
-            f"ssh-keygen -f {shlex.quote(str(settings.known_hosts))} "
-            f"-R {shlex.quote(settings.host_key_name)}",
+            f"ssh-keygen {where_known}-R {shlex.quote(settings.host_key_name)}",
         )
     if isinstance(error, paramiko.AuthenticationException):
         return RemoteError(
@@ -194,9 +176,14 @@ class SshConnector(Connector):
 
         settings = self.settings
         client = paramiko.SSHClient()
-        if settings.known_hosts.is_file():
-            client.load_host_keys(str(settings.known_hosts))
-        client.set_missing_host_key_policy(_accept_new_policy(settings))
+        mode = effective_mode(settings.host_keys, settings.alias)
+        if mode != "no":
+            load_known_hosts(client, settings.host_keys)
+        client.set_missing_host_key_policy(
+            missing_key_policy(
+                settings.host_keys, mode, settings.alias, settings.port, settings.hostname
+            )
+        )
         try:
             client.connect(
                 settings.hostname,
@@ -259,20 +246,53 @@ class SshConnector(Connector):
             self._sftp_client.get_channel().settimeout(self.io_timeout)
         return self._sftp_client
 
-    def _guard(self, what: str, action: Any, *args: Any) -> Any:
-        """Run a paramiko call; a failure becomes a one-line RemoteError naming ``what``."""
+    def abort(self) -> None:
+        """Close the connection under whatever is using it (Ctrl-C): a blocked SFTP write or
+        command fails at once instead of waiting for its window or the link's timeout."""
+        super().abort()
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._close_jumps()
+
+    def _alive(self) -> bool:
+        transport = self._client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _guard(self, what: str, action: Any, *args: Any, written: str | None = None) -> Any:
+        """Run a paramiko call; a failure becomes a one-line error naming ``what``: the device's
+        own refusal (full, denied, missing) where it is one, else a lost connection."""
         try:
             return action(*args)
-        except RemoteError:
+        except EdgepackError:
             raise
         except (OSError, EOFError, Exception) as error:
-            if isinstance(error, FileNotFoundError | PermissionError):
-                raise RemoteError(f"{self.label}: {what}: {error.strerror or error}") from error
+            if self.aborted:
+                raise InterruptError(f"{self.label}: stopped by an interrupt") from error
+            device = self._device_side(what, error, written)
+            if device is not None:
+                raise device from error
             base = describe_failure(self.settings, error)
             raise RemoteError(
                 f"{self.label}: {what}: connection lost ({base.message.split(': ', 1)[-1]})",
                 hint="rerun the command: transfers resume where they stopped",
             ) from error
+
+    def _device_side(
+        self, what: str, error: BaseException, written: str | None
+    ) -> RemoteError | None:
+        if not isinstance(error, OSError) or isinstance(error, TimeoutError | ConnectionError):
+            return None
+        known = os_error(self.label, what, error)
+        if known is not None or written is None or error.errno is not None or not self._alive():
+            return known
+        # SFTP status "Failure" (no errno): ask the device what the file system says.
+        try:
+            report = self._execute(
+                ["sh"], shlex.join(shell(WRITE_DIAGNOSIS, written)), None, self.io_timeout
+            )
+        except Exception:
+            return None
+        return diagnosed_write_error(self.label, what, report.stdout, str(error))
 
     # --- the transport's operations -------------------------------------------------------
     def execute(
@@ -295,7 +315,7 @@ class SshConnector(Connector):
             if stdin is not None:
                 channel.sendall(stdin)
             channel.shutdown_write()
-            stdout, stderr = _drain(channel, timeout)
+            stdout, stderr = _drain(channel, timeout, self.check_aborted)
             status = channel.recv_exit_status()
             if status == -1 and not transport.is_active():
                 raise ConnectionResetError("the SSH session ended before the command did")
@@ -309,7 +329,8 @@ class SshConnector(Connector):
             channel.close()
 
     def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
-        return self._guard(f"uploading {remote}", self._put, local, remote, offset, on_bytes)  # type: ignore[no-any-return]
+        what = f"uploading {remote}"
+        return self._guard(what, self._put, local, remote, offset, on_bytes, written=remote)  # type: ignore[no-any-return]
 
     def _put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
         sent = 0
@@ -320,9 +341,14 @@ class SshConnector(Connector):
             source.seek(offset)
             target.seek(offset)
             while chunk := source.read(CHUNK):
+                self.check_aborted()
                 target.write(chunk)
                 sent += len(chunk)
                 on_bytes(len(chunk))
+        # A pipelined write's error can go unreported (paramiko reads the replies lazily and a
+        # close does not look at them); the size the server ends with cannot lie.
+        if self._sftp.stat(remote).st_size != offset + sent:
+            raise OSError("a write was refused (the file is shorter than what was sent)")
         return sent
 
     def get(self, remote: str, local: Path) -> None:
@@ -356,12 +382,15 @@ def _jump_as_url(jump: str) -> str:
     return "ssh://" + jump
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes]:
+def _drain(
+    channel: paramiko.Channel, timeout: float | None, check_aborted: Callable[[], None]
+) -> tuple[bytes, bytes]:
     """Read stdout and stderr together (reading one to its end first can deadlock)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     stdout, stderr = bytearray(), bytearray()
     channel.settimeout(0.2)
     while True:
+        check_aborted()
         progressed = False
         while channel.recv_stderr_ready():
             stderr += channel.recv_stderr(CHUNK)

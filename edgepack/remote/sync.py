@@ -25,18 +25,33 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgepack.bundle import Manifest
-from edgepack.errors import RemoteError
+from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
 from edgepack.remote.detect import compatibility_problems
-from edgepack.remote.device_env import VenvReport, ensure_venv, glibc_problems, venv_problems
+from edgepack.remote.device_env import (
+    PRUNE_VENVS,
+    VENV_LINK,
+    VenvReport,
+    ensure_venv,
+    glibc_problems,
+    venv_problems,
+)
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
-from edgepack.remote.layout import CURRENT, PARTIAL, PREVIOUS, RELEASES
+from edgepack.remote.layout import (
+    CURRENT,
+    GENERATION,
+    PARTIAL,
+    PREVIOUS,
+    RELEASES,
+    under,
+)
 from edgepack.remote.lock import DeviceLock, device_lock
 from edgepack.remote.sync_plan import (
     Action,
     DeployPlan,
     DeployProgress,
+    FileStep,
     LocalBundle,
     RemoteState,
     make_plan,
@@ -117,12 +132,15 @@ def deploy(
             progress.phase(host, "no change")
             report = _report(plan, manifest, "no change", started)
             report.venv = _venv(connector, plan, manifest, facts, options)
+            if report.venv is not None:  # the venv link follows the release's own venv
+                switch_to(connector, plan.root, plan.release, plan.device)
             return report
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
         venv = _venv(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
-        previous = switch_to(connector, plan.root, plan.release, plan.device)
-        pruned = doomed_releases(after_switch(plan.device, plan.release, previous), options.keep)
+        previous = switch_to(connector, plan.root, plan.release, plan.device, plan.replaces)
+        after = after_switch(plan.device, plan.release, previous, plan.replaces)
+        pruned = doomed_releases(after, options.keep) + ([plan.replaces] if plan.replaces else [])
         finish(connector, plan.root, plan.release, pruned, lock)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
@@ -206,43 +224,73 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 
 # --- applying ---------------------------------------------------------------------------------
 
-# Arguments: paths to remove, then --mkdir and directories to make, then --link and (existing
-# file, new name) pairs to hard-link (or copy across file systems): one round trip.
-PREPARE_SCRIPT = """mode=rm
+# $1 the partial release, $2 "fresh" to start it anew; then --rm and paths to remove, --mkdir and
+# directories to make, --link and (existing file, new name) pairs to hard-link (or copy across file
+# systems), --check and the paths uploads will write: one round trip. Every path after $2 is
+# relative to $1 and checked to stay inside it (no symlink, no `..`) before anything is written or
+# removed; symlinks, FIFOs and devices found in a partial release are removed first.
+PREPARE_SCRIPT = """dir=$1
+[ "$2" = fresh ] && { rm -rf -- "$dir" || exit 1; }
+shift 2
+mkdir -p -- "$dir" || exit 1
+[ -L "$dir" ] && { echo "unsafe release directory $dir: a symlink" >&2; exit 9; }
+find "$dir" ! -type f ! -type d -exec rm -f -- {} + || exit 1
+inside() {
+  case /$1/ in
+    //* | *//* | */./* | */../*) echo "unsafe path $1" >&2; exit 9 ;;
+  esac
+  rest=$1 p=$dir
+  while :; do
+    p=$p/${rest%%/*}
+    [ -L "$p" ] && { echo "unsafe path $1: $p is a symlink" >&2; exit 9; }
+    case $rest in */*) rest=${rest#*/} ;; *) return 0 ;; esac
+    [ -e "$p" ] && [ ! -d "$p" ] && { echo "unsafe path $1: $p is not a directory" >&2; exit 9; }
+  done
+}
+mode=rm
 for a; do
   case "$mode:$a" in
     *:--mkdir) mode=mkdir ;;
     *:--link) mode=source ;;
-    rm:*) rm -rf -- "$a" || exit 1 ;;
-    mkdir:*) mkdir -p -- "$a" || exit 1 ;;
+    *:--check) mode=check ;;
+    rm:*) inside "$a"; rm -rf -- "$dir/$a" || exit 1 ;;
+    mkdir:*) inside "$a"; mkdir -p -- "$dir/$a" || exit 1 ;;
     source:*) source=$a; mode=target ;;
-    target:*) ln -f -- "$source" "$a" 2>/dev/null || cp -f -- "$source" "$a" || exit 1
+    target:*) inside "$a"
+      ln -f -- "$source" "$dir/$a" 2>/dev/null || cp -f -- "$source" "$dir/$a" || exit 1
       mode=source ;;
+    check:*) inside "$a" ;;
   esac
 done"""
+
+
+def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> None:
+    parents = {posixpath.dirname(step.path) for step in plan.steps} - {""}
+    connector.run(
+        shell(
+            PREPARE_SCRIPT,
+            plan.partial_dir,
+            "fresh" if plan.replaces else "",
+            *plan.strays,
+            "--mkdir",
+            *sorted(parents),
+            "--link",
+            *(arg for s in links for arg in (str(s.source), s.path)),
+            "--check",
+            *(s.path for s in plan.steps if s.bytes_to_send),
+        )
+    )
 
 
 def _apply(
     connector: Connector, plan: DeployPlan, bundle: LocalBundle, progress: DeployProgress
 ) -> int:
+    """Fill the partial release, verify it on the device, make it durable, rename it into place."""
     host, staging = plan.host, plan.partial_dir
-    if plan.state in ("current", "installed"):
-        # A complete release whose files no longer match: repair it as a partial one.
-        connector.rename(plan.final_dir, staging)
     links = [s for s in plan.steps if s.action == "link"]
     if links:
-        progress.phase(host, f"linking {len(links)} unchanged files from earlier releases")
-    parents = {posixpath.dirname(posixpath.join(staging, step.path)) for step in plan.steps}
-    connector.run(
-        shell(
-            PREPARE_SCRIPT,
-            *(posixpath.join(staging, path) for path in plan.strays),
-            "--mkdir",
-            *sorted(parents),
-            "--link",
-            *(arg for s in links for arg in (str(s.source), posixpath.join(staging, s.path))),
-        )
-    )
+        progress.phase(host, f"linking {len(links)} unchanged files")
+    _prepare(connector, plan, links)
     with _Verifier(connector, staging) as verifier:
         verifier.add([s.path for s in links])
         sent = _upload(connector, plan, bundle.directory, progress, verifier)
@@ -250,12 +298,16 @@ def _apply(
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
         digests = verifier.finish()
     _check_digests(connector, plan, digests)
+    # The sha256 check read the page cache: the bytes reach the disk before the name does.
+    progress.phase(host, "syncing the release to the device's disk")
+    connector.flush([staging])
     connector.rename(staging, plan.final_dir)
+    connector.flush([posixpath.dirname(plan.final_dir)])
     return sent
 
 
 def _mark_executables(connector: Connector, staging: str, manifest: Manifest) -> None:
-    executables = [posixpath.join(staging, r.path) for r in manifest.files if r.executable]
+    executables = [under(staging, r.path) for r in manifest.files if r.executable]
     if executables:
         connector.run(["chmod", "a+x", "--", *executables])
 
@@ -336,7 +388,7 @@ def _upload(
         if step.bytes_to_send:
             verb = "resuming" if step.action == "resume" else "uploading"
             progress.phase(plan.host, f"{verb} {step.path}")
-            remote = posixpath.join(plan.partial_dir, step.path)
+            remote = under(plan.partial_dir, step.path)
             connector.put(bundle_dir / step.path, remote, step.offset, moved)
             verifier.add([step.path])
     return done
@@ -346,7 +398,10 @@ def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, st
     unverified = [s for s in plan.steps if s.action != "keep"]
     bad = [s.path for s in unverified if digests.get(s.path) != s.sha256]
     if bad:
-        connector.remove_trees([posixpath.join(plan.partial_dir, path) for path in bad])
+        connector.remove_trees([under(plan.partial_dir, path) for path in bad])
+        full = connector.write_failure(plan.partial_dir, "after upload, sha256 differs")
+        if isinstance(full, DeviceFullError):
+            raise full
         raise RemoteError(
             f"{plan.host}: sha256 differs on the device after upload for {', '.join(bad)}; "
             "the bad copies were removed and current is unchanged",
@@ -355,32 +410,50 @@ def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, st
         )
 
 
-# Makes the new links under temporary names ($3: "" when previous stays as it is).
+# Makes the new links under temporary names ($3: "" when previous stays as it is); prints "venv"
+# when the release names a venv (its sidecar link), whose link then switches with current.
 LINKS_SCRIPT = """cd "$1" || exit 1
 [ -z "$3" ] || ln -sfn -- "releases/$3" "previous.tmp-$4" || exit 1
+if venv=$(readlink "releases/$2.venv" 2>/dev/null); then
+  ln -sfn -- "${venv#../}" "venv.tmp-$4" || exit 1
+  echo venv
+fi
 ln -sfn -- "releases/$2" "current.tmp-$4"
 """
 
-# Records the switch in the history, then removes what is no longer wanted (the lock last).
-FINISH_SCRIPT = """printf '%s\\n' "$2" >> "$1/history"
+# Makes the switch durable, records it in the history, then removes what is no longer wanted:
+# releases with their venv sidecars, the venvs no kept release names, the lock last.
+FINISH_SCRIPT = (
+    """sync -- "$1" 2>/dev/null || sync
+printf '%s\\n' "$2" >> "$1/history"
+root=$1
 shift 2
-rm -rf -- "$@"
+for doomed; do rm -rf -- "$doomed.venv" "$doomed"; done
+set -- "$root"
 """
+    + PRUNE_VENVS
+)
 
 
 def switch_to(
-    connector: Connector, root: str, release: str, state: RemoteState | None = None
+    connector: Connector,
+    root: str,
+    release: str,
+    state: RemoteState | None = None,
+    replacing: str | None = None,
 ) -> str | None:
-    """Make ``release`` current; the old current becomes previous. Returns the old current.
+    """Make ``release`` current; the old current becomes previous (unless it is ``replacing``,
+    a broken copy of the same release). Returns the old current.
 
     The history entry is written by ``finish`` (pass it the lock and what to prune).
     """
     state = state or read_state(connector, root)
     old = state.current_release
     token = uuid.uuid4().hex[:8]
-    previous = old if old and old != release else ""
-    connector.run(shell(LINKS_SCRIPT, root, release, previous, token))
-    links = [posixpath.join(root, name) for name in ([PREVIOUS] if previous else []) + [CURRENT]]
+    previous = old if old and old != release and old != replacing else ""
+    made = connector.run(shell(LINKS_SCRIPT, root, release, previous, token)).stdout.split()
+    names = ([PREVIOUS] if previous else []) + ([VENV_LINK] if "venv" in made else []) + [CURRENT]
+    links = [posixpath.join(root, name) for name in names]
     try:
         for link in links:
             connector.rename(f"{link}.tmp-{token}", link)
@@ -391,11 +464,15 @@ def switch_to(
     return old
 
 
-def after_switch(state: RemoteState, release: str, old: str | None) -> RemoteState:
+def after_switch(
+    state: RemoteState, release: str, old: str | None, replacing: str | None = None
+) -> RemoteState:
     """The deploy root's state once ``release`` became current (without asking the device)."""
-    releases = {n: t for n, t in state.releases.items() if n != release + PARTIAL}
+    renamed = release.partition(GENERATION)[0] + PARTIAL  # the partial became ``release``
+    releases = {n: t for n, t in state.releases.items() if n not in (replacing, renamed)}
     releases[release] = int(time.time())
-    previous = posixpath.join(RELEASES, old) if old and old != release else state.previous
+    moved = old is not None and old not in (release, replacing)
+    previous = posixpath.join(RELEASES, old) if old and moved else state.previous
     history = [*state.history, release]
     return RemoteState(posixpath.join(RELEASES, release), previous, releases, history)
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from edgepack.bundle import MANIFEST, Manifest
+from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
 from edgepack.cache import sha256_file
 from edgepack.remote.connector import Connector, shell
-from edgepack.remote.layout import PARTIAL, RELEASES
+from edgepack.remote.layout import GENERATION, PARTIAL, RELEASES, is_generation, under
 
 Action = Literal["keep", "link", "resume", "upload"]
 
@@ -33,6 +34,7 @@ class LocalBundle:
 
     @classmethod
     def of(cls, directory: Path, manifest: Manifest) -> LocalBundle:
+        check_manifest_paths(manifest)
         records = [(r.path, r.size, r.sha256) for r in manifest.files]
         own = directory / MANIFEST
         records.append((MANIFEST, own.stat().st_size, sha256_file(own)))
@@ -63,6 +65,7 @@ class DeployPlan:
     host: str
     root: str
     release: str
+    """The directory name under releases/ that becomes current."""
     state: Literal["current", "installed", "partial", "new"]
     """Where the release is now: the current one, complete but not current, partial, absent."""
     steps: list[FileStep]
@@ -70,6 +73,10 @@ class DeployPlan:
     current: str | None
     device: RemoteState
     """The deploy root as the plan found it."""
+    bundle_release: str = ""
+    """The bundle's short id (``release`` is it, or a repaired copy ``<id>~<token>``)."""
+    replaces: str | None = None
+    """A complete copy whose files no longer match: repaired beside it, removed after the switch."""
 
     @property
     def final_dir(self) -> str:
@@ -77,7 +84,7 @@ class DeployPlan:
 
     @property
     def partial_dir(self) -> str:
-        return self.final_dir + PARTIAL
+        return posixpath.join(self.root, RELEASES, (self.bundle_release or self.release) + PARTIAL)
 
     @property
     def files_change(self) -> bool:
@@ -117,17 +124,14 @@ STATE_SCRIPT = """cd "$1" 2>/dev/null || exit 0
 printf 'current=%s\\n' "$(readlink current)"
 printf 'previous=%s\\n' "$(readlink previous)"
 for d in releases/*; do
-  [ -d "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
+  [ -d "$d" ] && [ ! -L "$d" ] && printf 'release=%s %s\\n' "$(stat -c %Y "$d")" "${d#releases/}"
 done
 [ -f history ] && tail -n 200 history | sed 's/^/history=/'
 """
 
-# After the state: the files of releases/$2 (or its .partial), "size path" each, and the sha256 of
-# those whose size is the one stdin names for them ("size path" lines): the whole plan's view of
-# the device in one round trip.
-FILES_SCRIPT = """d=releases/$2
-[ -d "$d" ] || d=$d.partial
-cd "$d" 2>/dev/null || exit 0
+# The files of releases/$2, "size path" each, and the sha256 of those whose size is the one stdin
+# names for them ("size path" lines). Symlinks and other non-files are never part of a release.
+FILES_SCRIPT = """cd "$1/releases/$2" 2>/dev/null || exit 0
 find . -type f -exec stat -c "file=%s %n" {} +
 set --
 while read -r size path; do
@@ -168,37 +172,76 @@ def _read_device(
     return state, sizes, digests
 
 
+Where = Literal["current", "installed", "partial", "new"]
+
+
+def _where(state: RemoteState, release: str) -> tuple[Where, str | None]:
+    """Where the bundle's release is on the device, and the directory holding it."""
+    copies = [n for n in state.releases if is_generation(n, release)]
+    if state.current_release in copies:
+        return "current", state.current_release
+    if copies:
+        return "installed", max(copies, key=state.recency)
+    if release + PARTIAL in state.releases:
+        return "partial", release + PARTIAL
+    return "new", None
+
+
 def make_plan(
-    connector: Connector, bundle: LocalBundle, root: str, progress: DeployProgress
+    connector: Connector,
+    bundle: LocalBundle,
+    root: str,
+    progress: DeployProgress,
+    token: str = "",
 ) -> DeployPlan:
+    """What to do per file; a complete copy that no longer matches is repaired beside itself,
+    in a fresh partial named ``<id>~<token>`` once complete (``current`` never points at a
+    directory being changed)."""
     host = connector.label
     release = bundle.manifest.short_id
     progress.phase(host, "checking files on the device")
-    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
-    state, sizes, digests = _read_device(
-        connector, root, STATE_SCRIPT + FILES_SCRIPT, [release], expected
-    )
-    if state.current_release == release and release in state.releases:
-        where: Literal["current", "installed", "partial", "new"] = "current"
-    elif release in state.releases:
-        where = "installed"
-    else:
-        where = "partial" if release + PARTIAL in state.releases else "new"
-    directory = posixpath.join(root, RELEASES, release + (PARTIAL if where == "partial" else ""))
+    state = read_state(connector, root)
+    where, source = _where(state, release)
+    sizes, digests = _read_files(connector, root, source, bundle)
+    directory = posixpath.join(root, RELEASES, source or release + PARTIAL)
+    complete = where in ("current", "installed")
     wanted = {path for path, _, _ in bundle.files}
     elsewhere = _files_in_other_releases(connector, root, state, release)
     steps = []
     for path, size, digest in bundle.files:
         if digests.get(path) == digest:
             steps.append(FileStep(path, size, digest, "keep"))
-        elif _resumable(connector, bundle, directory, path, sizes.get(path, 0), size):
+        elif not complete and _resumable(
+            connector, bundle, directory, path, sizes.get(path, 0), size
+        ):
             steps.append(FileStep(path, size, digest, "resume", offset=sizes[path]))
         elif digest in elsewhere:
             steps.append(FileStep(path, size, digest, "link", source=elsewhere[digest]))
         else:
             steps.append(FileStep(path, size, digest, "upload"))
     strays = sorted(set(sizes) - wanted)
-    return DeployPlan(host, root, release, where, steps, strays, state.current_release, state)
+    plan = DeployPlan(host, root, source if complete and source else release, where, steps,
+                      strays, state.current_release, state, release)  # fmt: skip
+    if complete and source and plan.files_change:
+        # Repair: the good files are hard-linked from the broken copy into a fresh partial.
+        plan.steps = [
+            replace(s, action="link", source=under(directory, s.path)) if s.action == "keep" else s
+            for s in steps
+        ]
+        plan.strays, plan.replaces = [], source
+        plan.release = release + GENERATION + (token or uuid.uuid4().hex[:8])
+    return plan
+
+
+def _read_files(
+    connector: Connector, root: str, source: str | None, bundle: LocalBundle
+) -> tuple[dict[str, int], dict[str, str]]:
+    if source is None:
+        return {}, {}
+    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
+    _, sizes, digests = _read_device(connector, root, FILES_SCRIPT, [source], expected)
+    # A name the bundle could not hold (a newline, `..`) is no file of this release.
+    return {p: n for p, n in sizes.items() if path_problem(p) is None}, digests
 
 
 def _resumable(
@@ -226,16 +269,21 @@ def _files_in_other_releases(
 ) -> dict[str, str]:
     """sha256 → absolute path of a file with that content in a complete release (its manifest)."""
     found: dict[str, str] = {}
-    others = [n for n in state.releases if not n.endswith(PARTIAL) and n != release]
+    others = [
+        n for n in state.releases if not n.endswith(PARTIAL) and not is_generation(n, release)
+    ]
     for name in sorted(others, key=state.recency, reverse=True):
         directory = posixpath.join(root, RELEASES, name)
         data = connector.read_bytes(posixpath.join(directory, MANIFEST))
         if data is None:
             continue
         try:
-            records = json.loads(data)["files"]
-        except (ValueError, KeyError):
+            records = [(r["sha256"], r["path"]) for r in json.loads(data)["files"]]
+        except (ValueError, KeyError, TypeError):
             continue
-        for record in records:
-            found.setdefault(record["sha256"], posixpath.join(directory, record["path"]))
+        for digest, path in records:
+            # A link is verified by its sha256 after it is made; a path that leaves its release
+            # is never followed.
+            if isinstance(path, str) and isinstance(digest, str) and path_problem(path) is None:
+                found.setdefault(digest, under(directory, path))
     return found

@@ -20,12 +20,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
-from edgepack.bundle import Manifest, write_bundle
-from edgepack.cache import FileHashIndex
+from edgepack.bundle import ID_EXCLUDED_FIELDS, Manifest, write_bundle
+from edgepack.cache import FileHashIndex, content_key
 from edgepack.remote.ssh import SSH_CONFIG_ENV
 from tests.integration.arm64_device import DeviceRoot
 
@@ -108,6 +109,12 @@ class SshServer:
         self.host_key.with_suffix(".pub").unlink()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key))
 
+    def reinstall(self) -> None:
+        """Stopped, given a new host key, started again."""
+        self.stop()
+        self.new_host_key()
+        self.start()
+
 
 @dataclass
 class SshClientSide:
@@ -152,10 +159,11 @@ def make_client_side(directory: Path) -> SshClientSide:
     return SshClientSide(directory, key, directory / "known_hosts", config)
 
 
-def _sshd_config(server: SshServer) -> str:
+def _sshd_config(server: SshServer, extra: tuple[str, ...] = ()) -> str:
     inside = server.seen_by_sshd
     return "\n".join(
         [
+            *extra,
             f"ListenAddress {server.address}:{server.port}",
             f"HostKey {inside(server.host_key)}",
             f"PidFile {inside(server.directory / 'sshd.pid')}",
@@ -183,6 +191,7 @@ def start_sshd(
     port: int | None = None,
     netns: str | None = None,
     chroot: DeviceRoot | None = None,
+    extra_config: tuple[str, ...] = (),
 ) -> SshServer:
     """Start an sshd (inside ``netns`` and ``chroot`` if given) that accepts ``client``'s key as
     root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem."""
@@ -193,7 +202,7 @@ def start_sshd(
     server = SshServer(alias, address, port or free_port(), directory, netns, chroot)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
     shutil.copy(client.key.with_suffix(".pub"), directory / "authorized_keys")
-    (directory / "sshd_config").write_text(_sshd_config(server) + "\n")
+    (directory / "sshd_config").write_text(_sshd_config(server, extra_config) + "\n")
     server.start()
     client.add_alias(server)
     return server
@@ -377,6 +386,18 @@ def netns_factory() -> Iterator[Callable[[], NetnsDevice]]:
         device.destroy()
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(at: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``at`` (size limit, read-only...) for the test's duration."""
+    at.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(at)])
+    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
+    try:
+        yield at
+    finally:
+        subprocess.run(["umount", "-l", str(at)])
+
+
 def nft_available() -> bool:
     return shutil.which("nft") is not None
 
@@ -403,4 +424,42 @@ def make_bundle(
     )
     index = FileHashIndex(directory.parent / f"{directory.name}-hashes.json")
     write_bundle(directory, manifest, {"engine": source, "prompts.json": prompts}, index)
+    return directory
+
+
+HOSTILE_KINDS = ("../../x", "../../../x", "absolute", "symlink", "fifo")
+"""The hostile bundles of issue 11: manifests naming places outside the release, a symlinked file
+and a FIFO. Each one's bundle id is recomputed, as anyone can."""
+
+
+def make_hostile_bundle(directory: Path, kind: str, outside: Path) -> Path:
+    """A bundle whose manifest (sealed with a recomputed id) lists a file reached as ``kind``;
+    ``outside`` is a file beyond the bundle that a careless deploy reads or overwrites."""
+    make_bundle(directory, {"model.onnx": b"honest"})
+    payload = outside.read_bytes() if outside.exists() else b""
+    if kind == "absolute":
+        path = str(outside)
+    elif kind.startswith(".."):
+        # What the path reaches from the bundle holds the payload, so sizes and hashes match.
+        path = kind
+        reached = Path(os.path.normpath(directory / path))
+        reached.parent.mkdir(parents=True, exist_ok=True)
+        reached.write_bytes(payload)
+    elif kind == "symlink":
+        path = "engine/evil.bin"
+        (directory / path).symlink_to(outside)
+    else:
+        path = "engine/pipe"
+        os.mkfifo(directory / path)
+    raw = json.loads((directory / "manifest.json").read_text())
+    raw["files"].append(
+        {
+            "path": path,
+            "size": len(payload),
+            "sha256": sha256(payload).hexdigest(),
+            "executable": False,
+        }
+    )
+    raw["bundle_id"] = content_key({k: v for k, v in raw.items() if k not in ID_EXCLUDED_FIELDS})
+    (directory / "manifest.json").write_text(json.dumps(raw, indent=2))
     return directory

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,10 +20,13 @@ from edgepack.errors import ExitCode
 from edgepack.remote.connect import open_connector
 from edgepack.remote.hosts import parse_host
 from tests.integration.conftest import (
+    HOSTILE_KINDS,
     NetnsDevice,
     SshClientSide,
     SshServer,
     make_bundle,
+    make_hostile_bundle,
+    mounted_tmpfs,
     nft_available,
     require,
 )
@@ -126,9 +130,7 @@ def test_changed_host_key_is_refused_with_the_fix(
     server = sshd_factory("dev")
     open_connector(parse_host("dev")).close()  # first contact: accept-new records the key
     assert f"[127.0.0.1]:{server.port}" in ssh_client.known_hosts.read_text()
-    server.stop()
-    server.new_host_key()
-    server.start()
+    server.reinstall()
     capsys.readouterr()
     assert run(["targets", "detect", "dev"]) == ExitCode.REMOTE
     err = " ".join(capsys.readouterr().err.split())
@@ -168,11 +170,7 @@ def test_full_disk_refuses_and_leaves_current_untouched(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    root = tmp_path / "small-disk"
-    root.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(root)])
-    require(mounted.returncode == 0, "cannot mount a tmpfs (needs root and mount rights)")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "size=24m") as root:
         sshd_factory("dev")
         small = bundles("small", {"model.onnx": os.urandom(MB)})
         code, [first] = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(small))
@@ -185,8 +183,6 @@ def test_full_disk_refuses_and_leaves_current_untouched(
         assert "not enough disk" in refused["error"]
         assert current_of(root) == f"releases/{first['release']}"
         assert sorted(p.name for p in (root / "releases").iterdir()) == [first["release"]]
-    finally:
-        subprocess.run(["umount", "-l", str(root)])
 
 
 def _watch_partial(
@@ -277,3 +273,102 @@ def test_three_devices_at_once_one_dies_mid_way(
         root = tmp_path / f"root{index}"
         assert current_of(root) == f"releases/{outcomes[index]['release']}"
     assert current_of(tmp_path / "root1") is None
+
+
+def _partial_size(root: Path, name: str) -> int:
+    sizes = [p.stat().st_size for p in (root / "releases").glob(f"*.partial/engine/{name}")]
+    return max(sizes, default=0)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_mid_upload_stops_at_once_and_a_rerun_resumes(
+    signum: int,
+    sshd_factory: Callable[..., SshServer],
+    netns_factory: Callable[[], NetnsDevice],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real `edgepack deploy` process over a real sshd on a rate-limited link."""
+    device = netns_factory()
+    sshd_factory("slow", address=device.device_address, port=2222, netns=device.name)
+    device.limit_rate("16mbit")
+    root = tmp_path / "device-root"
+    first = bundles("first", {"model.onnx.data": b"old" * 1000})
+    code, [old] = deploy(capsys, "--host", "slow", "--root", str(root), "--bundle", str(first))
+    assert code == 0, old
+    size = 8 * MB
+    bundle = bundles("big", {"model.onnx.data": os.urandom(size)})
+    args = ["deploy", "--host", "slow", "--root", str(root), "--bundle", str(bundle)]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while _partial_size(root, "model.onnx.data") < MB and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signum)
+    sent_at = time.monotonic()
+    # The upload has stopped when the device's copy stops growing (a loaded machine may take a
+    # while longer to tear the process down; what is in flight still lands).
+    size_seen, last_growth = _partial_size(root, "model.onnx.data"), sent_at
+    deadline = sent_at + 60
+    while (
+        process.poll() is None or time.monotonic() < last_growth + 1
+    ) and time.monotonic() < deadline:
+        if (now := _partial_size(root, "model.onnx.data")) != size_seen:
+            size_seen, last_growth = now, time.monotonic()
+        time.sleep(0.01)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    assert last_growth - sent_at < 1.5, f"the upload went on {last_growth - sent_at:.1f} s"
+    assert "interrupted" in err and "Aborted" not in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    assert current_of(root) == f"releases/{old['release']}"
+    already = _partial_size(root, "model.onnx.data")
+    assert MB <= already < size
+
+    code, [resumed] = deploy(capsys, *args[1:])
+    assert code == 0, resumed
+    assert resumed["files"]["resume"] == 1
+    assert resumed["bytes_sent"] <= resumed["bytes_total"] - already
+    assert current_of(root) == f"releases/{resumed['release']}"
+    final = root / "current" / "engine" / "model.onnx.data"
+    assert final.read_bytes() == (bundle / "engine" / "model.onnx.data").read_bytes()
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_a_hostile_bundle_is_refused_over_ssh_and_nothing_leaves_the_release(
+    kind: str,
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sshd_factory("dev")
+    victim = tmp_path / "x"
+    victim.write_bytes(b"the user's own file")
+    bundle = make_hostile_bundle(tmp_path / "deep" / "er" / "bundle", kind, victim)
+    root = tmp_path / "device-root"
+    code, outcomes = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(bundle))
+    assert code == ExitCode.BUNDLE_INVALID, outcomes
+    assert not root.exists()
+    assert victim.read_bytes() == b"the user's own file"
+    strays = [p for p in tmp_path.rglob("x") if p != victim and "deep" not in p.parts]
+    assert strays == []
+
+
+def test_a_read_only_device_is_a_refusal_not_a_lost_connection(
+    sshd_factory: Callable[..., SshServer],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with mounted_tmpfs(tmp_path / "read-only", "ro,size=4m") as root:
+        sshd_factory("dev")
+        bundle = bundles("b", {"model.onnx": b"m"})
+        code, [refused] = deploy(capsys, "--host", f"dev:{root}/edgepack", "--bundle", str(bundle))
+        assert code == ExitCode.DEVICE_DENIED, refused
+        assert "the device refused" in refused["error"] and "Read-only" in refused["error"]
+        assert "connection lost" not in refused["error"] and "--root" in refused["hint"]

@@ -237,3 +237,29 @@ def test_failed_bundle_write_keeps_the_old_bundle(tmp_path: Path) -> None:
         write_bundle(bundle, _manifest(), {"engine": tmp_path / "does-not-exist"}, index)
     assert read_manifest(bundle).bundle_id == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_replacing_a_directory_never_leaves_it_missing(tmp_path: Path) -> None:
+    """Another process polling the destination during 300 replacements always finds one."""
+    import subprocess
+
+    from edgepack.cache import replace_directory
+
+    destination = tmp_path / "bundle"
+    destination.mkdir()
+    (destination / "manifest.json").write_text("0")
+    watch = 'while [ ! -f "$1/stop" ]; do [ -f "$1/bundle/manifest.json" ] || echo missing; done'
+    reader = subprocess.Popen(["sh", "-c", watch, "sh", str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        for generation in range(1, 301):
+            staging = tmp_path / f"staging-{generation}"
+            staging.mkdir()
+            (staging / "manifest.json").write_text(str(generation))
+            replace_directory(staging, destination)
+            assert not staging.exists()
+    finally:
+        (tmp_path / "stop").write_text("")
+        out, _ = reader.communicate(timeout=30)
+    assert (destination / "manifest.json").read_text() == "300"
+    assert out.decode().count("missing") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "stop"]

@@ -25,7 +25,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.sync import DeployOptions, DeployReport, SilentProgress, deploy
+from edgepack.remote.sync import DeployOptions, DeployReport, SilentProgress, deploy, rollback
 from edgepack.targets import TargetRegistry
 
 # Names as pip downloaded them for CPython 3.11 and 3.12 on x86_64.
@@ -151,12 +151,27 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def _pure_wheel(directory: Path, name: str) -> None:
+    """A minimal pure-Python wheel holding one module."""
+    dist_info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(directory / f"{name}-1.0-py3-none-any.whl", "w") as archive:
+        archive.writestr(f"{name}/__init__.py", f"NAME = {name!r}\n")
+        archive.writestr(f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\n")
+        archive.writestr(f"{dist_info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")
+
+
 def _wheel_bundle(
-    tmp_path: Path, pythons: list[str], broken_wheel: bool = False, future_glibc: bool = False
+    tmp_path: Path,
+    pythons: list[str],
+    broken_wheel: bool = False,
+    future_glibc: bool = False,
+    extra_wheel: str | None = None,
 ) -> Path:
-    """A sealed bundle whose wheels/ holds edgepack's own wheel (and one that is no zip, or one
-    for a glibc from the future)."""
+    """A sealed bundle whose wheels/ holds edgepack's own wheel (and one that is no zip, one for a
+    glibc from the future, or a pure one named ``extra_wheel``)."""
     wheels = write_edgepack_wheel(_mkdir(tmp_path / "wheel-src")).parent
+    if extra_wheel:
+        _pure_wheel(wheels, extra_wheel)
     if broken_wheel:
         (wheels / "broken-1.0-py3-none-any.whl").write_bytes(b"not a zip")
     for python in pythons if future_glibc else []:
@@ -251,3 +266,35 @@ def test_a_failed_install_leaves_current_where_it_was(
     assert (root / "current").readlink() == Path(f"releases/{first.release}")
     assert (root / "venv").readlink() == linked
     assert [p.name for p in (root / "venvs").iterdir()] == [linked.name]  # no .partial
+
+
+def test_rollback_switches_the_venv_with_its_release_and_cleanup_keeps_what_releases_use(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    python = gather_facts(LocalConnector(), str(tmp_path)).python_version or ""
+    minor = ".".join(python.split(".")[:2])
+    root = tmp_path / "device"
+    reports = {}
+    for name in ("alpha", "beta"):
+        bundle = _wheel_bundle(_mkdir(tmp_path / name), [minor], extra_wheel=name)
+        reports[name] = _deploy(bundle, root, registry)
+    venv_of = {
+        name: str((root / "releases" / f"{r.release}.venv").readlink()).removeprefix("../")
+        for name, r in reports.items()
+    }
+    assert venv_of["alpha"] != venv_of["beta"]
+    assert str((root / "venv").readlink()) == venv_of["beta"]
+    with LocalConnector() as device:
+        assert rollback(device, str(root)) == (reports["beta"].release, reports["alpha"].release)
+    assert str((root / "current").readlink()) == f"releases/{reports['alpha'].release}"
+    assert str((root / "venv").readlink()) == venv_of["alpha"]  # switched together
+    probe = [str(root / "venv" / "bin" / "python"), "-c", "import alpha; print(alpha.NAME)"]
+    assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "alpha"
+
+    gamma = _wheel_bundle(_mkdir(tmp_path / "gamma"), [minor], extra_wheel="gamma")
+    third = _deploy(gamma, root, registry, keep=1)
+    # beta is neither current (gamma) nor previous (alpha): it goes, and its venv with it.
+    assert reports["beta"].release in third.pruned
+    kept = sorted(p.name for p in (root / "venvs").iterdir())
+    gamma_venv = str((root / "venv").readlink()).removeprefix("venvs/")
+    assert kept == sorted([venv_of["alpha"].removeprefix("venvs/"), gamma_venv])

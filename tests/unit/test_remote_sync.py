@@ -120,8 +120,33 @@ def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: Targe
     repaired = _deploy(bundle, root, registry)
     assert repaired.status == "deployed"
     assert repaired.bytes_sent == 5000
-    assert _current(root) == f"releases/{first.release}"
+    # Repaired beside the broken copy, which goes once `current` has moved to the repaired one.
+    assert repaired.release.startswith(first.release + "~")
+    assert _current(root) == f"releases/{repaired.release}"
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [repaired.release]
     verify_bundle(root / "current")
+    assert _deploy(bundle, root, registry).status == "no change"
+
+
+class _FailingUploads(LocalConnector):
+    """A device whose uploads fail after the first chunk (the link going away)."""
+
+    def put(self, local: Path, remote: str, offset: int, on_bytes: object) -> int:
+        raise RemoteError(f"{self.label}: uploading {remote}: connection lost (test)")
+
+
+def test_a_failed_repair_never_leaves_current_pointing_at_nothing(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    first = _deploy(bundle, root, registry)
+    (root / "current" / "engine" / "weights.bin").write_bytes(b"bitrot")
+    manifest = verify_bundle(bundle)
+    with _FailingUploads() as device, pytest.raises(RemoteError, match="connection lost"):
+        deploy(device, bundle, manifest, DeployOptions(root=str(root)), registry, SilentProgress())
+    assert _current(root) == f"releases/{first.release}"
+    assert (root / "current" / "engine" / "cfg.json").read_bytes() == b"{}"
 
 
 def test_a_host_whose_work_escapes_with_a_network_error_reports_a_remote_failure() -> None:
@@ -162,3 +187,17 @@ def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry)
     deployed = tmp_path / "device" / "releases" / report.release / "runtime"
     assert os.access(deployed / "bin" / "tool", os.X_OK)
     assert not os.access(deployed / "notes.txt", os.X_OK)
+
+
+def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w"})
+    root = tmp_path / "dev"
+    (root / LOCK).mkdir(parents=True)
+    (root / LOCK / "owner").write_bytes(b"")  # the record's data never reached the disk
+    with pytest.raises(RemoteError, match="another deploy holds"):
+        _deploy(bundle, root, registry)  # just made: its owner may be writing the record now
+    os.utime(root / LOCK, (0, 0))
+    assert _deploy(bundle, root, registry).status == "deployed"
+    assert not (root / LOCK).exists()

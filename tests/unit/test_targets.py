@@ -204,6 +204,21 @@ INVALID = {
         [('engine_location = "host"', 'engine_location = "cloud"')],
         ["key 'build.engine_location'"],
     ),
+    "infinite bandwidth": (
+        "ada-sm89",
+        [("bandwidth_gbps = 960", "bandwidth_gbps = inf")],
+        ["key 'memory.bandwidth_gbps'", "finite"],
+    ),
+    "nan memory": (
+        "ada-sm89",
+        [("size_gb = 48", "size_gb = nan")],
+        ["key 'memory.size_gb'", "finite"],
+    ),
+    "negative infinite power": (
+        "ada-sm89",
+        [("max_w = 300", "max_w = -inf")],
+        ["key 'power.max_w'"],
+    ),
     "invalid TOML": (
         "ada-sm89",
         [("size_gb = 48", "size_gb = ")],

@@ -36,6 +36,9 @@ std::string default_bundle_dir();
 // Throws JsonError when the manifest is missing or malformed.
 Bundle read_bundle(const std::string& dir);
 
+// Why a manifest path is not a normalized relative POSIX path ("" when it is): the rule of
+// edgepack/bundle.py path_problem. check_files refuses such paths, symlinks and non-files.
+std::string path_problem(const std::string& path);
 Check check_files(const Bundle& bundle);
 Check check_arch(const Bundle& bundle, const char* target_name, const char* target_arch);
 

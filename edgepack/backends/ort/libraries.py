@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgepack.errors import BadInputError, ToolMissingError
-from edgepack.process import run_tool
 from edgepack.runtime.spec import host_arch
+from edgepack.wheel_lock import check_against_lock, lock_path, locked_download
 
 WHEEL_PLATFORM = "manylinux_2_28"
 """The manylinux tag of the onnxruntime(-genai) Linux wheels for x86_64 and aarch64."""
@@ -54,7 +54,7 @@ def ort_libraries(arch: str, cache_root: Path, log: Callable[[str], None]) -> Pa
         for member_prefix, name in ORT_LIBRARIES.values():
             shutil.copyfile(installed_file(member_prefix), partial / name)
     else:
-        wheels = download_wheels(versions, arch, cache_root / "wheels", log)
+        wheels = download_wheels(versions, arch, cache_root / "wheels", log, cache_root)
         for distribution, (member_prefix, name) in ORT_LIBRARIES.items():
             extract_member(wheels[distribution], member_prefix, partial / name)
     shutil.rmtree(directory, ignore_errors=True)
@@ -82,29 +82,33 @@ def wheel_platform(arch: str) -> str:
 
 
 def download_wheels(
-    versions: dict[str, str], arch: str, directory: Path, log: Callable[[str], None]
+    versions: dict[str, str],
+    arch: str,
+    directory: Path,
+    log: Callable[[str], None],
+    cache_root: Path,
 ) -> dict[str, Path]:
-    """The wheels of ``versions`` for Linux on ``arch`` (CPython of this interpreter)."""
+    """The wheels of ``versions`` for Linux on ``arch`` (CPython of this interpreter), their
+    hashes locked at first download and checked ever after (wheel_lock)."""
     directory.mkdir(parents=True, exist_ok=True)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lock = lock_path(cache_root, "ort-libraries", {"versions": versions, "arch": arch,
+                                                    "python": python})  # fmt: skip
     missing = [
         f"{name}=={version}"
         for name, version in versions.items()
         if _find_wheel(directory, name, version, arch) is None
     ]
     if missing:
-        python = f"{sys.version_info.major}.{sys.version_info.minor}"
         # fmt: off
         command = [
             sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
             "--platform", wheel_platform(arch), "--python-version", python,
-            "--dest", str(directory), *missing,
         ]
         # fmt: on
-        run_tool(
-            command,
-            install_hint="pip comes with Python; the wheels need network access to PyPI once",
-            log=log,
-        )
+        wanted = [f"{name}=={version}" for name, version in versions.items()]
+        hint = "pip comes with Python; the wheels need network access to PyPI once"
+        locked_download(command, wanted, directory, lock, log, hint)
     wheels = {}
     for name, version in versions.items():
         wheel = _find_wheel(directory, name, version, arch)
@@ -114,6 +118,7 @@ def download_wheels(
                 hint=f"check that PyPI has a {wheel_platform(arch)} wheel of that version",
             )
         wheels[name] = wheel
+    check_against_lock(list(wheels.values()), lock)
     return wheels
 
 

@@ -22,13 +22,16 @@ import numpy as np
 from edgepack.backends.trtrtx.decode import DecoderLayout, Feeds, greedy_decode
 from edgepack.bench.engine import GenerationSample
 from edgepack.bench.gpus import Gpu, require_supported_gpu
+from edgepack.bench.state import runner_state_file
+from edgepack.cache import write_durably
 from edgepack.errors import BadInputError, ToolFailedError, ToolMissingError
 from edgepack.quality.prompts import chat_ids
 
 ENGINE_FILE = "model.engine"
 LAYOUT_FILE = "trtrtx.json"
 RUNTIME_CACHE_FILE = "runtime.cache"
-"""TensorRT-RTX's just-in-time kernels, kept next to the engine across launches."""
+"""TensorRT-RTX's just-in-time kernels, kept across launches in the machine's state directory
+(never next to the engine: the bundle stays what was verified)."""
 INSTALL_HINT = "pip install 'edgepack[trtrtx]'"
 
 
@@ -48,7 +51,7 @@ class TrtRtxSession:
 
     def __init__(self, engine_dir: Path, trt: Any, cuda: Any) -> None:
         self._trt, self._cuda = trt, cuda
-        self._cache_path = engine_dir / RUNTIME_CACHE_FILE
+        self._cache_path = runner_state_file("trtrtx", engine_dir / ENGINE_FILE, RUNTIME_CACHE_FILE)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = runtime.deserialize_cuda_engine((engine_dir / ENGINE_FILE).read_bytes())
         if self._engine is None:
@@ -83,7 +86,7 @@ class TrtRtxSession:
 
     def save_runtime_cache(self) -> None:
         cache = self._runtime_config.get_runtime_cache()
-        self._cache_path.write_bytes(memoryview(cache.serialize()))
+        write_durably(self._cache_path, bytes(memoryview(cache.serialize())))
 
     def _output_names(self) -> list[str]:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
