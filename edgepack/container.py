@@ -400,6 +400,12 @@ def api_endpoints() -> list[str]:
 
 def api_client() -> object:
     """A ``docker.DockerClient`` of the first engine whose API answers (docker or podman)."""
+    if not any(_socket_present(endpoint) for endpoint in api_endpoints()):
+        raise ToolMissingError(
+            "no container engine answers: no API socket at "
+            + ", ".join(endpoint.removeprefix("unix://") for endpoint in api_endpoints()),
+            hint=API_HINT,
+        )
     try:
         import docker
     except ImportError as error:
@@ -420,6 +426,10 @@ def api_client() -> object:
     raise ToolMissingError(
         "no container engine answers on its API (" + "; ".join(reasons) + ")", hint=API_HINT
     )
+
+
+def _socket_present(endpoint: str) -> bool:
+    return not endpoint.startswith("unix://") or Path(endpoint[7:]).exists()
 
 
 def api_has_image(client: object, image: str) -> bool:

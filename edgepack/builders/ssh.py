@@ -34,21 +34,24 @@ cd -- "$job" || exit 125
 
 
 class SshBuilder:
-    def __init__(self, spec: HostSpec, logs_dir: Path, root: str | None = None) -> None:
+    def __init__(
+        self, spec: HostSpec, logs_dir: Path, root: str | None = None, io_timeout: float = 30.0
+    ) -> None:
         self.spec = spec
         self.logs_dir = logs_dir
         self.root = posixpath.join(spec.root or root or DEFAULT_ROOT, BUILDS)
+        self.io_timeout = io_timeout
 
     @property
     def name(self) -> str:
         return f"ssh:{self.spec.label}"
 
     def probe(self, tool: ToolSpec) -> ToolProbe:
-        with open_connector(self.spec) as connector:
+        with open_connector(self.spec, self.io_timeout) as connector:
             return probe_over(connector, tool)
 
     def run(self, job: BuildJob, output_dir: Path, log: Log) -> BuildOutcome:
-        with open_connector(self.spec) as connector:
+        with open_connector(self.spec, self.io_timeout) as connector:
             return self._run(connector, job, output_dir, log)
 
     def _run(self, connector: Connector, job: BuildJob, output_dir: Path, log: Log) -> BuildOutcome:

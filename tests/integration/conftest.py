@@ -152,7 +152,7 @@ def make_client_side(directory: Path) -> SshClientSide:
     return SshClientSide(directory, key, directory / "known_hosts", config)
 
 
-def _sshd_config(server: SshServer) -> str:
+def _sshd_config(server: SshServer, extra: tuple[str, ...] = ()) -> str:
     inside = server.seen_by_sshd
     return "\n".join(
         [
@@ -171,6 +171,7 @@ def _sshd_config(server: SshServer) -> str:
             "ClientAliveInterval 2",
             "ClientAliveCountMax 2",
             "LogLevel VERBOSE",
+            *extra,
         ]
     )
 
@@ -183,9 +184,11 @@ def start_sshd(
     port: int | None = None,
     netns: str | None = None,
     chroot: DeviceRoot | None = None,
+    extra_config: tuple[str, ...] = (),
 ) -> SshServer:
     """Start an sshd (inside ``netns`` and ``chroot`` if given) that accepts ``client``'s key as
-    root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem."""
+    root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem.
+    ``extra_config``: more sshd_config lines (``SetEnv`` for a stand-in host's programs)."""
     system_root = chroot.path if chroot else Path("/")
     # sshd's privilege separation directory
     (system_root / "run" / "sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -193,7 +196,7 @@ def start_sshd(
     server = SshServer(alias, address, port or free_port(), directory, netns, chroot)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(server.host_key))
     shutil.copy(client.key.with_suffix(".pub"), directory / "authorized_keys")
-    (directory / "sshd_config").write_text(_sshd_config(server) + "\n")
+    (directory / "sshd_config").write_text(_sshd_config(server, extra_config) + "\n")
     server.start()
     client.add_alias(server)
     return server
@@ -219,10 +222,13 @@ def sshd_factory(tmp_path: Path, ssh_client: SshClientSide) -> Iterator[Callable
         port: int | None = None,
         netns: str | None = None,
         chroot: DeviceRoot | None = None,
+        extra_config: tuple[str, ...] = (),
     ) -> SshServer:
         parent = chroot.path / "etc" / "edgepack-test" if chroot else tmp_path
         directory = parent / f"sshd-{alias}"
-        server = start_sshd(ssh_client, directory, alias, address, port, netns, chroot)
+        server = start_sshd(
+            ssh_client, directory, alias, address, port, netns, chroot, extra_config
+        )
         servers.append(server)
         return server
 
