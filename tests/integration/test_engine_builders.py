@@ -213,3 +213,20 @@ def test_a_build_host_without_trtllm_build_stops_the_build_before_any_work(
     assert "has no trtllm-build" in err and "1.3.0rc20" in err
     assert not (cache / "stages").exists() and not (tmp_path / "bundle").exists()
     assert time.monotonic() - started < 60
+
+
+def test_doctor_on_the_gpu_host_reports_its_gpu_and_tensorrt_llm(gpu_host: GpuHost) -> None:
+    import contextlib
+    import io
+
+    from edgepack.cli.main import run
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = run(["doctor", "--host", f"{gpu_host.alias}:{gpu_host.root}", "--json"])
+    assert code == 0
+    rows = {(r["where"], r["component"]): r for r in json.loads(out.getvalue())}
+    gpu = rows[(gpu_host.alias, "NVIDIA GPU")]
+    assert gpu["found"] and "RTX 6000 Ada" in gpu["detail"] and "SM89" in gpu["detail"]
+    assert rows[(gpu_host.alias, "TensorRT-LLM")]["detail"] == "1.2.1"
+    assert rows[(gpu_host.alias, "trtllm-build")]["found"] is True

@@ -154,3 +154,18 @@ def test_kv_fp8_on_a_7b_model_still_needs_the_flag(cli) -> None:  # type: ignore
     result = cli("plan", "--target", "ada-sm89", "--precision", "fp8", "--kv-cache-dtype", "fp8",
                  "--model", "qwen2.5-7b-instruct", "--builder", "ssh:gpu-box")  # fmt: skip
     assert result.code == 3 and "--allow-kv-quantization" in result.out
+
+
+def test_doctor_says_plainly_that_tensorrt_and_tensorrt_llm_are_missing(cli) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("tensorrt_llm") or importlib.util.find_spec("tensorrt"):
+        pytest.skip("TensorRT is installed on this machine")
+    result = cli("doctor", "--json")
+    assert result.code == 0, result.err
+    rows = {(row["where"], row["component"]): row for row in json.loads(result.out)}
+    for component in ("TensorRT", "TensorRT-LLM"):
+        row = rows[("here", component)]
+        assert row["found"] is False and row["detail"] == "not installed" and row["fix"]
+    assert rows[("here", "trtllm-build")]["found"] is False
