@@ -14,7 +14,7 @@ from edgepack.cli.output import console, print_json
 def doctor(
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Also check this host or device ([user@]host[:ROOT])."),
+        typer.Option("--host", help="Also check this host or device (\\[user@]host\\[:ROOT])."),
     ] = None,
     target: Annotated[
         str, typer.Option("--target", "-t", help="Whose toolchain versions to check.")

@@ -34,13 +34,6 @@ done"""
 
 
 @dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
 class Shipped:
     remote_dir: str
     bytes_sent: int
@@ -91,7 +84,7 @@ def ship_directory(
     return Shipped(remote_dir, sent, len(records))
 
 
-def list_remote(connector: Connector, directory: str) -> list[RemoteFile]:
+def list_remote(connector: Connector, directory: str) -> list[FileRecord]:
     """Every file under ``directory`` on the host with its size and sha256, computed there."""
     result = connector.run(shell(LIST_SCRIPT, directory), check=False, timeout=None)
     if result.status == 3:
@@ -101,12 +94,12 @@ def list_remote(connector: Connector, directory: str) -> list[RemoteFile]:
     files = []
     for line in result.stdout.splitlines():
         digest, size, path = line.split("  ", 2)
-        files.append(RemoteFile(path, int(size), digest))
+        files.append(FileRecord(path=path, size=int(size), sha256=digest))
     return files
 
 
 def fetch_verified(
-    connector: Connector, directory: str, files: list[RemoteFile], destination: Path
+    connector: Connector, directory: str, files: list[FileRecord], destination: Path
 ) -> None:
     """Download ``files`` of ``directory`` into ``destination``; each must hash as it did there."""
     bad = []

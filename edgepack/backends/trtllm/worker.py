@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgepack.backends.child import peak_rss_bytes, worker_main
 from edgepack.backends.trtllm.check import CHECK_PROMPT, check_checkpoint
-from edgepack.errors import EdgepackError, ToolFailedError
+from edgepack.errors import ToolFailedError
 from edgepack.quality.prompts import chat_ids
 
 CHECKPOINT_RECORD = "checkpoint.json"
@@ -206,12 +207,6 @@ def _copy_tokenizer(model_dir: Path, destination: Path) -> None:
             shutil.copyfile(model_dir / name, destination / name)
 
 
-def peak_rss_bytes() -> int:
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def run_job(job_path: Path) -> dict[str, Any]:
     job = json.loads(job_path.read_text(encoding="utf-8"))
     out = Path(job["output_dir"])
@@ -229,21 +224,16 @@ def run_job(job_path: Path) -> dict[str, Any]:
     return record
 
 
-def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m edgepack.backends.trtllm.worker JOB.json", file=sys.stderr)
-        return 2
-    try:
-        record = run_job(Path(argv[0]))
-    except EdgepackError as exc:
-        print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
-        return 1
+def _summary(record: dict[str, Any]) -> str:
     check = record["check"]["logits"]
-    print(
+    return (
         f"checkpoint done in {record['wall_s']:.1f} s: max |Δlogit| "
         f"{check['max_abs_logit_diff']:.3f}, top-1 {check['top1_agreement']}/{check['steps']}"
     )
-    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    return worker_main(argv, "edgepack.backends.trtllm.worker", run_job, _summary)
 
 
 if __name__ == "__main__":
