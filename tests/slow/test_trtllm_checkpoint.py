@@ -32,7 +32,9 @@ EXPECTED = {
 CALIBRATION = ("--calib-size", "2")
 """Two 64-token windows of the prompt set: enough for the scales, short enough for CI (AWQ's
 search runs the model once per candidate scale)."""
-EXTRA = {"int4_awq": ("--group-size", "64", "--calib-size", "1")}
+EXTRA = {"int4_awq": ("--group-size", "64", "--calib-size", "1"), "int8_sq": ()}
+"""int8_sq calibrates on the whole prompt set (SmoothQuant's per-channel peaks need it); AWQ's
+search is the costly one on a CPU (about two minutes of CPU for one window)."""
 
 
 def _require_stack() -> None:

@@ -60,6 +60,11 @@ source by design (0.76 on one down projection): its limit only catches a broken 
 logits decide. A planted ×100 scaling factor is ~99 off, outside every weight limit."""
 ACTIVATION_SCALE_RANGE = (0.02, 8.0)
 """The largest |input| of a linear over its scale's representable peak (448 FP8, 127 INT8)."""
+ACTIVATION_SCALE_HIGH = {"int8_sq": 64.0}
+"""SmoothQuant divides each input channel by its calibrated peak (ModelOpt's scale is then 1/127
+everywhere): a channel the calibration saw little of can exceed its peak many times on a new
+prompt (19× seen with two windows) while the output barely moves; a broken scale (×100) still
+falls below the range's low end."""
 ATTENTION = ("attention.qkv", "attention.dense")
 MLP = ("mlp.fc", "mlp.gate", "mlp.proj")
 
@@ -182,6 +187,7 @@ def _require(
             hint=hint,
         )
     low, high = ACTIVATION_SCALE_RANGE
+    high = ACTIVATION_SCALE_HIGH.get(precision, high)
     bad_scales = {name: r for name, r in ratios.items() if not low <= r <= high}
     if bad_scales:
         name = next(iter(bad_scales))
