@@ -36,6 +36,8 @@ class CheckpointModel:
     tensors: dict[str, Any]
     activation_peaks: dict[str, float] = field(default_factory=dict)
     """Largest |input| seen by each quantized linear (name → value), for the scale check."""
+    _dequantized: dict[str, Any] = field(default_factory=dict)
+    """Each weight dequantized once (a forward step would otherwise redo all of them)."""
 
     @classmethod
     def load(cls, directory: Path) -> CheckpointModel:
@@ -56,6 +58,12 @@ class CheckpointModel:
             raise ToolFailedError(f"the checkpoint has no tensor {name}")
         return self.tensors[name]
 
+    def float_tensor(self, name: str) -> Any:
+        """An unquantized tensor (embedding, norms, lm_head) in fp32, converted once."""
+        if name not in self._dequantized:
+            self._dequantized[name] = self.tensor(name).float()
+        return self._dequantized[name]
+
     # --- weights ---------------------------------------------------------------------------
     def effective_weight(self, prefix: str) -> Any:
         """The (out, in) fp32 matrix the engine multiplies by: dequantized, pre-quant scale
@@ -65,6 +73,11 @@ class CheckpointModel:
         return weight * pre.float().reshape(1, -1) if pre is not None else weight
 
     def dequantized_weight(self, prefix: str) -> Any:
+        if prefix not in self._dequantized:
+            self._dequantized[prefix] = self._dequantize(prefix)
+        return self._dequantized[prefix]
+
+    def _dequantize(self, prefix: str) -> Any:
         import torch
 
         raw = self.tensor(f"{prefix}.weight")
@@ -159,15 +172,17 @@ def forward(model: CheckpointModel, tokens: list[int], cache: KvCache) -> Any:
     config = model.config
     past = cache.keys[0].shape[1] if cache.keys else 0
     positions = torch.arange(past, past + len(tokens))
-    x = model.tensor("transformer.vocab_embedding.weight").float()[torch.tensor(tokens)]
+    x = model.float_tensor("transformer.vocab_embedding.weight")[torch.tensor(tokens)]
     rope = _rope_tables(config, positions)
     for layer in range(int(config["num_hidden_layers"])):
         x = _layer(model, layer, x, rope, cache, past)
-    x = _rms_norm(x, model.tensor("transformer.ln_f.weight"), float(config["norm_epsilon"]))
-    head = model.tensors.get("lm_head.weight")
-    if head is None:
-        head = model.tensor("transformer.vocab_embedding.weight")
-    return torch.nn.functional.linear(x, head.float())
+    x = _rms_norm(x, model.float_tensor("transformer.ln_f.weight"), float(config["norm_epsilon"]))
+    head = (
+        "lm_head.weight"
+        if "lm_head.weight" in model.tensors
+        else "transformer.vocab_embedding.weight"
+    )
+    return torch.nn.functional.linear(x, model.float_tensor(head))
 
 
 def _layer(
@@ -176,10 +191,10 @@ def _layer(
     config = model.config
     prefix = f"transformer.layers.{layer}"
     eps = float(config["norm_epsilon"])
-    normed = _rms_norm(x, model.tensor(f"{prefix}.input_layernorm.weight"), eps)
+    normed = _rms_norm(x, model.float_tensor(f"{prefix}.input_layernorm.weight"), eps)
     attended = _attention(model, prefix, layer, normed, rope, cache, past)
     x = x + model.linear(f"{prefix}.attention.dense", attended)
-    normed = _rms_norm(x, model.tensor(f"{prefix}.post_layernorm.weight"), eps)
+    normed = _rms_norm(x, model.float_tensor(f"{prefix}.post_layernorm.weight"), eps)
     gated = _silu(model.linear(f"{prefix}.mlp.fc", normed)) * model.linear(
         f"{prefix}.mlp.gate", normed
     )
@@ -236,7 +251,7 @@ def _kv_store(model: CheckpointModel, prefix: str, tensor: Any) -> Any:
 def _rms_norm(x: Any, weight: Any, eps: float) -> Any:
     import torch
 
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
 def _silu(x: Any) -> Any:
