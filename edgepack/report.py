@@ -549,9 +549,12 @@ def _runtime_figures(batch: str) -> list[tuple[str, str, Better, RunFigure]]:
             "higher",
             lambda r: _spread_cell(r.metrics.decode_tok_s_batched),
         ),
-        ("throughput, trtllm-bench (tok/s)", "tok/s", "higher", _bench_throughput),
+        (BENCH_ROW, "tok/s", "higher", _bench_throughput),
         ("peak RSS", "bytes", "lower", lambda r: Measure(float(r.metrics.peak_rss_bytes))),
     ]
+
+
+BENCH_ROW = "throughput, trtllm-bench (tok/s)"
 
 
 def _bench_throughput(run: RunResult) -> Cell:
@@ -561,10 +564,12 @@ def _bench_throughput(run: RunResult) -> Cell:
 
 
 def _runtime_rows(entries: Sequence[Entry]) -> list[Row]:
-    return [
+    rows = [
         _row("runtime", label, unit, [_run_cell(e, figure) for e in entries], better)
         for label, unit, better, figure in _runtime_figures(batch_label(entries))
     ]
+    # trtllm-bench's row only where a run has the figure (trtllm bundles)
+    return [r for r in rows if r.label != BENCH_ROW or any(c is not None for c in r.cells)]
 
 
 def _run_cell(entry: Entry, figure: RunFigure) -> Cell:

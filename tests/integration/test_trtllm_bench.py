@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from edgepack.errors import ExitCode
 from tests.conftest import prompt_subset, require_demo_stack
 from tests.integration.conftest import NetnsDevice, SshServer
 from tests.integration.gpu_host import GpuHost, start_gpu_host
-from tests.integration.test_engine_builders import build_over_ssh
 
 pytestmark = pytest.mark.integration
 NEW_TOKENS = 24
@@ -68,13 +68,23 @@ def deployed(
     session_cache: Path,
     sshd_factory: Callable[..., SshServer],
     netns_factory: Callable[[], NetnsDevice],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[GpuHost, Path, Path]:
-    """The fp16 trtllm bundle, built through the stand-in host and deployed to it."""
+    """The fp16 trtllm bundle, deployed to the stand-in host. Its engine is built with
+    --builder local and the fixture trtllm-build on this machine's PATH (test_engine_builders
+    covers --builder ssh): the checkpoint is not shipped a second time in the suite."""
     require_demo_stack()
     host = start_gpu_host(tmp_path, sshd_factory, netns_factory)
+    local_bin = tmp_path / "local-bin"
+    local_bin.mkdir()
+    (local_bin / "trtllm-build").symlink_to(host.directory / "bin" / "trtllm-build")
+    monkeypatch.setenv("PATH", f"{local_bin}:{os.environ['PATH']}")
+    monkeypatch.setenv("EDGEPACK_FIXTURE_STATE", str(host.state_file))
     bundle = tmp_path / "bundle"
-    code, _, err = build_over_ssh(host, bundle)
-    assert code == 0, err
+    code, out, err = _cli("build", "--target", "ada-sm89", "--precision", "fp16", "--model",
+                          "demo:smollm2-135m", "--builder", "local", "--output", str(bundle),
+                          "--json")  # fmt: skip
+    assert code == 0, out + err
     code, out, err = _cli("deploy", "--host", host.alias, "--root", str(host.root),
                           "--bundle", str(bundle), "--json")  # fmt: skip
     assert code == 0, out + err
