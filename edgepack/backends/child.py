@@ -11,6 +11,17 @@ from typing import Any
 
 from edgepack.errors import EdgepackError
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "config.json",
+)
+"""What a runner needs of a Hugging Face folder besides the weights: tokenizer, chat template,
+generation defaults, model config."""
+
 
 def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB

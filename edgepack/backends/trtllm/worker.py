@@ -20,21 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgepack.backends.child import peak_rss_bytes, worker_main
+from edgepack.backends.child import TOKENIZER_FILES, peak_rss_bytes, worker_main
 from edgepack.backends.trtllm.check import CHECK_PROMPT, check_checkpoint
 from edgepack.errors import ToolFailedError
 from edgepack.quality.prompts import chat_ids
 
 CHECKPOINT_RECORD = "checkpoint.json"
 TOKENIZER_DIR = "tokenizer"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-    "config.json",
-)
 KV_QUANTIZERS = "*[kv]_bmm_quantizer"
 TOKENS_FILE = "prompts.tokens.json"
 DTYPES = {"float16": "float16", "bfloat16": "bfloat16"}

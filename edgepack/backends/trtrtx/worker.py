@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.backends.child import peak_rss_bytes, worker_main
+from edgepack.backends.child import TOKENIZER_FILES, peak_rss_bytes, worker_main
 from edgepack.backends.trtrtx.decode import DecoderLayout, OrtKvSession, greedy_decode
 from edgepack.backends.trtrtx.runner import ENGINE_FILE, LAYOUT_FILE
 from edgepack.errors import ToolFailedError
@@ -32,14 +32,6 @@ from edgepack.resources import data_dir
 ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx.data"
 LOGITS = "logits"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-    "config.json",
-)
 Inputs = dict[str, Path]
 StageWork = Callable[[dict[str, Any], Inputs, Path], dict[str, Any]]
 
