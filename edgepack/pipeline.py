@@ -7,6 +7,7 @@ target profile. Change any of these and the stage runs again; change none and it
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -18,12 +19,13 @@ from edgepack import __version__
 from edgepack.backends import BACKENDS, Stage, StageContext
 from edgepack.bundle import ENGINE_DIR, PROMPTS_FILE, Manifest, write_bundle
 from edgepack.cache import CacheEntry, FileHashIndex, StageCache, content_key
-from edgepack.errors import ToolMissingError
+from edgepack.errors import BadInputError, ToolMissingError
 from edgepack.models import ModelSource
 from edgepack.plan import Plan
 from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
+    from edgepack.builders.job import EngineBuilder
     from edgepack.device_wheels import DeviceWheels
     from edgepack.runtime.spec import RuntimeBuild
 
@@ -47,10 +49,14 @@ class StageRun:
 
     def record(self) -> dict[str, Any]:
         """What the manifest keeps: no cache state or local paths, so the same inputs give the
-        same bundle id whether a stage ran or came from the cache."""
+        same bundle id whether a stage ran or came from the cache. A stage that writes
+        ``<stage>.json`` (its own record: checks, parsed tool logs) has it kept as ``details``."""
         data: dict[str, Any] = {"name": self.name, "key": self.key, "wall_s": self.wall_s}
         if self.repeat_wall_s:
             data["repeat"] = spread(self.repeat_wall_s)
+        details = self.output_dir / f"{self.name}.json"
+        if details.is_file():
+            data["details"] = json.loads(details.read_text(encoding="utf-8"))
         return data
 
 
@@ -102,10 +108,22 @@ def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
 
 
 def plan_stages(
-    plan: Plan, runtime: RuntimeBuild | None = None, wheels: DeviceWheels | None = None
+    plan: Plan,
+    runtime: RuntimeBuild | None = None,
+    wheels: DeviceWheels | None = None,
+    until: str | None = None,
 ) -> list[Stage]:
-    """The backend's stages, then the C++ runtime's and the device wheels' when asked for."""
+    """The backend's stages (up to ``until``), then the C++ runtime's and the device wheels'
+    when asked for (not with ``until``: such a bundle is an intermediate)."""
     stages = BACKENDS[plan.backend].stages(plan)
+    if until is not None:
+        names = [stage.name for stage in stages]
+        if until not in names:
+            raise BadInputError(
+                f"--until {until}: the {plan.backend} backend has no such stage",
+                hint=f"its stages: {', '.join(names)}",
+            )
+        return stages[: names.index(until) + 1]
     if runtime is not None and runtime.mode != "none":
         stages.append(BACKENDS[plan.backend].runtime_stage(plan, runtime))
     if wheels is not None and wheels.pythons:
@@ -126,11 +144,13 @@ def run_pipeline(
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
+    until: str | None = None,
+    builder: EngineBuilder | None = None,
 ) -> list[StageRun]:
     """Run (or reuse) every stage of the plan's backend in order."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = plan_stages(plan, runtime, wheels)
+    stages = plan_stages(plan, runtime, wheels, until)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -138,8 +158,8 @@ def run_pipeline(
     for stage in stages:
         key = stage_key(plan, stage, input_hashes)
         events.stage_started(stage.name, stage.description)
-        entry, hit = _produce(cache, key, stage, plan, input_dirs, events, force)
-        repeats = [_rebuild(cache, stage, plan, input_dirs, events) for _ in range(repeat)]
+        entry, hit = _produce(cache, key, stage, plan, input_dirs, events, force, builder)
+        repeats = [_rebuild(cache, stage, plan, input_dirs, events, builder) for _ in range(repeat)]
         run = StageRun(
             stage.name, key, hit, entry.wall_s, entry.output_dir, repeats, dict(stage.config)
         )
@@ -151,11 +171,16 @@ def run_pipeline(
 
 
 def _builder(
-    stage: Stage, plan: Plan, input_dirs: dict[str, Path], events: PipelineEvents
+    stage: Stage,
+    plan: Plan,
+    input_dirs: dict[str, Path],
+    events: PipelineEvents,
+    engine_builder: EngineBuilder | None = None,
 ) -> Callable[[Path], None]:
     def build(output_dir: Path) -> None:
         inputs = {name: input_dirs[name] for name in stage.inputs}
-        stage.run(StageContext(plan=plan, inputs=inputs, output_dir=output_dir, log=events.log))
+        context = StageContext(plan, inputs, output_dir, events.log, engine_builder)
+        stage.run(context)
 
     return build
 
@@ -168,19 +193,26 @@ def _produce(
     input_dirs: dict[str, Path],
     events: PipelineEvents,
     force: bool,
+    builder: EngineBuilder | None = None,
 ) -> tuple[CacheEntry, bool]:
     existing = None if force else cache.lookup(key)
     if existing is not None:
         return existing, True
     metadata = {"stage": stage.name, "backend": plan.backend, "config": dict(stage.config)}
-    entry = cache.produce(key, _builder(stage, plan, input_dirs, events), metadata, force=force)
+    build = _builder(stage, plan, input_dirs, events, builder)
+    entry = cache.produce(key, build, metadata, force=force)
     return entry, False
 
 
 def _rebuild(
-    cache: StageCache, stage: Stage, plan: Plan, input_dirs: dict[str, Path], events: PipelineEvents
+    cache: StageCache,
+    stage: Stage,
+    plan: Plan,
+    input_dirs: dict[str, Path],
+    events: PipelineEvents,
+    builder: EngineBuilder | None = None,
 ) -> float:
-    return cache.run_uncached(_builder(stage, plan, input_dirs, events))
+    return cache.run_uncached(_builder(stage, plan, input_dirs, events, builder))
 
 
 @dataclass(frozen=True)
@@ -205,6 +237,8 @@ def build_bundle(
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
+    until: str | None = None,
+    builder: EngineBuilder | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
@@ -220,6 +254,8 @@ def build_bundle(
         events=events,
         runtime=runtime,
         wheels=wheels,
+        until=until,
+        builder=builder,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(
@@ -237,7 +273,8 @@ def build_bundle(
             "precision": plan.precision,
             "kv_cache_dtype": plan.kv_cache_dtype,
             "limits": asdict(plan.limits),
-            "calibration": None,
+            "calibration": _calibration(runs),
+            "group_size": plan.group_size,
             "stage_config": {run.name: run.config for run in runs},
         },
         target={
@@ -251,6 +288,7 @@ def build_bundle(
             "edgepack": __version__,
             "python": sys.version.split()[0],
             **backend.tool_versions(),
+            **_engine_tool(plan, runs),
         },
         plan=plan.summary(),
         stages=[run.record() for run in runs],
@@ -259,6 +297,21 @@ def build_bundle(
     sealed = write_bundle(destination, manifest, contents, hashes, progress=events.log)
     hashes.save()
     return BuildResult(sealed, destination.resolve(), runs)
+
+
+def _calibration(runs: list[StageRun]) -> Any:
+    """The calibration set of the stage that quantized (its name, format and sha256)."""
+    return next((run.config["calibration"] for run in runs if run.config.get("calibration")), None)
+
+
+def _engine_tool(plan: Plan, runs: list[StageRun]) -> dict[str, str]:
+    """The engine tool's version and where it ran, for a plan built through a builder."""
+    tool = BACKENDS[plan.backend].engine_tool(plan.target)
+    if tool is None or plan.engine_tool_version is None:
+        return {}
+    if not any(run.name == "engine" for run in runs):
+        return {}
+    return {tool.program: plan.engine_tool_version, "engine_builder": str(plan.builder)}
 
 
 def bundle_folders(runs: list[StageRun]) -> dict[str, Path]:

@@ -102,6 +102,15 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     missing_tools: list[str] = field(default_factory=list)
     allow_kv_quantization: bool = False
+    group_size: int | None = None
+    """The quantization block (group) size the backend uses for this model; None: no blocks."""
+    builder: str | None = None
+    """Where the engine is built (``local``, ``container``, ``ssh:HOST``), for backends whose
+    engine is built where the GPU is."""
+    engine_tool_version: str | None = None
+    """The engine tool's version as the builder probed it (set by the build before any stage)."""
+    calib_dataset: str | None = None
+    calib_samples: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -141,6 +150,8 @@ class Plan:
                 "weight_bytes_read_per_step": self.weight_bytes_read_per_step,
                 "points": [asdict(point) for point in self.roofline],
             },
+            "group_size": self.group_size,
+            "builder": self.builder,
             "problems": self.problems,
             "warnings": self.warnings,
             "missing_tools": self.missing_tools,
@@ -156,6 +167,14 @@ class PlanRequest:
     kv_cache_dtype: str | None = None
     limits: Limits = Limits()
     allow_kv_quantization: bool = False
+    group_size: int | None = None
+    """--group-size: the block size to quantize in (the backend's preference when None)."""
+    builder: str | None = None
+    """--builder: where the engine is built (the default where None)."""
+    needs_engine: bool = True
+    """False for a build that stops before the engine (--until): no builder is needed."""
+    calib_dataset: str | None = None
+    calib_samples: int | None = None
 
 
 def _require_name(value: str, known: dict[str, Any], what: str, flag: str) -> None:
@@ -181,13 +200,15 @@ def make_plan(request: PlanRequest) -> Plan:
         *_precision_problems(target, backend, request.precision, bool(backend_reasons)),
         *_backend_problems(target, backend_name),
         *_kv_problems(target, backend, kv_dtype),
-        *_block_size_problems(spec, backend, request.precision),
+        *_block_size_problems(spec, backend, request.precision, request.group_size),
         *request.limits.problems(spec),
         *backend_reasons,
     ]
     warnings: list[str] = []
     _check_kv_quantization(request, kv_dtype, problems, warnings)
     warnings += backend.known_issues(target, request.precision)
+    group_size = _group_size(spec, backend, request, warnings)
+    builder = _builder(backend, request, problems, warnings)
 
     memory = _estimate_memory(request, backend, kv_dtype)
     problems += _memory_problems(target, memory, request)
@@ -209,7 +230,45 @@ def make_plan(request: PlanRequest) -> Plan:
         warnings=warnings,
         missing_tools=missing,
         allow_kv_quantization=request.allow_kv_quantization,
+        group_size=group_size,
+        builder=builder,
+        calib_dataset=request.calib_dataset,
+        calib_samples=request.calib_samples,
     )
+
+
+def _group_size(
+    spec: ModelSpec, backend: Backend, request: PlanRequest, warnings: list[str]
+) -> int | None:
+    choices = _block_choices(backend, request.precision, request.group_size)
+    chosen = fitting_block_size(choices, tuple(quantized_dims(spec).values()))
+    if chosen is not None and chosen != choices[0]:
+        dims = ", ".join(f"{name} {dim}" for name, dim in quantized_dims(spec).items())
+        warnings.append(
+            f"{request.precision} group size {chosen}: {choices[0]} does not divide "
+            f"{spec.name}'s {dims}"
+        )
+    return chosen
+
+
+def _builder(
+    backend: Backend, request: PlanRequest, problems: list[str], warnings: list[str]
+) -> str | None:
+    """Where the engine is built, for a backend that builds it where the GPU is."""
+    tool = backend.engine_tool(request.target)
+    if tool is None:
+        if request.builder is not None:
+            warnings.append(
+                f"--builder is not used: the {backend.name} backend builds its engine here"
+            )
+        return None
+    if not request.needs_engine:
+        return request.builder
+    from edgepack.builders.choice import plan_builder
+
+    builder, found = plan_builder(tool, request.builder)
+    problems += found
+    return builder
 
 
 def _precision_problems(
@@ -273,9 +332,20 @@ def block_size_for(spec: ModelSpec, backend: Backend, precision: str) -> int | N
     return fitting_block_size(backend.block_sizes(precision), tuple(quantized_dims(spec).values()))
 
 
-def _block_size_problems(spec: ModelSpec, backend: Backend, precision: str) -> list[str]:
+def _block_choices(backend: Backend, precision: str, requested: int | None) -> tuple[int, ...]:
     choices = backend.block_sizes(precision)
-    if not choices or block_size_for(spec, backend, precision) is not None:
+    return (requested,) if requested is not None and choices else choices
+
+
+def _block_size_problems(
+    spec: ModelSpec, backend: Backend, precision: str, requested: int | None = None
+) -> list[str]:
+    choices = _block_choices(backend, precision, requested)
+    if requested is not None and not backend.group_size_option:
+        return [f"--group-size is not used by the {backend.name} backend; it picks its own blocks"]
+    if requested is not None and not backend.block_sizes(precision):
+        return [f"--group-size is for block-quantized precisions; {precision} has no blocks"]
+    if not choices or fitting_block_size(choices, tuple(quantized_dims(spec).values())):
         return []
     dims = quantized_dims(spec)
     bad = {name: dim for name, dim in dims.items() if dim % min(choices)}
@@ -284,9 +354,10 @@ def _block_size_problems(spec: ModelSpec, backend: Backend, precision: str) -> l
     which = "which does not divide" if len(choices) == 1 else "none of which divides"
     dividing = [b for b in (16, 32, 64, 128) if all(d % b == 0 for d in dims.values())]
     alternatives = f"block sizes that divide it: {dividing}" if dividing else "no block size fits"
+    fix = f"; pass --group-size {dividing[-1]}" if dividing and backend.group_size_option else ""
     return [
         f"{precision} quantizes in blocks of {blocks} with {backend.name}, {which} "
-        f"{spec.name}'s {described}; {alternatives}"
+        f"{spec.name}'s {described}; {alternatives}{fix}"
     ]
 
 

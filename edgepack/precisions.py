@@ -63,6 +63,14 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
             block_size=32,
         ),
         WeightFormat(
+            "int4_wo",
+            _block_bits(4, 16, 128),
+            QualityClass.FOUR_BIT,
+            7.5,
+            "INT4 weight-only, round-to-nearest groups, fp16 scale per 128 weights (TensorRT-LLM)",
+            block_size=128,
+        ),
+        WeightFormat(
             "int4_awq",
             _block_bits(4, 16, 128),
             QualityClass.FOUR_BIT,

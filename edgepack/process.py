@@ -39,25 +39,15 @@ def run_tool(
     if shutil.which(program) is None:
         raise ToolMissingError(f"{program} is not installed or not on PATH", hint=install_hint)
     log("$ " + shlex.join(command))
-    merged_env = {**os.environ, **(env or {})}
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     output: list[str] = []
-    with subprocess.Popen(
-        list(command),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        env=merged_env,
-        cwd=cwd,
-    ) as process:
-        assert process.stdout is not None  # guaranteed by stdout=PIPE
-        for line in process.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            output.append(line)
-            log(line)
-        status = process.wait()
+
+    def keep(line: str) -> None:
+        tail.append(line)
+        output.append(line)
+        log(line)
+
+    status = _stream(command, keep, env, cwd)
     if status != 0:
         name = Path(program).name if program != sys.executable else shlex.join(command[:3])
         raise ToolFailedError(
@@ -65,3 +55,46 @@ def run_tool(
             hint="rerun with -v to see the whole output",
         )
     return "\n".join(output)
+
+
+def _stream(
+    command: Sequence[str],
+    on_line: Callable[[str], None],
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+) -> int:
+    """Run ``command`` with stderr merged into stdout, each line to ``on_line``; its status."""
+    with subprocess.Popen(
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    ) as process:
+        assert process.stdout is not None  # guaranteed by stdout=PIPE
+        for line in process.stdout:
+            on_line(line.rstrip("\n"))
+        return process.wait()
+
+
+def run_logged(
+    command: Sequence[str],
+    log_path: Path,
+    *,
+    log: Callable[[str], None] = lambda line: None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Run ``command`` with its whole output written to ``log_path`` (and each line to ``log``);
+    return its exit status. The caller explains a failure from the log."""
+    log("$ " + shlex.join(command))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as kept:
+
+        def keep(line: str) -> None:
+            kept.write(line + "\n")
+            log(line)
+
+        return _stream(command, keep, env, cwd)

@@ -105,6 +105,8 @@ class ToolchainSpec(_Strict):
     cmake_system_processor: str
     cuda: str | None = None
     tensorrt: str | None = None
+    tensorrt_llm: str | None = None
+    """The TensorRT-LLM release the target's engines are built with (its NGC image's tag)."""
     jetpack: str | None = None
     l4t: str | None = None
     embedded_target: str | None = None

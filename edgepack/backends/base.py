@@ -20,6 +20,7 @@ from edgepack.precisions import UNQUANTIZED_BYTES, WEIGHT_FORMATS
 
 if TYPE_CHECKING:
     from edgepack.bench.engine import BenchEngine
+    from edgepack.builders.job import EngineBuilder, ToolSpec
     from edgepack.models import ModelSpec
     from edgepack.plan import Plan
     from edgepack.runtime.spec import RuntimeBuild
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 EngineLoader = Callable[[], "BenchEngine[list[int]]"]
 
-StageName = Literal["quantize", "export", "engine", "runtime", "wheels"]
+StageName = Literal["checkpoint", "quantize", "export", "engine", "runtime", "wheels"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class StageContext:
     """``model`` (the HF folder) and the output directory of each earlier stage, by stage name."""
     output_dir: Path
     log: Callable[[str], None]
+    builder: EngineBuilder | None = None
+    """Where the engine stage runs its tool, for backends whose engine is built where the GPU
+    is (:meth:`Backend.engine_tool`)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class Backend(Protocol):
 
     def block_sizes(self, precision: str) -> tuple[int, ...]: ...
 
+    @property
+    def group_size_option(self) -> bool: ...
+
     def requirements(self) -> tuple[Requirement, ...]: ...
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
@@ -113,6 +120,8 @@ class Backend(Protocol):
     def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage: ...
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader: ...
+
+    def engine_tool(self, target: TargetProfile) -> ToolSpec | None: ...
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,8 @@ class BackendDescription:
     build_ram_factor: float
     """Host RAM needed to build, as a multiple of the model's FP16 parameter bytes."""
     needs: tuple[Requirement, ...] = field(default=())
+    group_size_option: bool = False
+    """Whether ``--group-size`` picks the block size this backend quantizes in."""
 
     def default_kv_dtype(self, precision: str) -> str:
         return "fp16"
@@ -190,6 +201,11 @@ class BackendDescription:
             f"the {self.name} runtime cannot be compiled here: it needs the backend's SDK",
             hint="build with --runtime none; `edgepack runtime render` writes its sources",
         )
+
+    def engine_tool(self, target: TargetProfile) -> ToolSpec | None:
+        """The program an engine builder runs for this backend (--builder); None where the
+        engine is built by edgepack's own stages on this machine."""
+        return None
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader:
         """How ``edgepack bench`` opens the engine on this machine; refuses where it cannot run."""

@@ -10,7 +10,9 @@ import typer
 from edgepack.cli.options import (
     AllowKvOption,
     BackendOption,
+    BuilderOption,
     CacheDirOption,
+    GroupSizeOption,
     JsonOption,
     KvDtypeOption,
     MaxBatchOption,
@@ -23,11 +25,18 @@ from edgepack.cli.options import (
     VerboseOption,
 )
 from edgepack.cli.output import console, human_bytes, print_json
-from edgepack.cli.plan import DEFAULT_MAX_BATCH, DEFAULT_MAX_INPUT, DEFAULT_MAX_SEQ, build_plan
+from edgepack.cli.plan import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_SEQ,
+    PlanOptions,
+    build_plan,
+)
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from edgepack.builders.job import EngineBuilder
     from edgepack.pipeline import BuildResult, PipelineEvents, StageRun
     from edgepack.plan import Plan
     from edgepack.runtime.spec import RuntimeBuild
@@ -89,6 +98,35 @@ def build(
             file_okay=False,
         ),
     ] = None,
+    builder: BuilderOption = None,
+    group_size: GroupSizeOption = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="STAGE",
+            help="Stop after this stage (e.g. checkpoint); the bundle holds its output.",
+            show_default=False,
+        ),
+    ] = None,
+    calib_dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--calib-dataset",
+            help="Calibrate the quantizers on this file (a prompt-set JSON or one text per line) "
+            "\\[default: the bundle's prompt set]; its sha256 goes into the manifest.",
+            show_default=False,
+        ),
+    ] = None,
+    calib_size: Annotated[
+        int | None,
+        typer.Option(
+            "--calib-size",
+            min=1,
+            help="Calibrate on at most this many windows of 64 tokens \\[default: all].",
+            show_default=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
     targets_dir: TargetsDirOption = None,
     verbose: VerboseOption = False,
@@ -115,11 +153,19 @@ def build(
         Limits(max_batch_size, max_input_len, max_seq_len),
         allow_kv_quantization,
         targets_dir,
+        PlanOptions(
+            builder=builder,
+            group_size=group_size,
+            needs_engine=until in (None, "engine"),
+            calib_dataset=str(calib_dataset) if calib_dataset else None,
+            calib_samples=calib_size,
+        ),
     )
     plan.require_valid()
     cache_root = cache_dir or default_cache_root()
     pythons = check_device_pythons(device_python or [], plan.backend)
     wheels = DeviceWheels(pythons, wheelhouse, cache_root)
+    plan, engine_builder = _engine_builder(plan, cache_root, until)
     runtime_build = runtime_choice(runtime, plan, cache_root)
     quiet = json_output
     with _Progress(quiet=quiet, verbose=verbose) as progress:
@@ -137,12 +183,32 @@ def build(
             events=progress.events(),
             runtime=runtime_build,
             wheels=wheels,
+            until=until,
+            builder=engine_builder,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:
         print_json(_result_data(result))
     else:
         _print_result(result)
+
+
+def _engine_builder(
+    plan: Plan, cache_root: Path, until: str | None
+) -> tuple[Plan, EngineBuilder | None]:
+    """The plan's engine builder, its tool probed where it will run (before any stage works);
+    the plan then carries the tool's version (part of the engine stage's key)."""
+    import dataclasses
+
+    from edgepack.backends import BACKENDS
+    from edgepack.builders import open_builder, require_tool
+
+    tool = BACKENDS[plan.backend].engine_tool(plan.target)
+    if tool is None or plan.builder is None or until not in (None, "engine"):
+        return plan, None
+    builder = open_builder(plan.builder, cache_root / "logs", image=tool.image)
+    probe = require_tool(builder, tool)
+    return dataclasses.replace(plan, engine_tool_version=probe.version), builder
 
 
 def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBuild:

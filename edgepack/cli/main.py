@@ -20,6 +20,7 @@ from edgepack.cli import bench as bench_cli
 from edgepack.cli import build as build_cli
 from edgepack.cli import bundle as bundle_cli
 from edgepack.cli import deploy as deploy_cli
+from edgepack.cli import doctor as doctor_cli
 from edgepack.cli import plan as plan_cli
 from edgepack.cli import report as report_cli
 from edgepack.cli import runtime as runtime_cli
@@ -42,6 +43,7 @@ app.command("bench")(bench_cli.bench)
 app.command("deploy")(deploy_cli.deploy)
 app.command("rollback")(deploy_cli.rollback)
 app.command("report")(report_cli.report)
+app.command("doctor")(doctor_cli.doctor)
 app.add_typer(targets_cli.app, name="targets")
 app.add_typer(runtime_cli.app, name="runtime")
 

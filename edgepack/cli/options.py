@@ -65,3 +65,23 @@ CacheDirOption = Annotated[
     ),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Stream the tools' output.")]
+BuilderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--builder",
+        help="Where the engine is built, for backends that build it on the GPU: local, "
+        "container (the toolchain's image) or ssh:HOST \\[default: local where the tool is "
+        "installed, else container where an engine has its image].",
+        show_default=False,
+    ),
+]
+GroupSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--group-size",
+        min=1,
+        help="Quantization group (block) size for int4_awq/int4_wo \\[default: 128, else 64 "
+        "where 128 does not divide the model].",
+        show_default=False,
+    ),
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ import typer
 from edgepack.cli.options import (
     AllowKvOption,
     BackendOption,
+    BuilderOption,
+    GroupSizeOption,
     JsonOption,
     KvDtypeOption,
     MaxBatchOption,
@@ -43,6 +46,8 @@ def plan(
     max_input_len: MaxInputOption = DEFAULT_MAX_INPUT,
     max_seq_len: MaxSeqOption = DEFAULT_MAX_SEQ,
     allow_kv_quantization: AllowKvOption = False,
+    builder: BuilderOption = None,
+    group_size: GroupSizeOption = None,
     targets_dir: TargetsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -61,6 +66,7 @@ def plan(
         Limits(max_batch_size, max_input_len, max_seq_len),
         allow_kv_quantization,
         targets_dir,
+        PlanOptions(builder=builder, group_size=group_size),
     )
     if json_output:
         print_json(result.summary())
@@ -68,6 +74,17 @@ def plan(
         print_plan(result)
     if not result.valid:
         raise typer.Exit(ExitCode.INVALID_PLAN)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The plan's options beyond target, model, precision and limits (plan and build)."""
+
+    builder: str | None = None
+    group_size: int | None = None
+    needs_engine: bool = True
+    calib_dataset: str | None = None
+    calib_samples: int | None = None
 
 
 def build_plan(
@@ -79,6 +96,7 @@ def build_plan(
     limits: Limits,
     allow_kv_quantization: bool,
     targets_dir: list[Path] | None,
+    options: PlanOptions | None = None,
 ) -> Plan:
     """Resolve the names of a command line into a plan (shared by plan and build)."""
     from edgepack.models import resolve_spec
@@ -94,6 +112,7 @@ def build_plan(
         kv_cache_dtype=kv_cache_dtype,
         limits=limits,
         allow_kv_quantization=allow_kv_quantization,
+        **vars(options or PlanOptions()),
     )
     return make_plan(request)
 
@@ -133,6 +152,8 @@ def print_plan(plan: Plan) -> None:
     )
     console.print(sizes)
     console.print(_roofline_table(plan))
+    if plan.builder:
+        console.print(f"engine builder: {plan.builder}", highlight=False)
     for problem in plan.problems:
         console.print(f"[bold red]problem:[/] {problem}", highlight=False)
     for warning in plan.warnings:

@@ -131,10 +131,12 @@ def _toolchain_problems(name: str, facts: DeviceFacts, registry: TargetRegistry)
     except BadInputError:
         return [f"bundle target {name} is not a known profile; cannot check its TensorRT version"]
     problems = []
-    if toolchain.tensorrt and not _same_release(toolchain.tensorrt, facts.tensorrt):
+    # TensorRT from the distribution's packages, or pip's (as TensorRT-LLM installs it)
+    tensorrt = facts.tensorrt or facts.packages.get("tensorrt")
+    if toolchain.tensorrt and not _same_release(toolchain.tensorrt, tensorrt):
         problems.append(
             f"bundle needs TensorRT {toolchain.tensorrt} (target {name}) but device "
-            f"{facts.host} has {facts.tensorrt or 'none'}"
+            f"{facts.host} has {tensorrt or 'none'}"
         )
     if toolchain.l4t and facts.device_model and not _same_release(toolchain.l4t, facts.l4t):
         problems.append(

@@ -67,7 +67,8 @@ if has python3; then
 import platform
 print("python_version=" + platform.python_version(), flush=True)
 import importlib.metadata as m  # Python 3.8+; an older one still reports its version
-names = ["onnxruntime", "onnxruntime-genai", "tensorrt", "tensorrt-edgellm", "edgepack"]
+names = ["onnxruntime", "onnxruntime-genai", "tensorrt", "tensorrt_llm", "tensorrt-edgellm",
+         "edgepack"]
 found = []
 for name in names:
     try:

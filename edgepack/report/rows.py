@@ -142,13 +142,26 @@ CHECKPOINT_DIR = "checkpoint/"
 
 def _has_checkpoint(entry: Entry) -> bool:
     files = entry.manifest.files if entry.manifest else []
-    return any(record.path.startswith(CHECKPOINT_DIR) for record in files)
+    in_bundle = any(record.path.startswith(CHECKPOINT_DIR) for record in files)
+    return in_bundle or _recorded_checkpoint_bytes(entry) is not None
+
+
+def _recorded_checkpoint_bytes(entry: Entry) -> float | None:
+    """A checkpoint stage's own record of its size (trtllm: the checkpoint stays in the cache,
+    the bundle carries the engine)."""
+    stages = entry.manifest.stages if entry.manifest else []
+    sizes = [stage.get("details", {}).get("checkpoint_bytes") for stage in stages]
+    known = [float(size) for size in sizes if isinstance(size, int | float)]
+    return sum(known) if known else None
 
 
 def _checkpoint_bytes(entry: Entry) -> Cell:
     if entry.manifest is None:
         return NO_BUNDLE
-    return _files_bytes(entry.manifest, CHECKPOINT_DIR) if _has_checkpoint(entry) else None
+    if any(record.path.startswith(CHECKPOINT_DIR) for record in entry.manifest.files):
+        return _files_bytes(entry.manifest, CHECKPOINT_DIR)
+    recorded = _recorded_checkpoint_bytes(entry)
+    return Measure(recorded) if recorded is not None else None
 
 
 def _plan_bytes_read(entry: Entry) -> Cell:
@@ -210,15 +223,27 @@ def _runtime_figures(batch: str) -> list[tuple[str, str, Better, RunFigure]]:
             "higher",
             lambda r: spread_cell(r.metrics.decode_tok_s_batched),
         ),
+        (BENCH_ROW, "tok/s", "higher", _bench_throughput),
         ("peak RSS", "bytes", "lower", lambda r: Measure(float(r.metrics.peak_rss_bytes))),
     ]
 
 
+BENCH_ROW = "throughput, trtllm-bench (tok/s)"
+
+
+def _bench_throughput(run: RunResult) -> Cell:
+    """trtllm-bench's total output throughput at the bench's batch (trtllm bundles only)."""
+    value = (run.raw.get("trtllm_bench") or {}).get("system_output_throughput_tok_s")
+    return Measure(float(value)) if isinstance(value, int | float) else None
+
+
 def runtime_rows(entries: Sequence[Entry]) -> list[Row]:
-    return [
+    rows = [
         row("runtime", label, unit, [_run_cell(e, figure) for e in entries], better)
         for label, unit, better, figure in _runtime_figures(batch_label(entries))
     ]
+    # trtllm-bench's row only where a run has the figure (trtllm bundles)
+    return [r for r in rows if r.label != BENCH_ROW or any(c is not None for c in r.cells)]
 
 
 def _run_cell(entry: Entry, figure: RunFigure) -> Cell:

@@ -179,6 +179,7 @@ def _sshd_config(server: SshServer, extra: tuple[str, ...] = ()) -> str:
             "ClientAliveInterval 2",
             "ClientAliveCountMax 2",
             "LogLevel VERBOSE",
+            *extra,
         ]
     )
 
@@ -194,7 +195,8 @@ def start_sshd(
     extra_config: tuple[str, ...] = (),
 ) -> SshServer:
     """Start an sshd (inside ``netns`` and ``chroot`` if given) that accepts ``client``'s key as
-    root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem."""
+    root. In a ``chroot``, ``directory`` must lie inside the device's root filesystem.
+    ``extra_config``: more sshd_config lines (``SetEnv`` for a stand-in host's programs)."""
     system_root = chroot.path if chroot else Path("/")
     # sshd's privilege separation directory
     (system_root / "run" / "sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -228,10 +230,13 @@ def sshd_factory(tmp_path: Path, ssh_client: SshClientSide) -> Iterator[Callable
         port: int | None = None,
         netns: str | None = None,
         chroot: DeviceRoot | None = None,
+        extra_config: tuple[str, ...] = (),
     ) -> SshServer:
         parent = chroot.path / "etc" / "edgepack-test" if chroot else tmp_path
         directory = parent / f"sshd-{alias}"
-        server = start_sshd(ssh_client, directory, alias, address, port, netns, chroot)
+        server = start_sshd(
+            ssh_client, directory, alias, address, port, netns, chroot, extra_config
+        )
         servers.append(server)
         return server
 

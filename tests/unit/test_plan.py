@@ -37,6 +37,9 @@ def plan_for(registry):
     def make(target, model, precision, **options):
         spec = model if isinstance(model, ModelSpec) else load_card(model)
         profile = target if not isinstance(target, str) else registry.get(target)
+        if (options.get("backend") or profile.backends.default) == "trtllm":
+            # a GPU host named for the engine build (not contacted at plan time)
+            options.setdefault("builder", "ssh:gpu-box")
         return make_plan(PlanRequest(target=profile, model=spec, precision=precision, **options))
 
     return make

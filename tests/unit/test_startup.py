@@ -30,7 +30,18 @@ def test_import_loads_no_pydantic_and_no_heavy_library() -> None:
     "argv",
     [
         ["--help"],
-        ["plan", "-t", "ada-sm89", "-m", "qwen2.5-7b-instruct", "-p", "fp8", "--json"],
+        [
+            "plan",
+            "-t",
+            "ada-sm89",
+            "-m",
+            "qwen2.5-7b-instruct",
+            "-p",
+            "fp8",
+            "--json",
+            "--builder",
+            "ssh:gpu-box",
+        ],
         ["targets", "list", "--json"],
     ],
 )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import resource
 import shutil
 import sys
 import time
@@ -23,23 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.backends.child import TOKENIZER_FILES, peak_rss_bytes, worker_main
 from edgepack.backends.trtrtx.decode import DecoderLayout, OrtKvSession, greedy_decode
 from edgepack.backends.trtrtx.runner import ENGINE_FILE, LAYOUT_FILE
-from edgepack.errors import EdgepackError, ToolFailedError
+from edgepack.errors import ToolFailedError
 from edgepack.quality.prompts import chat_ids
 from edgepack.resources import data_dir
 
 ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx.data"
 LOGITS = "logits"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-    "config.json",
-)
 Inputs = dict[str, Path]
 StageWork = Callable[[dict[str, Any], Inputs, Path], dict[str, Any]]
 
@@ -545,10 +537,6 @@ class _TrtLogger:
 STAGES: dict[str, StageWork] = {"export": export, "quantize": quantize, "engine": engine}
 
 
-def peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
-
-
 def run_job(job_path: Path) -> dict[str, Any]:
     job = json.loads(job_path.read_text(encoding="utf-8"))
     stage, out = job["stage"], Path(job["output_dir"])
@@ -566,18 +554,13 @@ def run_job(job_path: Path) -> dict[str, Any]:
     return record
 
 
-def main(argv: Sequence[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m edgepack.backends.trtrtx.worker JOB.json", file=sys.stderr)
-        return 2
-    try:
-        record = run_job(Path(argv[0]))
-    except EdgepackError as exc:
-        print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
-        return 1
+def _summary(record: dict[str, Any]) -> str:
     peak_gib = record["peak_rss_bytes"] / 2**30
-    print(f"{record['stage']} done in {record['wall_s']:.1f} s, peak RSS {peak_gib:.2f} GiB")
-    return 0
+    return f"{record['stage']} done in {record['wall_s']:.1f} s, peak RSS {peak_gib:.2f} GiB"
+
+
+def main(argv: Sequence[str]) -> int:
+    return worker_main(argv, "edgepack.backends.trtrtx.worker", run_job, _summary)
 
 
 if __name__ == "__main__":
