@@ -11,6 +11,7 @@ is reachable that must exist locally (the hint of a failed image build says how 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import re
@@ -372,3 +373,120 @@ class OCIContainer:
 
     def _run(self, arguments: list[str]) -> str:
         return run_tool([self.engine, *arguments], install_hint=ENGINE_HINT, log=self.log)
+
+
+# ---- the engine's API (Docker SDK; podman through its Docker-compatible socket) --------------
+
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
+PODMAN_SOCKETS = ("{runtime}/podman/podman.sock", "/run/podman/podman.sock")
+API_TIMEOUT_S = 30
+API_HINT = (
+    "start dockerd (or `podman system service --time=0 &` for podman's Docker-compatible "
+    "socket), or set DOCKER_HOST; pip install docker"
+)
+
+
+def api_endpoints() -> list[str]:
+    """Where an engine's API may answer: DOCKER_HOST alone when set, else docker's socket and
+    podman's (rootless, then root)."""
+    import os
+
+    if os.environ.get("DOCKER_HOST"):
+        return [os.environ["DOCKER_HOST"]]
+    runtime = os.environ.get("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
+    podman = [f"unix://{path.format(runtime=runtime)}" for path in PODMAN_SOCKETS]
+    return [DOCKER_SOCKET, *podman]
+
+
+def api_client() -> object:
+    """A ``docker.DockerClient`` of the first engine whose API answers (docker or podman)."""
+    try:
+        import docker
+    except ImportError as error:
+        raise ToolMissingError(
+            "the Docker SDK is not installed", hint="pip install docker"
+        ) from error
+    reasons = []
+    for endpoint in api_endpoints():
+        if endpoint.startswith("unix://") and not Path(endpoint[7:]).exists():
+            reasons.append(f"{endpoint}: no socket")
+            continue
+        try:
+            client = docker.DockerClient(base_url=endpoint, timeout=API_TIMEOUT_S)
+            client.ping()
+            return client
+        except docker.errors.DockerException as error:
+            reasons.append(f"{endpoint}: {_first_line(str(error))[:160]}")
+    raise ToolMissingError(
+        "no container engine answers on its API (" + "; ".join(reasons) + ")", hint=API_HINT
+    )
+
+
+def api_has_image(client: object, image: str) -> bool:
+    import docker
+
+    assert isinstance(client, docker.DockerClient)
+    try:
+        client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def run_in_container(
+    client: object,
+    image: str,
+    argv: Sequence[str],
+    *,
+    mounts: dict[str, tuple[str, bool]],
+    log_path: Path,
+    gpus: bool = False,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+    purpose: str = "engine-build",
+) -> int:
+    """Run ``argv`` in a new container of ``image`` with ``mounts`` (container path → (host
+    path, read-only)), the host's GPUs when asked, its output streamed into ``log_path``; the
+    container is removed whatever happens. Returns the exit status."""
+    import docker
+    from docker.types import DeviceRequest, Mount
+
+    assert isinstance(client, docker.DockerClient)
+    log(f"$ (container {image}) {' '.join(argv)}")
+    container = client.containers.create(
+        image,
+        list(argv),
+        name=f"edgepack-{uuid.uuid4().hex[:12]}",
+        labels={LABEL: purpose},
+        mounts=[
+            Mount(target, source, type="bind", read_only=read_only)
+            for target, (source, read_only) in mounts.items()
+        ],
+        device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpus else None,
+        environment=env or {},
+        network_mode="none",
+    )
+    try:
+        container.start()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("w", encoding="utf-8") as kept:
+            pending = ""
+            for chunk in container.logs(stream=True, follow=True):
+                pending += chunk.decode(errors="replace")
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    kept.write(line + "\n")
+                    log(line)
+            if pending:
+                kept.write(pending)
+                log(pending)
+        return int(container.wait()["StatusCode"])
+    except docker.errors.APIError as error:
+        raise ToolFailedError(
+            f"the container engine refused to run {image}: {error.explanation or error}",
+            hint="with --builder container the GPUs are requested: the engine needs the NVIDIA "
+            "container toolkit (nvidia-ctk) for that",
+        ) from error
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            container.remove(force=True)

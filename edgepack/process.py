@@ -65,3 +65,34 @@ def run_tool(
             hint="rerun with -v to see the whole output",
         )
     return "\n".join(output)
+
+
+def run_logged(
+    command: Sequence[str],
+    log_path: Path,
+    *,
+    log: Callable[[str], None] = lambda line: None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> int:
+    """Run ``command`` with its whole output written to ``log_path`` (and each line to ``log``);
+    return its exit status. The caller explains a failure from the log."""
+    log("$ " + shlex.join(command))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        log_path.open("w", encoding="utf-8") as kept,
+        subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        ) as process,
+    ):
+        assert process.stdout is not None  # guaranteed by stdout=PIPE
+        for line in process.stdout:
+            kept.write(line)
+            log(line.rstrip("\n"))
+        return process.wait()

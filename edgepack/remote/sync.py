@@ -130,6 +130,37 @@ def deploy(
     return report
 
 
+def upload_release(
+    connector: Connector,
+    bundle: LocalBundle,
+    root: str,
+    progress: DeployProgress,
+    break_lock: bool = False,
+) -> tuple[str, int]:
+    """Put ``bundle`` under ``root``/releases as deploy does (files kept, resumed or uploaded,
+    every one verified by sha256 there, renamed into place when complete) without making it
+    current; returns its directory there and the bytes sent. The engine builders ship their
+    inputs with it."""
+    with device_lock(connector, root, break_lock):
+        plan = make_plan(connector, bundle, root, progress)
+        _check_free_space(connector, plan)
+        sent = 0
+        if plan.state != "installed" or plan.files_change:
+            sent = _apply(connector, plan, bundle, progress)
+    return plan.final_dir, sent
+
+
+def _check_free_space(connector: Connector, plan: DeployPlan) -> None:
+    free = connector.free_bytes(plan.root)
+    needed = plan.bytes_to_send + SPACE_RESERVE_BYTES
+    if plan.bytes_to_send and free < needed:
+        raise RemoteError(
+            f"{plan.host}: not enough disk under {plan.root}: {needed / 1e6:.1f} MB needed, "
+            f"{free / 1e6:.1f} MB free; nothing was changed",
+            hint="free space there, or pick another root (ssh:HOST:ROOT)",
+        )
+
+
 def _venv(
     connector: Connector,
     plan: DeployPlan,
