@@ -18,7 +18,7 @@ from edgepack import __version__
 from edgepack.backends import BACKENDS, Stage, StageContext
 from edgepack.bundle import ENGINE_DIR, PROMPTS_FILE, Manifest, write_bundle
 from edgepack.cache import CacheEntry, FileHashIndex, StageCache, content_key
-from edgepack.errors import ToolMissingError
+from edgepack.errors import BadInputError, ToolMissingError
 from edgepack.models import ModelSource
 from edgepack.plan import Plan
 from edgepack.resources import data_dir
@@ -102,10 +102,16 @@ def stage_key(plan: Plan, stage: Stage, input_hashes: dict[str, str]) -> str:
 
 
 def plan_stages(
-    plan: Plan, runtime: RuntimeBuild | None = None, wheels: DeviceWheels | None = None
+    plan: Plan,
+    runtime: RuntimeBuild | None = None,
+    wheels: DeviceWheels | None = None,
+    until: str | None = None,
 ) -> list[Stage]:
-    """The backend's stages, then the C++ runtime's and the device wheels' when asked for."""
+    """The backend's stages, then the C++ runtime's and the device wheels' when asked for;
+    with ``until``, the backend's stages up to and including that one."""
     stages = BACKENDS[plan.backend].stages(plan)
+    if until is not None:
+        return _until(stages, until, plan.backend)
     if runtime is not None and runtime.mode != "none":
         stages.append(BACKENDS[plan.backend].runtime_stage(plan, runtime))
     if wheels is not None and wheels.pythons:
@@ -113,6 +119,16 @@ def plan_stages(
 
         stages.append(wheels_stage(plan, wheels))
     return stages
+
+
+def _until(stages: list[Stage], until: str, backend: str) -> list[Stage]:
+    names = [stage.name for stage in stages]
+    if until not in names:
+        raise BadInputError(
+            f"--until {until}: the {backend} build has no {until!r} stage",
+            hint=f"its stages: {', '.join(names)}",
+        )
+    return stages[: names.index(until) + 1]
 
 
 def run_pipeline(
@@ -126,11 +142,12 @@ def run_pipeline(
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
+    until: str | None = None,
 ) -> list[StageRun]:
-    """Run (or reuse) every stage of the plan's backend in order."""
+    """Run (or reuse) every stage of the plan's backend in order (up to ``until``)."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = plan_stages(plan, runtime, wheels)
+    stages = plan_stages(plan, runtime, wheels, until)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -205,6 +222,7 @@ def build_bundle(
     events: PipelineEvents | None = None,
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
+    until: str | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
@@ -220,6 +238,7 @@ def build_bundle(
         events=events,
         runtime=runtime,
         wheels=wheels,
+        until=until,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(

@@ -89,6 +89,16 @@ def build(
             file_okay=False,
         ),
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="STAGE",
+            help="Stop after this stage (e.g. export: the host half of an Edge-LLM build) and "
+            "seal what it made as the bundle.",
+            show_default=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
     targets_dir: TargetsDirOption = None,
     verbose: VerboseOption = False,
@@ -136,6 +146,7 @@ def build(
             events=progress.events(),
             runtime=runtime_build,
             wheels=wheels,
+            until=until,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:
