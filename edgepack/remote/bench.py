@@ -111,7 +111,11 @@ def bench_remote_command(
         spec, device_root = deployed[0]
         device_root = root or device_root
     with open_connector(spec) as connector:
-        if runner == "runtime":
+        from edgepack.backends.edgellm.remote_bench import bench_edgellm_remote, release_backend
+
+        if runner != "runtime" and release_backend(connector, device_root) == "edgellm":
+            result = bench_edgellm_remote(connector, device_root, options, cache_root)
+        elif runner == "runtime":
             from edgepack.remote.runtime_bench import bench_runtime_remote
 
             result = bench_runtime_remote(connector, device_root, options)

@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from edgepack.bundle import Manifest
 from edgepack.errors import RemoteError
@@ -55,6 +55,29 @@ class SilentProgress:
         pass
 
 
+class ReleaseStep(Protocol):
+    """Work a backend does on the device around a deploy (Edge-LLM builds its engine there).
+
+    ``refusals`` runs before anything is sent (a non-empty list refuses the deploy);
+    ``before_switch`` runs after the release is complete and verified and before ``current``
+    moves (raising moves nothing); what it returns goes into the report under ``name``."""
+
+    name: str
+
+    def refusals(
+        self, connector: Connector, manifest: Manifest, facts: DeviceFacts
+    ) -> list[str]: ...
+
+    def before_switch(
+        self,
+        connector: Connector,
+        manifest: Manifest,
+        facts: DeviceFacts,
+        release_dir: str,
+        dry_run: bool,
+    ) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class DeployOptions:
     root: str = DEFAULT_ROOT
@@ -63,6 +86,8 @@ class DeployOptions:
     break_lock: bool = False
     venv: bool = True
     """Install the bundle's wheels (if it carries any) into <root>/venv."""
+    steps: tuple[ReleaseStep, ...] = ()
+    """The backend's own work on the device (see :class:`ReleaseStep`)."""
 
 
 @dataclass
@@ -82,6 +107,8 @@ class DeployReport:
     changes: list[dict[str, Any]] = field(default_factory=list)
     """Every file that is not already in place: path, action, bytes_to_send."""
     venv: VenvReport | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    """What each release step reported (the Edge-LLM engine built on the device)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,11 +131,15 @@ def deploy(
     _refuse_incompatible(manifest, facts, registry)
     if options.venv:
         _refuse_unusable_wheels(manifest, facts)
+    for step in options.steps:
+        _refuse_if(facts, step.refusals(connector, manifest, facts), f"see `edgepack doctor "
+                   f"--host {facts.host}` for what the device has")  # fmt: skip
     if options.dry_run:
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         report = _report(plan, manifest, "dry run", started)
         report.venv = _venv(connector, plan, manifest, facts, options, dry_run=True)
+        report.steps = _steps(connector, plan, manifest, facts, options, dry_run=True)
         return report
     with device_lock(connector, facts.root, options.break_lock) as lock:
         plan = make_plan(connector, bundle, facts.root, progress)
@@ -117,9 +148,11 @@ def deploy(
             progress.phase(host, "no change")
             report = _report(plan, manifest, "no change", started)
             report.venv = _venv(connector, plan, manifest, facts, options)
+            report.steps = _steps(connector, plan, manifest, facts, options)
             return report
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
         venv = _venv(connector, plan, manifest, facts, options)
+        steps = _steps(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
         previous = switch_to(connector, plan.root, plan.release, plan.device)
         pruned = doomed_releases(after_switch(plan.device, plan.release, previous), options.keep)
@@ -127,6 +160,7 @@ def deploy(
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
+    report.steps = steps
     return report
 
 
@@ -173,6 +207,23 @@ def _venv(
     if not options.venv:
         return None
     return ensure_venv(connector, manifest, facts, plan.final_dir, dry_run=dry_run)
+
+
+def _steps(
+    connector: Connector,
+    plan: DeployPlan,
+    manifest: Manifest,
+    facts: DeviceFacts,
+    options: DeployOptions,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Each release step on the complete release, before `current` moves."""
+    done = {}
+    for step in options.steps:
+        reported = step.before_switch(connector, manifest, facts, plan.final_dir, dry_run)
+        if reported is not None:
+            done[step.name] = reported
+    return done
 
 
 def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -> DeployReport:

@@ -1,6 +1,7 @@
 """TensorRT Edge-LLM's host half for real: the demo model quantized to int8_sq by Edge-LLM's own
 quantizer (on this CPU) and exported by ``tensorrt-edgellm-export``, both run from the Edge-LLM
-tool environment, for the Jetson AGX Orin (``--until export``: the engine is built on the device)."""
+tool environment, for the Jetson AGX Orin (``--until export``: the engine is built on a device).
+"""
 
 from __future__ import annotations
 

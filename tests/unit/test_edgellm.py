@@ -231,3 +231,12 @@ def test_toolenv_key_and_record(tmp_path: Path, monkeypatch) -> None:
     assert _index_arguments() == ["--find-links", "/opt/wheels", "--find-links", "/srv/more"]
     monkeypatch.setenv("UV_FIND_LINKS", "/mine")
     assert "--find-links" not in _index_arguments()
+
+
+def test_doctor_rows_name_what_is_missing() -> None:
+    from edgepack.backends.edgellm.device import doctor_rows
+
+    rows = {row["item"]: row for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), "HINT")}
+    assert rows["llm_build"]["fix"] is None and rows["llm_inference"]["fix"] == "HINT"
+    assert "Edge-LLM 0.11.0" in str(rows["Edge-LLM release"]["fix"])
+    assert "EDGELLM_PLUGIN_PATH" in str(rows["libNvInfer_edgellm_plugin.so"]["fix"])

@@ -79,9 +79,10 @@ def parse_profile(text: str) -> dict[str, Any]:
         f"prefill.{k}" for k in PREFILL_KEYS if not isinstance(prefill, dict) or k not in prefill
     ]
     missing += [
-        f"generation.{k}" for k in GENERATION_KEYS
+        f"generation.{k}"
+        for k in GENERATION_KEYS
         if not isinstance(generation, dict) or k not in generation
-    ]  # fmt: skip
+    ]
     peak_key = next((key for key in PEAK_KEYS if key in data), None)
     if peak_key is None:
         missing.append(" or ".join(PEAK_KEYS))
@@ -129,8 +130,13 @@ def parse_llm_bench(stdout: str) -> dict[str, Any]:
         "e2e_ms": float(e2e[0]),
         "tokens_per_s": float(rate[0]),
     }
-    for name, key in (("PastKVLen", "past_kv_len"), ("OSL", "osl"), ("InputLen", "input_len"),
-                      ("ReuseKVLen", "reuse_kv_len"), ("Iterations", "iterations")):  # fmt: skip
+    for name, key in (
+        ("PastKVLen", "past_kv_len"),
+        ("OSL", "osl"),
+        ("InputLen", "input_len"),
+        ("ReuseKVLen", "reuse_kv_len"),
+        ("Iterations", "iterations"),
+    ):
         if name in fields and (number := _NUMBER.search(fields[name])):
             result[key] = int(number[0])
     _check_decode_rate(result)

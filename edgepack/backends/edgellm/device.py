@@ -159,12 +159,17 @@ def llm_build_job(plan: Plan, onnx_dir: Path, program: str, plugin: str, hint: s
     limits = plan.limits
     argv = (
         program,
-        "--onnxDir", InputPath("onnx", LLM_DIR),
-        "--engineDir", OutputPath(),
-        "--maxBatchSize", str(limits.max_batch_size),
-        "--maxInputLen", str(limits.max_input_len),
-        "--maxKVCacheCapacity", str(limits.max_seq_len),
-    )  # fmt: skip
+        "--onnxDir",
+        InputPath("onnx", LLM_DIR),
+        "--engineDir",
+        OutputPath(),
+        "--maxBatchSize",
+        str(limits.max_batch_size),
+        "--maxInputLen",
+        str(limits.max_input_len),
+        "--maxKVCacheCapacity",
+        str(limits.max_seq_len),
+    )
     return BuildJob(
         tool=llm_build_tool(hint),
         argv=argv,
@@ -207,3 +212,32 @@ def parse_llm_build_log(log: str) -> dict[str, Any]:
         if match := _LOG_LINE.match(line):
             levels[match[1]] = levels.get(match[1], 0) + 1
     return {"tensorrt": found[1] if found else None, "log_lines": levels}
+
+
+def doctor_rows(found: DeviceEdgeLlm, hint: str) -> list[dict[str, str | None]]:
+    """What ``edgepack doctor --host`` shows of Edge-LLM on a device: each tool, the release,
+    the plugin library, and how to get what is missing."""
+    rows: list[dict[str, str | None]] = [
+        {"item": tool, "found": found.tools.get(tool), "fix": None if tool in found.tools else hint}
+        for tool in TOOLS
+    ]
+    rows.append(
+        {
+            "item": "Edge-LLM release",
+            "found": found.version,
+            "fix": None
+            if found.version == EDGELLM_VERSION
+            else f"edgepack exports with Edge-LLM {EDGELLM_VERSION}; {hint}",
+        }
+    )
+    plugin_fix = (
+        None if found.plugin_readable else f"set EDGELLM_PLUGIN_PATH to its {PLUGIN_LIBRARY}"
+    )
+    rows.append(
+        {
+            "item": PLUGIN_LIBRARY,
+            "found": found.plugin if found.plugin_readable else None,
+            "fix": plugin_fix,
+        }
+    )
+    return rows
