@@ -27,7 +27,7 @@ from edgepack.backends.edgellm.device import (
 from edgepack.backends.edgellm.export_check import check_export
 from edgepack.backends.edgellm.stages import export_arguments, host_stages
 from edgepack.builders.common import place_argv
-from edgepack.errors import RemoteError
+from edgepack.errors import RemoteError, ToolMissingError
 from edgepack.models import load_card
 from edgepack.plan import Limits, PlanRequest, make_plan
 from edgepack.remote.facts import parse_facts
@@ -88,10 +88,14 @@ def test_plan_explains_int4_awq_and_nvfp4(registry: TargetRegistry, monkeypatch)
     problems = _plan(registry, "int4_awq").problems
     assert any("blocks of 128 with edgellm" in p and "576" in p for p in problems)
     monkeypatch.setattr(edgellm_backend, "host_has_cuda", lambda: False)
-    nvfp4 = _plan(registry, "nvfp4", target="jetson-thor").problems
-    assert any("nvfp4 quantization needs a CUDA GPU" in p for p in nvfp4)
+    nvfp4 = _plan(registry, "nvfp4", target="jetson-thor")
+    assert nvfp4.valid  # the plan is the target's; the host's lack is a warning...
+    assert any("nvfp4 quantization needs a CUDA GPU" in w for w in nvfp4.warnings)
+    with pytest.raises(ToolMissingError, match="needs a CUDA GPU"):
+        edgellm_backend.EDGELLM.stages(nvfp4)  # ...and the build refuses before any work
     monkeypatch.setattr(edgellm_backend, "host_has_cuda", lambda: True)
-    assert _plan(registry, "nvfp4", target="jetson-thor").valid
+    thor = _plan(registry, "nvfp4", target="jetson-thor")
+    assert [s.name for s in edgellm_backend.EDGELLM.stages(thor)] == ["quantize", "export"]
 
 
 def test_orin_profile_on_jetpack_6_warns(registry: TargetRegistry) -> None:
@@ -236,7 +240,9 @@ def test_toolenv_key_and_record(tmp_path: Path, monkeypatch) -> None:
 def test_doctor_rows_name_what_is_missing() -> None:
     from edgepack.backends.edgellm.device import doctor_rows
 
-    rows = {row["item"]: row for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), "HINT")}
+    rows = {
+        row["item"]: row for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), "HINT")
+    }
     assert rows["llm_build"]["fix"] is None and rows["llm_inference"]["fix"] == "HINT"
     assert "Edge-LLM 0.11.0" in str(rows["Edge-LLM release"]["fix"])
     assert "EDGELLM_PLUGIN_PATH" in str(rows["libNvInfer_edgellm_plugin.so"]["fix"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from edgepack.backends.base import BackendDescription, Stage
 from edgepack.backends.edgellm.stages import UV, host_stages
 from edgepack.backends.edgellm.toolchain import EDGELLM_VERSION, MODELOPT_VERSION, TOOLENV
+from edgepack.errors import ToolMissingError
 
 if TYPE_CHECKING:
     from edgepack.plan import Plan
@@ -26,6 +27,13 @@ CUDA_ONLY_PRECISIONS = ("nvfp4",)
 """ModelOpt calibrates NVFP4 only on a CUDA GPU (its FP8/INT8/INT4-AWQ run on a CPU)."""
 
 
+NO_CUDA = (
+    "{precision} quantization needs a CUDA GPU on the host that quantizes (ModelOpt's NVFP4 "
+    "calibration) and this host has none: the build refuses it here; quantize on a GPU host or "
+    "use --precision fp8, int8_sq or int4_awq"
+)
+
+
 def host_has_cuda() -> bool:
     """A CUDA GPU on this host, by its device node or driver tool; no library is loaded."""
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
@@ -33,24 +41,18 @@ def host_has_cuda() -> bool:
 
 @dataclass(frozen=True)
 class EdgeLlmBackend(BackendDescription):
-    def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
-        if precision in CUDA_ONLY_PRECISIONS and not host_has_cuda():
-            return [
-                f"{precision} quantization needs a CUDA GPU on the host that quantizes "
-                "(ModelOpt's NVFP4 calibration); this host has none; quantize on a GPU host or "
-                "use --precision fp8, int8_sq or int4_awq"
-            ]
-        return []
-
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]:
+        issues = []
+        if precision in CUDA_ONLY_PRECISIONS and not host_has_cuda():
+            issues.append(NO_CUDA.format(precision=precision))
         jetpack = target.toolchain.jetpack
         if target.gpu and target.gpu.sm == "SM87" and jetpack and jetpack != ORIN_JETPACK:
-            return [
+            issues.append(
                 f"Edge-LLM {EDGELLM_VERSION} supports Orin only on JetPack {ORIN_JETPACK}; "
                 f"{target.name} describes JetPack {jetpack}: the device must run the Edge-LLM "
                 "build of its own JetPack, or the engine build refuses this export"
-            ]
-        return []
+            )
+        return issues
 
     def tool_versions(self) -> dict[str, str]:
         return {
@@ -60,6 +62,11 @@ class EdgeLlmBackend(BackendDescription):
         }
 
     def stages(self, plan: Plan) -> list[Stage]:
+        if plan.precision in CUDA_ONLY_PRECISIONS and not host_has_cuda():
+            raise ToolMissingError(
+                NO_CUDA.format(precision=plan.precision).split(": the build")[0],
+                hint="quantize on a GPU host, or use --precision fp8, int8_sq or int4_awq",
+            )
         return host_stages(plan)
 
 
