@@ -106,10 +106,14 @@ def plan_stages(
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
     until: str | None = None,
+    engine_host: str | None = None,
 ) -> list[Stage]:
     """The backend's stages, then the C++ runtime's and the device wheels' when asked for;
-    with ``until``, the backend's stages up to and including that one."""
+    with ``until``, the backend's stages up to and including that one; with ``engine_host``,
+    the engine built on that device after them."""
     stages = BACKENDS[plan.backend].stages(plan)
+    if engine_host is not None:
+        stages.append(BACKENDS[plan.backend].device_engine_stage(plan, engine_host))
     if until is not None:
         return _until(stages, until, plan.backend)
     if runtime is not None and runtime.mode != "none":
@@ -143,11 +147,12 @@ def run_pipeline(
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
     until: str | None = None,
+    engine_host: str | None = None,
 ) -> list[StageRun]:
     """Run (or reuse) every stage of the plan's backend in order (up to ``until``)."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = plan_stages(plan, runtime, wheels, until)
+    stages = plan_stages(plan, runtime, wheels, until, engine_host)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -223,6 +228,7 @@ def build_bundle(
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
     until: str | None = None,
+    engine_host: str | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
@@ -239,6 +245,7 @@ def build_bundle(
         runtime=runtime,
         wheels=wheels,
         until=until,
+        engine_host=engine_host,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(

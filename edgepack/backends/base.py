@@ -114,6 +114,8 @@ class Backend(Protocol):
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader: ...
 
+    def device_engine_stage(self, plan: Plan, host: str) -> Stage: ...
+
 
 @dataclass(frozen=True)
 class BackendDescription:
@@ -189,6 +191,13 @@ class BackendDescription:
         raise ToolMissingError(
             f"the {self.name} runtime cannot be compiled here: it needs the backend's SDK",
             hint="build with --runtime none; `edgepack runtime render` writes its sources",
+        )
+
+    def device_engine_stage(self, plan: Plan, host: str) -> Stage:
+        """``build --host DEVICE``: the engine stage run on the device itself."""
+        raise BadInputError(
+            f"--host builds the engine on the device; the {self.name} backend builds it here",
+            hint="drop --host (deploy with `edgepack deploy --host`)",
         )
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader:

@@ -99,6 +99,16 @@ def build(
             show_default=False,
         ),
     ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            metavar="[USER@]HOST",
+            help="Build the engine on this device (backends whose engines are built there: "
+            "edgellm); it stays there, the bundle records it.",
+            show_default=False,
+        ),
+    ] = None,
     cache_dir: CacheDirOption = None,
     targets_dir: TargetsDirOption = None,
     verbose: VerboseOption = False,
@@ -147,6 +157,7 @@ def build(
             runtime=runtime_build,
             wheels=wheels,
             until=until,
+            engine_host=host,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:

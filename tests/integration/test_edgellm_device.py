@@ -22,8 +22,10 @@ from edgepack.bundle import Manifest, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.cli.main import run
 from edgepack.errors import ExitCode
-from edgepack.models import resolve_model_source
+from edgepack.models import load_card, resolve_model_source
+from edgepack.plan import Limits, PlanRequest, make_plan
 from edgepack.quality.reference import load_or_compute_reference
+from edgepack.targets import TargetRegistry
 from tests.conftest import require_demo_stack
 from tests.integration.arm64_device import (
     DeviceRoot,
@@ -229,3 +231,47 @@ def test_llm_build_out_of_memory_switches_nothing(
     assert "the whole log:" in flat
     assert not (jetson.root / ROOT.lstrip("/") / "current").exists()
     jetson.out_of_memory(False)
+
+
+def test_build_host_stage_builds_there_and_deploy_adopts_that_engine(
+    jetson: FixtureJetson, demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    """``build --host``'s engine stage: the export shipped with the deploy machinery, llm_build
+    run there, the engine left there; a deploy of that bundle to the same device adopts it."""
+    from edgepack.backends import BACKENDS
+    from edgepack.backends.base import StageContext
+    from edgepack.backends.edgellm.toolchain import DEVICE_ENGINE_RECORD
+
+    shutil.rmtree(jetson.root / ROOT.lstrip("/"), ignore_errors=True)
+    source = _bundle(tmp_path / "source", demo)
+    plan = make_plan(
+        PlanRequest(
+            target=TargetRegistry.default().get("jetson-agx-orin-64gb"),
+            model=load_card("smollm2-135m-instruct"),
+            precision="int8_sq",
+            limits=Limits(1, 256, 512),
+        )
+    )
+    stage = BACKENDS["edgellm"].device_engine_stage(plan, f"jetson:{ROOT}")
+    out = tmp_path / "engine-stage"
+    out.mkdir()
+    stage.run(StageContext(plan, {"export": source / "engine"}, out, lambda line: None))
+    record = json.loads((out / DEVICE_ENGINE_RECORD).read_text())
+    files = {f["path"]: f for f in record["files"]}
+    built = jetson.root / record["remote_dir"].lstrip("/") / "llm.engine"
+    assert built.stat().st_size == files["llm.engine"]["size"] and not (out / "llm.engine").exists()
+    assert (out / "llm" / "model.onnx").is_file()  # the bundle still carries the export
+    assert record["bytes_shipped"] > 0 and record["device"]["edgellm"] == "0.11.0"
+
+    bundle = tmp_path / "bundle"
+    manifest = json.loads((source / "manifest.json").read_text())
+    index = FileHashIndex(tmp_path / "hashes.json")
+    write_bundle(
+        bundle,
+        Manifest.model_validate({**manifest, "files": [], "bundle_id": ""}),
+        {"engine": out, "prompts.json": source / "prompts.json"},
+        index,
+    )
+    code, host, _ = _deploy(bundle)
+    assert code == 0, host
+    assert host["steps"]["edgellm_engine"]["status"] == "adopted"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepack.backends.base import BackendDescription, Stage
-from edgepack.backends.edgellm.stages import UV, host_stages
+from edgepack.backends.edgellm.stages import UV, device_engine_stage, host_stages
 from edgepack.backends.edgellm.toolchain import EDGELLM_VERSION, MODELOPT_VERSION, TOOLENV
 from edgepack.errors import ToolMissingError
 
@@ -68,6 +68,9 @@ class EdgeLlmBackend(BackendDescription):
                 hint="quantize on a GPU host, or use --precision fp8, int8_sq or int4_awq",
             )
         return host_stages(plan)
+
+    def device_engine_stage(self, plan: Plan, host: str) -> Stage:
+        return device_engine_stage(plan, host)
 
 
 EDGELLM = EdgeLlmBackend(

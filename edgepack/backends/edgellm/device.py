@@ -92,8 +92,9 @@ def parse_probe(text: str) -> DeviceEdgeLlm:
     )
 
 
-def install_hint(plan_or_target: Any) -> str:
-    toolchain = plan_or_target.toolchain
+def install_hint(target: Any) -> str:
+    """How to get Edge-LLM's tools on a device of ``target`` (a TargetProfile)."""
+    toolchain = target.toolchain
     return INSTALL_HINT.format(
         version=EDGELLM_VERSION,
         target=toolchain.embedded_target or "auto",

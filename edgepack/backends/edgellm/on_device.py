@@ -29,7 +29,7 @@ from edgepack.backends.edgellm.device import (
     parse_llm_build_log,
     parse_probe,
 )
-from edgepack.backends.edgellm.toolchain import EDGELLM_VERSION, LLM_DIR
+from edgepack.backends.edgellm.toolchain import DEVICE_ENGINE_RECORD, EDGELLM_VERSION, LLM_DIR
 from edgepack.cache import content_key
 from edgepack.errors import RemoteError, ToolFailedError
 from edgepack.remote.connector import Connector, shell
@@ -175,6 +175,9 @@ def ensure_engine(
         return EngineReport("reused", directory, record["files"], record["wall_s"], device)
     if dry_run:
         return EngineReport("would build", directory, device=device)
+    adopted = _adopt_build_time_engine(connector, manifest, release_dir, device, directory)
+    if adopted is not None:
+        return adopted
     partial = directory + ".partial"
     connector.make_dirs([posixpath.dirname(directory)])
     log = partial + ".log"
@@ -215,6 +218,40 @@ def ensure_engine(
     connector.remove_trees([directory])
     connector.rename(partial, directory)
     return EngineReport("built", directory, files, wall, device)
+
+
+def _adopt_build_time_engine(
+    connector: Connector,
+    manifest: Manifest,
+    release_dir: str,
+    device: dict[str, Any],
+    directory: str,
+) -> EngineReport | None:
+    """The engine ``build --host`` made on this very device (same versions), where it still
+    verifies: hard-linked into place instead of built again. Another device's is never used."""
+    path = posixpath.join(release_dir, manifest.engine_dir, DEVICE_ENGINE_RECORD)
+    data = connector.read_bytes(path)
+    if data is None:
+        return None
+    built = json.loads(data)
+    remote = built.get("remote_dir")
+    if built.get("device") != device or not remote or not _verified(connector, remote, built):
+        return None
+    partial = directory + ".partial"
+    connector.run(shell('rm -rf -- "$2" && cp -al -- "$1" "$2"', remote, partial))
+    record = {
+        "bundle_id": manifest.bundle_id,
+        "device": device,
+        "files": built["files"],
+        "wall_s": built.get("wall_s", 0.0),
+        "adopted_from": remote,
+    }
+    connector.run(
+        shell('printf %s "$1" > "$2"', json.dumps(record), posixpath.join(partial, ENGINE_RECORD))
+    )
+    connector.remove_trees([directory])
+    connector.rename(partial, directory)
+    return EngineReport("adopted", directory, built["files"], record["wall_s"], device)
 
 
 class EdgeLlmDeployStep:

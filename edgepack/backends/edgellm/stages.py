@@ -24,6 +24,7 @@ from edgepack.backends.base import Requirement, Stage, StageContext
 from edgepack.backends.calibration import calibration_prompts, calibration_record
 from edgepack.backends.edgellm.export_check import check_export
 from edgepack.backends.edgellm.toolchain import (
+    DEVICE_ENGINE_RECORD,
     EDGELLM_VERSION,
     EXPORT_PROGRAM,
     LLM_DIR,
@@ -212,3 +213,82 @@ def export(config: dict[str, Any], context: StageContext) -> None:
             hint=f"every check and what the export holds: {kept}",
         )
     (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+def device_engine_stage(plan: Plan, host: str) -> Stage:
+    """``build --host DEVICE``: the engine built on the device through the ssh builder (the ONNX
+    shipped with the deploy machinery, ``llm_build`` run there, the engine left there with its
+    sha256 and size computed there). The stage's output is the export again (the bundle must
+    carry what another device builds from) plus the record of the device's engine."""
+    config = {
+        "tool": "llm_build",
+        "edgellm": EDGELLM_VERSION,
+        "device": host,
+        "limits": {
+            "max_batch_size": plan.limits.max_batch_size,
+            "max_input_len": plan.limits.max_input_len,
+            "max_kv_cache_capacity": plan.limits.max_seq_len,
+        },
+    }
+    return Stage(
+        "engine",
+        f"llm_build on {host} (the engine stays there)",
+        config,
+        ("export",),
+        _run(_device_engine(host), config),
+    )
+
+
+def _device_engine(host: str) -> Callable[[dict[str, Any], StageContext], None]:
+    def run(config: dict[str, Any], context: StageContext) -> None:
+        from edgepack.backends.edgellm.device import (
+            build_memory_problem,
+            device_problems,
+            install_hint,
+            llm_build_job,
+        )
+        from edgepack.backends.edgellm.on_device import fingerprint, probe
+        from edgepack.builders.ssh import SshBuilder
+        from edgepack.remote.connect import open_connector
+        from edgepack.remote.facts import gather_facts
+        from edgepack.remote.hosts import DEFAULT_ROOT, parse_host
+
+        spec = parse_host(host)
+        export_dir = context.inputs["export"]
+        with open_connector(spec) as connector:
+            facts = gather_facts(connector, spec.root or DEFAULT_ROOT)
+            found = probe(connector)
+        hint = install_hint(context.plan.target)
+        exported = json.loads((export_dir / LLM_DIR / "config.json").read_text())
+        problems = device_problems(exported.get("edgellm_version"), found, host, hint)
+        memory = build_memory_problem(context.plan, facts)
+        problems += [memory] if memory else []
+        if problems:
+            raise ToolFailedError(
+                f"{host}: refusing to build the engine there, nothing was sent: "
+                + "; ".join(problems),
+                hint=hint,
+            )
+        assert found.plugin is not None  # device_problems refuses a missing plugin
+        job = llm_build_job(context.plan, export_dir, found.tools["llm_build"], found.plugin, hint)
+        builder = SshBuilder(spec, default_cache_root() / "logs")
+        outcome = builder.run(job, context.output_dir / "device", context.log)
+        shutil.copytree(export_dir, context.output_dir, dirs_exist_ok=True, copy_function=_link)
+        record = {
+            "device": fingerprint(facts, found),
+            "edgellm_probe": found.record(),
+            **outcome.record(),
+            "log": outcome.log_text[-4000:],
+        }
+        (context.output_dir / DEVICE_ENGINE_RECORD).write_text(json.dumps(record, indent=2))
+
+    return run
+
+
+def _link(source: str, destination: str) -> None:
+    """Hard links where the filesystem allows (the export is large and never modified)."""
+    try:
+        Path(destination).unlink(missing_ok=True)
+        Path(destination).hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, destination)

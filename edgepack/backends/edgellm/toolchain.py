@@ -34,3 +34,5 @@ ATTENTION_PLUGIN = "AttentionPlugin"
 LLM_DIR = "llm"
 KV_PAGE_TOKENS = 128
 """Edge-LLM 0.11's paged KV pool: ``past_key_values_N [2, num_pages, 128, kv_heads, head_dim]``."""
+DEVICE_ENGINE_RECORD = "device-engine.json"
+"""The record ``build --host`` leaves in the bundle of the engine it made on a device."""
