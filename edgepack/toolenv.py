@@ -3,7 +3,7 @@
 TensorRT Edge-LLM's ``[export]`` extra pins torch, transformers, onnx and numpy to exact versions
 that differ from edgepack's own (and from the user's). A toolchain's programs therefore run from a
 virtual environment of their own: created on first use from the pinned requirements (with ``uv``:
-40 s for Edge-LLM's 1.7 GB here, against 170 s with pip), reused after, and recorded — its key,
+33 s for Edge-LLM's 1.85 GB here, against 170 s with pip), reused after, and recorded — its key,
 pins and the versions actually installed — so a bundle's manifest says exactly what made it.
 
 An environment lives under ``$EDGEPACK_TOOLENV_DIR`` or ``<cache>/toolenvs/<name>-<version>-<key>``

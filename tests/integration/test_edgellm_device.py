@@ -30,7 +30,7 @@ from tests.conftest import require_demo_stack
 from tests.integration.arm64_device import (
     DeviceRoot,
 )
-from tests.integration.conftest import NetnsDevice, SshServer
+from tests.integration.conftest import NetnsDevice, SshClientSide, SshServer
 from tests.integration.edgellm_device import FixtureJetson
 
 pytestmark = pytest.mark.integration
@@ -45,6 +45,7 @@ def jetson(
     arm64_root: DeviceRoot,
     netns_factory: Callable[[], NetnsDevice],
     sshd_factory: Callable[..., SshServer],
+    ssh_client: SshClientSide,
 ) -> FixtureJetson:
     board = FixtureJetson(arm64_root)
     board.install()
@@ -52,6 +53,9 @@ def jetson(
     sshd_factory(
         "jetson", address=device.device_address, port=22, netns=device.name, chroot=arm64_root
     )
+    # An emulated sshd forks and answers slowly on a loaded machine: wait longer for its banner.
+    with ssh_client.config.open("a", encoding="utf-8") as config:
+        config.write("Host jetson\n  ConnectTimeout 60\n")
     return board
 
 
