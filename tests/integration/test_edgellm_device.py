@@ -50,6 +50,8 @@ def jetson(
     board = FixtureJetson(arm64_root)
     board.install()
     device = netns_factory()
+    # The root serves the whole module; each test starts its own sshd there.
+    shutil.rmtree(arm64_root.path / "etc" / "edgepack-test" / "sshd-jetson", ignore_errors=True)
     sshd_factory(
         "jetson", address=device.device_address, port=22, netns=device.name, chroot=arm64_root
     )

@@ -246,3 +246,21 @@ def test_doctor_rows_name_what_is_missing() -> None:
     assert rows["llm_build"]["fix"] is None and rows["llm_inference"]["fix"] == "HINT"
     assert "Edge-LLM 0.11.0" in str(rows["Edge-LLM release"]["fix"])
     assert "EDGELLM_PLUGIN_PATH" in str(rows["libNvInfer_edgellm_plugin.so"]["fix"])
+
+
+def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
+    from edgepack.backends import BACKENDS
+    from edgepack.errors import BadInputError
+
+    cpu = make_plan(
+        PlanRequest(
+            target=registry.get("host-x86_64-cpu"),
+            model=load_card("smollm2-135m-instruct"),
+            precision="int4",
+        )
+    )
+    with pytest.raises(BadInputError, match="builds it here"):
+        BACKENDS["ort"].device_engine_stage(cpu, "jetson")
+    stage = BACKENDS["edgellm"].device_engine_stage(_plan(registry, "int8_sq"), "jetson")
+    assert (stage.name, stage.inputs, stage.config["device"]) == ("engine", ("export",), "jetson")
+    assert stage.config["limits"]["max_kv_cache_capacity"] == 2048
