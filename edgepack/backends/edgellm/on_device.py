@@ -238,6 +238,7 @@ def _adopt_build_time_engine(
     if built.get("device") != device or not remote or not _verified(connector, remote, built):
         return None
     partial = directory + ".partial"
+    connector.make_dirs([posixpath.dirname(directory)])
     connector.run(shell('rm -rf -- "$2" && cp -al -- "$1" "$2"', remote, partial))
     record = {
         "bundle_id": manifest.bundle_id,
