@@ -112,18 +112,16 @@ def plan_stages(
     runtime: RuntimeBuild | None = None,
     wheels: DeviceWheels | None = None,
     until: str | None = None,
+    engine_host: str | None = None,
 ) -> list[Stage]:
-    """The backend's stages (up to ``until``), then the C++ runtime's and the device wheels'
-    when asked for (not with ``until``: such a bundle is an intermediate)."""
+    """The backend's stages, then the C++ runtime's and the device wheels' when asked for;
+    with ``until``, the backend's stages up to and including that one; with ``engine_host``,
+    the engine built on that device after them."""
     stages = BACKENDS[plan.backend].stages(plan)
+    if engine_host is not None:
+        stages.append(BACKENDS[plan.backend].device_engine_stage(plan, engine_host))
     if until is not None:
-        names = [stage.name for stage in stages]
-        if until not in names:
-            raise BadInputError(
-                f"--until {until}: the {plan.backend} backend has no such stage",
-                hint=f"its stages: {', '.join(names)}",
-            )
-        return stages[: names.index(until) + 1]
+        return _until(stages, until, plan.backend)
     if runtime is not None and runtime.mode != "none":
         stages.append(BACKENDS[plan.backend].runtime_stage(plan, runtime))
     if wheels is not None and wheels.pythons:
@@ -131,6 +129,16 @@ def plan_stages(
 
         stages.append(wheels_stage(plan, wheels))
     return stages
+
+
+def _until(stages: list[Stage], until: str, backend: str) -> list[Stage]:
+    names = [stage.name for stage in stages]
+    if until not in names:
+        raise BadInputError(
+            f"--until {until}: the {backend} build has no {until!r} stage",
+            hint=f"its stages: {', '.join(names)}",
+        )
+    return stages[: names.index(until) + 1]
 
 
 def run_pipeline(
@@ -146,11 +154,12 @@ def run_pipeline(
     wheels: DeviceWheels | None = None,
     until: str | None = None,
     builder: EngineBuilder | None = None,
+    engine_host: str | None = None,
 ) -> list[StageRun]:
-    """Run (or reuse) every stage of the plan's backend in order."""
+    """Run (or reuse) every stage of the plan's backend in order (up to ``until``)."""
     plan.require_valid()
     events = events or PipelineEvents()
-    stages = plan_stages(plan, runtime, wheels, until)
+    stages = plan_stages(plan, runtime, wheels, until, engine_host)
     check_requirements(stages)
     input_hashes = {MODEL_INPUT: model_hash}
     input_dirs = {MODEL_INPUT: model_dir}
@@ -239,6 +248,7 @@ def build_bundle(
     wheels: DeviceWheels | None = None,
     until: str | None = None,
     builder: EngineBuilder | None = None,
+    engine_host: str | None = None,
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
@@ -256,6 +266,7 @@ def build_bundle(
         wheels=wheels,
         until=until,
         builder=builder,
+        engine_host=engine_host,
     )
     backend = BACKENDS[plan.backend]
     manifest = Manifest(

@@ -123,6 +123,8 @@ class Backend(Protocol):
 
     def engine_tool(self, target: TargetProfile) -> ToolSpec | None: ...
 
+    def device_engine_stage(self, plan: Plan, host: str) -> Stage: ...
+
 
 @dataclass(frozen=True)
 class BackendDescription:
@@ -206,6 +208,13 @@ class BackendDescription:
         """The program an engine builder runs for this backend (--builder); None where the
         engine is built by edgepack's own stages on this machine."""
         return None
+
+    def device_engine_stage(self, plan: Plan, host: str) -> Stage:
+        """``build --host DEVICE``: the engine stage run on the device itself."""
+        raise BadInputError(
+            f"--host builds the engine on the device; the {self.name} backend builds it here",
+            hint="drop --host (deploy with `edgepack deploy --host`)",
+        )
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader:
         """How ``edgepack bench`` opens the engine on this machine; refuses where it cannot run."""

@@ -105,7 +105,8 @@ def build(
         typer.Option(
             "--until",
             metavar="STAGE",
-            help="Stop after this stage (e.g. checkpoint); the bundle holds its output.",
+            help="Stop after this stage (checkpoint for trtllm, export for edgellm: the host "
+            "half) and seal what it made as the bundle.",
             show_default=False,
         ),
     ] = None,
@@ -124,6 +125,16 @@ def build(
             "--calib-size",
             min=1,
             help="Calibrate on at most this many windows of 64 tokens \\[default: all].",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host",
+            metavar="[USER@]HOST",
+            help="Build the engine on this device (backends whose engines are built there: "
+            "edgellm); it stays there, the bundle records it.",
             show_default=False,
         ),
     ] = None,
@@ -185,6 +196,7 @@ def build(
             wheels=wheels,
             until=until,
             builder=engine_builder,
+            engine_host=host,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:

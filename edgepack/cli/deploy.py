@@ -88,7 +88,12 @@ def deploy(
     bundle_dir = bundle or latest_bundle(cache_root)
     manifest = verify_bundle(bundle_dir)
     registry = TargetRegistry.default(targets_dir or [])
-    options = DeployOptions(root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv)
+    from edgepack.backends.edgellm.on_device import deploy_steps
+
+    steps = deploy_steps(manifest, cache_root / "logs")
+    options = DeployOptions(
+        root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv, steps=steps
+    )
     with TransferBars(disabled=json_output) as bars:
         outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, bars, timeout)
     remember_deploy(cache_root, specs, outcomes)
@@ -112,6 +117,7 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
     if report.status == "no change":
         console.print(f"[green]{report.host}[/]: no change (release {release} is current)")
         _print_venv(report)
+        _print_steps(report)
         return
     verb = {"dry run": "would send", "deployed": "sent", "switched": "sent"}[report.status]
     sent = report.bytes_to_send if report.status == "dry run" else report.bytes_sent
@@ -124,6 +130,7 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
         highlight=False,
     )
     _print_venv(report)
+    _print_steps(report)
     if report.status == "dry run":
         for change in report.changes:
             console.print(
@@ -131,6 +138,16 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
                 f"({human_bytes(change['bytes_to_send'])} to send)",
                 highlight=False,
             )
+
+
+def _print_steps(report: DeployReport) -> None:
+    engine = report.steps.get("edgellm_engine")
+    if engine:
+        size = sum(int(f["size"]) for f in engine["files"])
+        console.print(
+            f"  engine {engine['status']} on the device: {engine['directory']} "
+            f"({human_bytes(float(size))}, sha256 computed there)"
+        )
 
 
 def _print_venv(report: DeployReport) -> None:
@@ -166,7 +183,7 @@ def rollback(
     from edgepack.remote.connect import open_connector
     from edgepack.remote.fleet import on_each_host
     from edgepack.remote.hosts import HostSpec, resolve_hosts
-    from edgepack.remote.sync import rollback as roll_back
+    from edgepack.remote.switch import rollback as roll_back
 
     def one(spec: HostSpec) -> tuple[str | None, str]:
         with open_connector(spec, timeout) as connector:

@@ -22,6 +22,7 @@ from edgepack.remote.connector import Connector
 from edgepack.remote.device_run import (
     current_release_dir,
     fetch_release_lockfile,
+    release_backend,
     run_with_telemetry,
     upload_prompt_set,
 )
@@ -86,22 +87,6 @@ def bench_remote(
     return result
 
 
-def _deployed_backend(connector: Connector, root: str) -> str | None:
-    """The backend of the release ``current`` points at (a trtllm engine runs only through its
-    own bench: the executor runtime compiled on the host)."""
-    import json
-
-    from edgepack.bundle import MANIFEST
-
-    facts = gather_facts(connector, root)
-    release = current_release_dir(connector, facts)
-    data = connector.read_bytes(posixpath.join(release, MANIFEST))
-    try:
-        return str(json.loads(data or b"{}").get("recipe", {}).get("backend"))
-    except ValueError:
-        return None
-
-
 RUNNERS = ("python", "runtime")
 """What runs on the device: edgepack's Python ORT runner, or the bundle's C++ runtime."""
 
@@ -129,10 +114,15 @@ def bench_remote_command(
         spec, device_root = deployed[0]
         device_root = root or device_root
     with open_connector(spec) as connector:
-        if _deployed_backend(connector, device_root) == "trtllm":
+        backend = release_backend(connector, device_root)
+        if backend == "trtllm":
             from edgepack.backends.trtllm.bench import bench_trtllm_remote
 
             result = bench_trtllm_remote(connector, device_root, options, cache_root)
+        elif backend == "edgellm" and runner != "runtime":
+            from edgepack.backends.edgellm.remote_bench import bench_edgellm_remote
+
+            result = bench_edgellm_remote(connector, device_root, options, cache_root)
         elif runner == "runtime":
             from edgepack.remote.runtime_bench import bench_runtime_remote
 

@@ -14,7 +14,7 @@ from edgepack.bundle import MANIFEST, PROMPTS_FILE, Manifest, read_manifest
 from edgepack.errors import RemoteError
 from edgepack.quality.prompts import PromptSet
 from edgepack.remote.connector import CommandResult, Connector, shell
-from edgepack.remote.facts import DeviceFacts
+from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.layout import CURRENT
 from edgepack.remote.telemetry import SAMPLER_SCRIPT
 
@@ -79,3 +79,14 @@ def fetch_release_lockfile(
     for name in (MANIFEST, PROMPTS_FILE):
         connector.get(posixpath.join(release_dir, name), local / name)
     return read_manifest(local), local / PROMPTS_FILE
+
+
+def release_backend(connector: Connector, root: str) -> str | None:
+    """The backend of the release ``current`` points at (each backend benches in its own way:
+    trtllm's executor runtime is compiled on the host, Edge-LLM runs its own C++ tools)."""
+    release = current_release_dir(connector, gather_facts(connector, root))
+    data = connector.read_bytes(posixpath.join(release, MANIFEST))
+    try:
+        return str(Manifest.model_validate_json(data or b"").recipe.get("backend"))
+    except ValueError:
+        return None

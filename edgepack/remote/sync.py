@@ -19,18 +19,15 @@ from __future__ import annotations
 import posixpath
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from edgepack.bundle import Manifest
 from edgepack.errors import DeviceFullError, RemoteError
-from edgepack.remote.connector import DEFAULT_TIMEOUT_S, Connector, shell
+from edgepack.remote.connector import Connector, shell
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import (
-    PRUNE_VENVS,
-    VENV_LINK,
     VenvReport,
     ensure_venv,
     glibc_problems,
@@ -39,23 +36,17 @@ from edgepack.remote.device_env import (
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
-    CURRENT,
-    GENERATION,
-    PARTIAL,
-    PREVIOUS,
-    RELEASES,
     under,
 )
-from edgepack.remote.lock import DeviceLock, device_lock
+from edgepack.remote.lock import device_lock
+from edgepack.remote.switch import after_switch, doomed_releases, finish, switch_to
 from edgepack.remote.sync_plan import (
     Action,
     DeployPlan,
     DeployProgress,
     FileStep,
     LocalBundle,
-    RemoteState,
     make_plan,
-    read_state,
 )
 from edgepack.targets import TargetRegistry
 
@@ -70,6 +61,29 @@ class SilentProgress:
         pass
 
 
+class ReleaseStep(Protocol):
+    """Work a backend does on the device around a deploy (Edge-LLM builds its engine there).
+
+    ``refusals`` runs before anything is sent (a non-empty list refuses the deploy);
+    ``before_switch`` runs after the release is complete and verified and before ``current``
+    moves (raising moves nothing); what it returns goes into the report under ``name``."""
+
+    name: str
+
+    def refusals(
+        self, connector: Connector, manifest: Manifest, facts: DeviceFacts
+    ) -> list[str]: ...
+
+    def before_switch(
+        self,
+        connector: Connector,
+        manifest: Manifest,
+        facts: DeviceFacts,
+        release_dir: str,
+        dry_run: bool,
+    ) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class DeployOptions:
     root: str = DEFAULT_ROOT
@@ -78,6 +92,8 @@ class DeployOptions:
     break_lock: bool = False
     venv: bool = True
     """Install the bundle's wheels (if it carries any) into <root>/venv."""
+    steps: tuple[ReleaseStep, ...] = ()
+    """The backend's own work on the device (see :class:`ReleaseStep`)."""
 
 
 @dataclass
@@ -97,6 +113,8 @@ class DeployReport:
     changes: list[dict[str, Any]] = field(default_factory=list)
     """Every file that is not already in place: path, action, bytes_to_send."""
     venv: VenvReport | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    """What each release step reported (the Edge-LLM engine built on the device)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,11 +137,15 @@ def deploy(
     _refuse_incompatible(manifest, facts, registry)
     if options.venv:
         _refuse_unusable_wheels(manifest, facts)
+    for step in options.steps:
+        _refuse_if(facts, step.refusals(connector, manifest, facts), f"see `edgepack doctor "
+                   f"--host {facts.host}` for what the device has")  # fmt: skip
     if options.dry_run:
         plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         report = _report(plan, manifest, "dry run", started)
         report.venv = _venv(connector, plan, manifest, facts, options, dry_run=True)
+        report.steps = _steps(connector, plan, manifest, facts, options, dry_run=True)
         return report
     with device_lock(connector, facts.root, options.break_lock) as lock:
         plan = make_plan(connector, bundle, facts.root, progress)
@@ -132,11 +154,13 @@ def deploy(
             progress.phase(host, "no change")
             report = _report(plan, manifest, "no change", started)
             report.venv = _venv(connector, plan, manifest, facts, options)
+            report.steps = _steps(connector, plan, manifest, facts, options)
             if report.venv is not None:  # the venv link follows the release's own venv
                 switch_to(connector, plan.root, plan.release, plan.device)
             return report
         sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
         venv = _venv(connector, plan, manifest, facts, options)
+        steps = _steps(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
         previous = switch_to(connector, plan.root, plan.release, plan.device, plan.replaces)
         after = after_switch(plan.device, plan.release, previous, plan.replaces)
@@ -145,6 +169,7 @@ def deploy(
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
+    report.steps = steps
     return report
 
 
@@ -191,6 +216,23 @@ def _venv(
     if not options.venv:
         return None
     return ensure_venv(connector, manifest, facts, plan.final_dir, dry_run=dry_run)
+
+
+def _steps(
+    connector: Connector,
+    plan: DeployPlan,
+    manifest: Manifest,
+    facts: DeviceFacts,
+    options: DeployOptions,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Each release step on the complete release, before `current` moves."""
+    done = {}
+    for step in options.steps:
+        reported = step.before_switch(connector, manifest, facts, plan.final_dir, dry_run)
+        if reported is not None:
+            done[step.name] = reported
+    return done
 
 
 def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -> DeployReport:
@@ -439,116 +481,3 @@ def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, st
             hint="rerun the deploy (it re-sends only those files); if it repeats, check the "
             "device's storage",
         )
-
-
-# Makes the new links under temporary names ($3: "" when previous stays as it is); prints "venv"
-# when the release names a venv (its sidecar link), whose link then switches with current.
-LINKS_SCRIPT = """cd "$1" || exit 1
-[ -z "$3" ] || ln -sfn -- "releases/$3" "previous.tmp-$4" || exit 1
-if venv=$(readlink "releases/$2.venv" 2>/dev/null); then
-  ln -sfn -- "${venv#../}" "venv.tmp-$4" || exit 1
-  echo venv
-fi
-ln -sfn -- "releases/$2" "current.tmp-$4"
-"""
-
-# Makes the switch durable, records it in the history, then removes what is no longer wanted:
-# releases with their venv sidecars, the venvs no kept release names, the lock last.
-FINISH_SCRIPT = (
-    """sync -- "$1" 2>/dev/null || sync
-printf '%s\\n' "$2" >> "$1/history"
-root=$1
-shift 2
-for doomed; do rm -rf -- "$doomed.venv" "$doomed"; done
-set -- "$root"
-"""
-    + PRUNE_VENVS
-)
-
-
-def switch_to(
-    connector: Connector,
-    root: str,
-    release: str,
-    state: RemoteState | None = None,
-    replacing: str | None = None,
-) -> str | None:
-    """Make ``release`` current; the old current becomes previous (unless it is ``replacing``,
-    a broken copy of the same release). Returns the old current.
-
-    The history entry is written by ``finish`` (pass it the lock and what to prune).
-    """
-    state = state or read_state(connector, root)
-    old = state.current_release
-    token = uuid.uuid4().hex[:8]
-    previous = old if old and old != release and old != replacing else ""
-    made = connector.run(shell(LINKS_SCRIPT, root, release, previous, token)).stdout.split()
-    names = ([PREVIOUS] if previous else []) + ([VENV_LINK] if "venv" in made else []) + [CURRENT]
-    links = [posixpath.join(root, name) for name in names]
-    try:
-        for link in links:
-            connector.rename(f"{link}.tmp-{token}", link)
-    except BaseException:
-        temporary = [f"{link}.tmp-{token}" for link in links]
-        connector.execute(["rm", "-f", "--", *temporary], None, DEFAULT_TIMEOUT_S)
-        raise
-    return old
-
-
-def after_switch(
-    state: RemoteState, release: str, old: str | None, replacing: str | None = None
-) -> RemoteState:
-    """The deploy root's state once ``release`` became current (without asking the device)."""
-    renamed = release.partition(GENERATION)[0] + PARTIAL  # the partial became ``release``
-    releases = {n: t for n, t in state.releases.items() if n not in (replacing, renamed)}
-    releases[release] = int(time.time())
-    moved = old is not None and old not in (release, replacing)
-    previous = posixpath.join(RELEASES, old) if old and moved else state.previous
-    history = [*state.history, release]
-    return RemoteState(posixpath.join(RELEASES, release), previous, releases, history)
-
-
-def doomed_releases(state: RemoteState, keep: int) -> list[str]:
-    """Beyond the newest ``keep`` releases (current and previous are always kept); partials."""
-    protected = {
-        posixpath.basename(link) for link in (state.current, state.previous) if link is not None
-    }
-    complete = sorted(
-        (n for n in state.releases if not n.endswith(PARTIAL)),
-        key=state.recency,
-        reverse=True,
-    )
-    kept = set(complete[: max(keep, 1)]) | protected
-    return sorted(n for n in state.releases if n not in kept)
-
-
-def finish(
-    connector: Connector, root: str, release: str, doomed: list[str], lock: DeviceLock
-) -> None:
-    """Append ``release`` to the history, prune ``doomed`` and release the lock: one command."""
-    paths = [posixpath.join(root, RELEASES, name) for name in doomed]
-    connector.run(shell(FINISH_SCRIPT, root, release, *paths, lock.path))
-    lock.released = True
-
-
-def rollback(
-    connector: Connector, root: str, to: str | None = None, break_lock: bool = False
-) -> tuple[str | None, str]:
-    """Switch current to ``to`` (default: previous). Returns (old current, new current)."""
-    facts_root = gather_facts(connector, root).root
-    with device_lock(connector, facts_root, break_lock) as lock:
-        state = read_state(connector, facts_root)
-        target = to or (posixpath.basename(state.previous) if state.previous else None)
-        if target is None:
-            raise RemoteError(
-                f"{connector.label}: no previous release under {facts_root} to roll back to",
-                hint="deploy another bundle first, or pass --to RELEASE",
-            )
-        if target not in state.releases:
-            known = ", ".join(sorted(n for n in state.releases if not n.endswith(PARTIAL)))
-            raise RemoteError(
-                f"{connector.label}: release {target} is not on the device (releases: {known})"
-            )
-        old = switch_to(connector, facts_root, target, state)
-        finish(connector, facts_root, target, [], lock)
-        return old, target

@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from edgepack.remote.power_rails import rule_for
+
 NVIDIA_SMI_FIELDS = (
     "timestamp",
     "utilization.gpu",
@@ -135,12 +137,22 @@ def parse_tegrastats(text: str) -> list[dict[str, Any]]:
 
 
 def total_power_w(row: dict[str, Any]) -> float | None:
-    """Board input power where a rail reports it (VIN_*), else the sum of the rails."""
+    """The board's total power from the rails its monitor layout adds up (``power_rails``);
+    None where no rails are printed or their layout is not one NVIDIA documents."""
     rails: dict[str, int] = row.get("rails_mw", {})
-    if not rails:
+    rule = rule_for(rails) if rails else None
+    return None if rule is None else rule.total_mw(rails) / 1000
+
+
+def _rails_record(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which rails made the total, and where that rule comes from (or why there is none)."""
+    rails = next((row["rails_mw"] for row in rows if row.get("rails_mw")), None)
+    if rails is None:
         return None
-    inputs = [mw for name, mw in rails.items() if name.startswith("VIN")]
-    return (sum(inputs) if inputs else sum(rails.values())) / 1000
+    rule = rule_for(rails)
+    if rule is None:
+        return {"board": None, "rails": sorted(rails), "note": "rail layout not recognised"}
+    return {**rule.record(), "rails": sorted(rails)}
 
 
 def summarize(logs: dict[str, str], interval_ms: int, decode_tok_s: float | None) -> dict[str, Any]:
@@ -171,6 +183,7 @@ def summarize(logs: dict[str, str], interval_ms: int, decode_tok_s: float | None
             "gpu_mhz": _stats([r.get("gpu_mhz") for r in rows_tegra]),
             "emc_mhz": _stats([r.get("emc_mhz") for r in rows_tegra]),
             "max_temp_c": _stats([max(r["temps_c"].values(), default=None) for r in rows_tegra]),
+            "power_rails": _rails_record(rows_tegra),
             "samples": rows_tegra,
         }
     watts = _stats(power)

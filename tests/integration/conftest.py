@@ -28,7 +28,13 @@ import pytest
 from edgepack.bundle import ID_EXCLUDED_FIELDS, Manifest, write_bundle
 from edgepack.cache import FileHashIndex, content_key
 from edgepack.remote.ssh import SSH_CONFIG_ENV
-from tests.integration.arm64_device import DeviceRoot
+from tests.integration.arm64_device import (
+    ARM64_PACKAGES,
+    DeviceRoot,
+    aarch64_binfmt,
+    unpack_device_root,
+)
+from tests.integration.container_fixtures import rootfs_tarball
 
 SSHD = Path("/usr/sbin/sshd")
 _subnets = itertools.count(1)
@@ -468,3 +474,24 @@ def make_hostile_bundle(directory: Path, kind: str, outside: Path) -> Path:
     raw["bundle_id"] = content_key({k: v for k, v in raw.items() if k not in ID_EXCLUDED_FIELDS})
     (directory / "manifest.json").write_text(json.dumps(raw, indent=2))
     return directory
+
+
+def host_debian_release() -> str:
+    """The device runs this host's Debian release: the cross compiler's glibc is that release's,
+    and a runtime built against it needs one at least as new on the device."""
+    for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    pytest.skip("this host is not a Debian release debootstrap can make for the device")
+
+
+@pytest.fixture(scope="module")
+def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
+    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        pytest.skip("an aarch64 device's root filesystem needs root and debootstrap")
+    with aarch64_binfmt():
+        tarball = rootfs_tarball(host_debian_release(), arch="arm64", include=ARM64_PACKAGES)
+        root = unpack_device_root(tarball, tmp_path_factory.mktemp("arm64") / "rootfs")
+        yield root
+        shutil.rmtree(root.path, ignore_errors=True)

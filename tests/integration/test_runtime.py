@@ -21,16 +21,12 @@ from edgepack.cli.main import run
 from tests.conftest import prompt_subset, require_demo_stack
 from tests.integration.arm64_device import (
     AARCH64_CPUINFO,
-    ARM64_PACKAGES,
     QEMU_STATIC,
     DeviceRoot,
-    aarch64_binfmt,
-    unpack_device_root,
 )
 from tests.integration.conftest import NetnsDevice, SshServer
 from tests.integration.container_fixtures import (
     container_engine_with_base_image,
-    rootfs_tarball,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -224,27 +220,6 @@ def test_aarch64_runtime_answers_like_the_x86_one(
 
 
 # ---- an aarch64 device: the cross-built runtime deployed and benched over SSH -----------------
-
-
-def host_debian_release() -> str:
-    """The device runs this host's Debian release: the cross compiler's glibc is that release's,
-    and a runtime built against it needs one at least as new on the device."""
-    for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VERSION_CODENAME="):
-            return line.split("=", 1)[1].strip('"')
-    pytest.skip("this host is not a Debian release debootstrap can make for the device")
-
-
-@pytest.fixture(scope="module")
-def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
-    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
-    if shutil.which("debootstrap") is None or os.geteuid() != 0:
-        pytest.skip("an aarch64 device's root filesystem needs root and debootstrap")
-    with aarch64_binfmt():
-        tarball = rootfs_tarball(host_debian_release(), arch="arm64", include=ARM64_PACKAGES)
-        root = unpack_device_root(tarball, tmp_path_factory.mktemp("arm64") / "rootfs")
-        yield root
-        shutil.rmtree(root.path, ignore_errors=True)
 
 
 def test_aarch64_runtime_is_deployed_to_an_arm64_device_and_benched_there(

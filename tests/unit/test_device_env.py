@@ -25,7 +25,8 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.sync import DeployOptions, DeployReport, SilentProgress, deploy, rollback
+from edgepack.remote.switch import rollback
+from edgepack.remote.sync import DeployOptions, DeployReport, SilentProgress, deploy
 from edgepack.targets import TargetRegistry
 
 # Names as pip downloaded them for CPython 3.11 and 3.12 on x86_64.

@@ -18,6 +18,7 @@ from edgepack.remote.telemetry import (
     parse_nvidia_smi_csv,
     parse_proc_log,
     parse_tegrastats,
+    parse_tegrastats_line,
     summarize,
     total_power_w,
 )
@@ -127,7 +128,43 @@ def test_tegrastats_orin_line() -> None:
     assert (first["gpu_load_pct"], first["gpu_mhz"], first["emc_mhz"]) == (97.0, 1300.0, 3199.0)
     assert "CV0" not in first["temps_c"] and first["temps_c"]["GPU"] == 55.125
     assert first["rails_mw"]["VDD_GPU_SOC"] == 14395
-    assert total_power_w(first) == 5.525  # the board input rail
+    # VDD_GPU_SOC + VDD_CPU_CV + VIN_SYS_5V0; VDDQ_VDD2_1V8AO is part of VIN_SYS_5V0
+    assert total_power_w(first) == pytest.approx(14.395 + 2.399 + 5.525)
+    assert total_power_w(first) > first["rails_mw"]["VDD_GPU_SOC"] / 1000
+
+
+@pytest.mark.parametrize(
+    ("log", "board", "expected_w"),
+    [
+        ("tegrastats-thor.log", "Jetson AGX Thor", 41.27),
+        ("tegrastats-orin-nano.log", "Jetson Orin NX / Orin Nano", 11.82),
+        ("tegrastats-orin.log", "Jetson AGX Orin", 22.319),
+    ],
+)
+def test_tegrastats_total_power_per_board(log: str, board: str, expected_w: float) -> None:
+    text = (FIXTURES / log).read_text()
+    rows = parse_tegrastats(text)
+    assert total_power_w(rows[0]) == pytest.approx(expected_w)
+    # The total is never below any one rail it contains.
+    assert all(total_power_w(rows[0]) >= mw / 1000 for mw in rows[0]["rails_mw"].values())
+    rails = summarize({"tegrastats.log": text}, 500, decode_tok_s=None)["tegrastats"]["power_rails"]
+    assert rails["board"] == board and "Developer Guide" in rails["source"]
+
+
+def test_thor_without_ina238_sums_its_module_rails() -> None:
+    line = (FIXTURES / "tegrastats-thor.log").read_text().splitlines()[0]
+    row = parse_tegrastats_line(line.rsplit(" VIN ", 1)[0])
+    assert row is not None
+    assert total_power_w(row) == pytest.approx(21.38 + 8.31 + 7.45)
+
+
+def test_unknown_rail_layout_gives_no_total() -> None:
+    line = "RAM 100/200MB CPU [1%@100] VDD_MYSTERY 5000mW/5000mW VIN_FOO 2000mW/2000mW"
+    row = parse_tegrastats_line(line)
+    assert row is not None and total_power_w(row) is None
+    summary = summarize({"tegrastats.log": line}, 500, decode_tok_s=None)
+    assert "power_w" not in summary
+    assert summary["tegrastats"]["power_rails"]["note"] == "rail layout not recognised"
 
 
 def test_tegrastats_older_format_has_no_power() -> None:

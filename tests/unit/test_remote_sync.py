@@ -16,12 +16,12 @@ from edgepack.remote.connector import LocalConnector
 from edgepack.remote.fleet import on_each_host
 from edgepack.remote.hosts import HostSpec, parse_host
 from edgepack.remote.layout import LOCK
+from edgepack.remote.switch import rollback
 from edgepack.remote.sync import (
     DeployOptions,
     DeployReport,
     SilentProgress,
     deploy,
-    rollback,
 )
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle

@@ -20,7 +20,6 @@ TensorRT-RTX never load into edgepack's own process and each stage's peak memory
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -36,10 +35,10 @@ from edgepack.backends.base import (
     StageContext,
     StageName,
 )
+from edgepack.backends.calibration import calibration_record as shared_calibration_record
 from edgepack.errors import EdgepackError
 from edgepack.precisions import WEIGHT_FORMATS, fitting_block_size
 from edgepack.process import python_module_command, run_tool
-from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
     from edgepack.models import ModelSpec
@@ -205,13 +204,8 @@ def _quantize_description(precision: str) -> str:
 
 
 def calibration_record() -> dict[str, Any]:
-    """Which prompts calibrate the quantizers, with the hash of the file they come from."""
-    path = data_dir("prompts") / "default.json"
-    return {
-        "prompts": path.name,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "window_tokens": CALIBRATION_WINDOW,
-    }
+    """The shared calibration record, with the window the prompts are packed into."""
+    return {**shared_calibration_record(), "window_tokens": CALIBRATION_WINDOW}
 
 
 def _quantize_config(plan: Plan) -> dict[str, Any]:
