@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "edgepack/json.hpp"
 #include "edgepack/platform.hpp"
 #include "edgepack/sha256.hpp"
 
@@ -13,17 +14,15 @@ namespace {
 
 constexpr std::size_t kReportedMismatches = 5;
 
-std::string file_problem(const std::string& bundle_dir, const Json& record) {
-  const std::string relative = record["path"].string();
-  const std::string path = bundle_dir + "/" + relative;
+std::string file_problem(const std::string& bundle_dir, const BundleFile& record) {
+  const std::string path = bundle_dir + "/" + record.path;
   struct stat info {};
-  if (stat(path.c_str(), &info) != 0) return relative + ": missing";
-  const auto expected_size = static_cast<long long>(record["size"].number());
-  if (static_cast<long long>(info.st_size) != expected_size) {
-    return relative + ": size " + std::to_string(info.st_size) + " != " +
-           std::to_string(expected_size);
+  if (stat(path.c_str(), &info) != 0) return record.path + ": missing";
+  if (static_cast<std::uint64_t>(info.st_size) != record.size) {
+    return record.path + ": size " + std::to_string(info.st_size) + " != " +
+           std::to_string(record.size);
   }
-  if (sha256_file(path) != record["sha256"].string()) return relative + ": sha256 differs";
+  if (sha256_file(path) != record.sha256) return record.path + ": sha256 differs";
   return "";
 }
 
@@ -32,15 +31,25 @@ std::string file_problem(const std::string& bundle_dir, const Json& record) {
 std::string default_bundle_dir() { return executable_dir() + "/../.."; }
 
 Bundle read_bundle(const std::string& dir) {
-  Bundle bundle{dir, "", Json::parse_file(dir + "/manifest.json")};
-  bundle.engine_dir = dir + "/" + bundle.manifest["engine_dir"].string();
-  return bundle;
+  const std::string path = dir + "/manifest.json";
+  const Json manifest = read_json_file(path);
+  return read_fields(path, [&] {
+    const Json& target = manifest.at("target");
+    Bundle bundle{dir, dir + "/" + manifest.at("engine_dir").get<std::string>(),
+                  target.at("name").get<std::string>(), target.at("arch").get<std::string>(), {}};
+    for (const Json& record : manifest.at("files")) {
+      bundle.files.push_back({record.at("path").get<std::string>(),
+                              record.at("size").get<std::uint64_t>(),
+                              record.at("sha256").get<std::string>()});
+    }
+    return bundle;
+  });
 }
 
 Check check_files(const Bundle& bundle) {
   std::vector<std::string> problems;
-  const Json::Array& files = bundle.manifest["files"].array();
-  for (const Json& record : files) {
+  const std::vector<BundleFile>& files = bundle.files;
+  for (const BundleFile& record : files) {
     std::string problem = file_problem(bundle.dir, record);
     if (!problem.empty()) problems.push_back(problem);
   }
@@ -58,9 +67,8 @@ Check check_files(const Bundle& bundle) {
 
 Check check_arch(const Bundle& bundle, const char* target_name, const char* target_arch) {
   const std::string machine = machine_arch();
-  const Json& target = bundle.manifest["target"];
-  const std::string bundle_arch = target["arch"].string();
-  const std::string bundle_target = target["name"].string();
+  const std::string& bundle_arch = bundle.target_arch;
+  const std::string& bundle_target = bundle.target_name;
   std::string problem;
   if (machine != target_arch) {
     problem = "this machine is " + machine + " but the runtime was built for " + target_arch;
@@ -85,14 +93,13 @@ ExitCode SelfTestReport::exit_code() const {
 }
 
 void SelfTestReport::print() const {
-  std::string checks = "[";
+  auto checks = Json::array();
   for (const Check& check : checks_) {
     std::cerr << "self-test " << check.name << ": " << (check.ok ? "ok" : "FAILED") << " ("
               << check.detail << ")\n";
-    if (checks.size() > 1) checks += ", ";
-    checks += JsonLine().add("name", check.name).add("ok", check.ok).add("detail", check.detail).str();
+    checks.push_back({{"name", check.name}, {"ok", check.ok}, {"detail", check.detail}});
   }
-  std::cout << JsonLine().add("type", "self_test").add("ok", ok()).add_raw("checks", checks + "]").str()
+  std::cout << JsonLine().add("type", "self_test").add("ok", ok()).add("checks", checks).str()
             << std::endl;
 }
 
