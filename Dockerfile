@@ -1,7 +1,8 @@
 # Builder images for edgepack; pick one with `docker build --target NAME .`
 #
-#   cross           Debian with the aarch64 cross toolchain, CMake and qemu-user: cross-builds the
-#                   generated C++ runtime for aarch64 targets and runs its tests under emulation.
+#   cross           Debian with the aarch64 cross toolchain, CMake, qemu-user and the runtime's
+#                   header-only libraries (nlohmann/json, CLI11): cross-builds the generated C++
+#                   runtime for aarch64 targets and runs its tests under emulation.
 #   trtllm-builder  TensorRT-LLM's release image (GPU hosts only): quantize and trtllm-build.
 #
 # edgepack drives these through the docker (or podman) CLI and builds `cross` itself on first use,
@@ -19,6 +20,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         g++-aarch64-linux-gnu cmake make ninja-build qemu-user python3 ca-certificates \
+        nlohmann-json3-dev libcli11-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 WORKDIR /src

@@ -6,6 +6,7 @@
 #include <iostream>
 #include <set>
 
+#include "edgepack/json.hpp"
 #include "edgepack/platform.hpp"
 #include "edgepack/sha256.hpp"
 
@@ -32,21 +33,20 @@ std::string entry_problem(const std::string& bundle_dir, const std::string& rela
   }
 }
 
-std::string file_problem(const std::string& bundle_dir, const Json& record) {
-  const std::string relative = record["path"].string();
+std::string file_problem(const std::string& bundle_dir, const BundleFile& record) {
+  const std::string& relative = record.path;
   const std::string unsafe = path_problem(relative);
   if (!unsafe.empty()) return "unsafe path: " + unsafe;
   const std::string kind = entry_problem(bundle_dir, relative);
   if (!kind.empty()) return relative + ": " + kind;
   const std::string path = bundle_dir + "/" + relative;
   struct stat info {};
-  if (stat(path.c_str(), &info) != 0) return relative + ": missing";
-  const auto expected_size = static_cast<long long>(record["size"].number());
-  if (static_cast<long long>(info.st_size) != expected_size) {
-    return relative + ": size " + std::to_string(info.st_size) + " != " +
-           std::to_string(expected_size);
+  if (stat(path.c_str(), &info) != 0) return record.path + ": missing";
+  if (static_cast<std::uint64_t>(info.st_size) != record.size) {
+    return record.path + ": size " + std::to_string(info.st_size) + " != " +
+           std::to_string(record.size);
   }
-  if (sha256_file(path) != record["sha256"].string()) return relative + ": sha256 differs";
+  if (sha256_file(path) != record.sha256) return record.path + ": sha256 differs";
   return "";
 }
 
@@ -78,21 +78,37 @@ std::string path_problem(const std::string& path) {
 std::string default_bundle_dir() { return executable_dir() + "/../.."; }
 
 Bundle read_bundle(const std::string& dir) {
-  Bundle bundle{dir, "", Json::parse_file(dir + "/manifest.json")};
-  bundle.engine_dir = dir + "/" + bundle.manifest["engine_dir"].string();
-  return bundle;
+  const std::string path = dir + "/manifest.json";
+  const Json manifest = read_json_file(path);
+  return read_fields(path, [&] {
+    const Json& target = manifest.at("target");
+    const auto engine_dir = manifest.at("engine_dir").get<std::string>();
+    Bundle bundle{dir,
+                  dir + "/" + engine_dir,
+                  engine_dir,
+                  target.at("name").get<std::string>(),
+                  target.at("arch").get<std::string>(),
+                  {}};
+    for (const Json& record : manifest.at("files")) {
+      bundle.files.push_back({record.at("path").get<std::string>(),
+                              record.at("size").get<std::uint64_t>(),
+                              record.at("sha256").get<std::string>()});
+    }
+    return bundle;
+  });
 }
 
 Check check_files(const Bundle& bundle) {
   std::vector<std::string> problems;
-  const std::string engine_dir = bundle.manifest["engine_dir"].string();
-  if (!path_problem(engine_dir).empty()) problems.push_back("engine_dir: " + path_problem(engine_dir));
-  const Json::Array& files = bundle.manifest["files"].array();
+  if (!path_problem(bundle.engine_dir_entry).empty()) {
+    problems.push_back("engine_dir: " + path_problem(bundle.engine_dir_entry));
+  }
+  const std::vector<BundleFile>& files = bundle.files;
   std::set<std::string> seen;
-  for (const Json& record : files) {
+  for (const BundleFile& record : files) {
     std::string problem = file_problem(bundle.dir, record);
-    if (problem.empty() && !seen.insert(record["path"].string()).second) {
-      problem = record["path"].string() + ": listed twice";
+    if (problem.empty() && !seen.insert(record.path).second) {
+      problem = record.path + ": listed twice";
     }
     if (!problem.empty()) problems.push_back(problem);
   }
@@ -110,9 +126,8 @@ Check check_files(const Bundle& bundle) {
 
 Check check_arch(const Bundle& bundle, const char* target_name, const char* target_arch) {
   const std::string machine = machine_arch();
-  const Json& target = bundle.manifest["target"];
-  const std::string bundle_arch = target["arch"].string();
-  const std::string bundle_target = target["name"].string();
+  const std::string& bundle_arch = bundle.target_arch;
+  const std::string& bundle_target = bundle.target_name;
   std::string problem;
   if (machine != target_arch) {
     problem = "this machine is " + machine + " but the runtime was built for " + target_arch;
@@ -137,14 +152,13 @@ ExitCode SelfTestReport::exit_code() const {
 }
 
 void SelfTestReport::print() const {
-  std::string checks = "[";
+  auto checks = Json::array();
   for (const Check& check : checks_) {
     std::cerr << "self-test " << check.name << ": " << (check.ok ? "ok" : "FAILED") << " ("
               << check.detail << ")\n";
-    if (checks.size() > 1) checks += ", ";
-    checks += JsonLine().add("name", check.name).add("ok", check.ok).add("detail", check.detail).str();
+    checks.push_back({{"name", check.name}, {"ok", check.ok}, {"detail", check.detail}});
   }
-  std::cout << JsonLine().add("type", "self_test").add("ok", ok()).add_raw("checks", checks + "]").str()
+  std::cout << JsonLine().add("type", "self_test").add("ok", ok()).add("checks", checks).str()
             << std::endl;
 }
 

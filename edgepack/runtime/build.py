@@ -32,6 +32,23 @@ def _compiler_hint(triple: str) -> str:
     return f"apt-get install g++-{triple.replace('_', '-')} (Debian/Ubuntu)"
 
 
+LIBRARY_HEADERS = {"nlohmann/json.hpp": "nlohmann-json3-dev", "CLI/CLI.hpp": "libcli11-dev"}
+"""The header-only libraries of the runtime → their Debian package; architecture-independent, so
+a cross build takes them from this host (the CMake project links in only their folders)."""
+HEADER_ROOT = Path("/usr/include")
+
+
+def check_library_headers(sysroot: str | None, root: Path = HEADER_ROOT) -> None:
+    """Raise when a library header is neither under ``root`` nor in the sysroot's /usr/include."""
+    roots = [root] + ([Path(sysroot) / "usr" / "include"] if sysroot else [])
+    for header, package in LIBRARY_HEADERS.items():
+        if not any((folder / header).is_file() for folder in roots):
+            raise ToolMissingError(
+                f"{header} is missing: the C++ runtime needs the Debian package {package}",
+                hint=f"apt-get install {package}",
+            )
+
+
 def check_build_tools(spec: RuntimeSpec, mode: RuntimeMode) -> None:
     """Raise before any work when this host cannot build ``spec`` in ``mode``."""
     if mode == "native" and spec.arch != host_arch():
@@ -47,6 +64,7 @@ def check_build_tools(spec: RuntimeSpec, mode: RuntimeMode) -> None:
         ):
             if shutil.which(program) is None:
                 raise ToolMissingError(f"{program} is not installed", hint=hint)
+        check_library_headers(spec.sysroot)
 
 
 def build_runtime(

@@ -74,7 +74,7 @@ def render_project(spec: RuntimeSpec, destination: Path) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     shared = destination / "cpp_runtime"
-    for folder in ("include", "src"):
+    for folder in ("include", "src", "tests"):
         shutil.copytree(data_dir("cpp_runtime") / folder, shared / folder, dirs_exist_ok=True)
     return written
 

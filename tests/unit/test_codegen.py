@@ -13,10 +13,15 @@ import jinja2
 import jinja2.meta
 import pytest
 
-from edgepack.errors import BadInputError, ExitCode
+from edgepack.errors import BadInputError, ExitCode, ToolMissingError
 from edgepack.plan import Limits
 from edgepack.resources import data_dir
-from edgepack.runtime.build import check_build_tools
+from edgepack.runtime.build import (
+    HEADER_ROOT,
+    LIBRARY_HEADERS,
+    check_build_tools,
+    check_library_headers,
+)
 from edgepack.runtime.render import (
     project_templates,
     render_files,
@@ -175,6 +180,27 @@ def test_native_build_for_another_arch_is_refused_before_work() -> None:
         check_build_tools(spec, "native")
 
 
+def test_a_missing_library_header_is_named_with_its_package(tmp_path: Path) -> None:
+    with pytest.raises(ToolMissingError) as missing:
+        check_library_headers(None, root=tmp_path)
+    assert missing.value.exit_code == ExitCode.TOOL_MISSING and "\n" not in missing.value.message
+    assert missing.value.message.startswith("nlohmann/json.hpp is missing")
+    assert "nlohmann-json3-dev" in missing.value.message
+    assert missing.value.hint == "apt-get install nlohmann-json3-dev"
+    (tmp_path / "nlohmann").mkdir()
+    (tmp_path / "nlohmann" / "json.hpp").touch()
+    with pytest.raises(ToolMissingError, match=r"CLI/CLI\.hpp is missing.*libcli11-dev"):
+        check_library_headers(None, root=tmp_path)
+
+
+def test_library_headers_may_come_from_the_sysroot(tmp_path: Path) -> None:
+    include = tmp_path / "sysroot" / "usr" / "include"
+    for header in LIBRARY_HEADERS:
+        (include / header).parent.mkdir(parents=True, exist_ok=True)
+        (include / header).touch()
+    check_library_headers(str(tmp_path / "sysroot"), root=tmp_path / "empty")
+
+
 def test_runtime_choice_rejects_unknown_modes(tmp_path: Path) -> None:
     from edgepack.cli.build import runtime_choice
     from edgepack.cli.plan import build_plan
@@ -203,10 +229,29 @@ def test_container_mode_without_an_engine_stops_the_build_before_any_work(
     assert not (cache / "models").exists()  # the demo model was not converted first
 
 
+def library_headers(project: Path) -> Path:
+    """The libraries' header folders linked into one directory, as the CMake project does."""
+    missing = [
+        package
+        for header, package in LIBRARY_HEADERS.items()
+        if not (HEADER_ROOT / header).is_file()
+    ]
+    if missing:
+        pytest.skip(f"apt-get install {' '.join(missing)}")
+    folder = project / "library-headers"
+    folder.mkdir(exist_ok=True)
+    for header in LIBRARY_HEADERS:
+        name = header.split("/")[0]
+        if not (folder / name).exists():
+            (folder / name).symlink_to(HEADER_ROOT / name)
+    return folder
+
+
 def syntax_check(compiler: str, project: Path) -> subprocess.CompletedProcess[str]:
     if shutil.which(compiler) is None:
         pytest.skip(f"{compiler} is not installed (Debian: g++-<triple with dashes>)")
     includes = ["-I", str(project / "src"), "-I", str(project / "cpp_runtime" / "include")]
+    includes += ["-isystem", str(library_headers(project))]
     flags = ["-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror"]
     return subprocess.run(
         [compiler, *flags, *includes, str(project / "src" / "main.cpp")],

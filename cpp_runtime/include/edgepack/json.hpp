@@ -1,70 +1,56 @@
-// A small JSON reader (manifests, prompt files) and a one-line JSON writer (results, timings).
+// JSON through nlohmann/json: reading manifests and prompt files, writing the one-line records of
+// --json (results, timings, self-test) in the layout edgepack has always printed.
 #pragma once
 
-#include <cstdint>
-#include <map>
-#include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 namespace edgepack {
 
+// Objects keep their keys in the order written (one type for reading and writing).
+using Json = nlohmann::ordered_json;
+
+// A file that cannot be read or is not the JSON expected; the message names the file.
 class JsonError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
-class Json {
- public:
-  enum class Kind { Null, Bool, Number, String, Array, Object };
-  using Array = std::vector<Json>;
-  using Object = std::map<std::string, Json>;
+// nlohmann's message without its "[json.exception.type_error.302] " prefix.
+std::string json_reason(const Json::exception& error);
 
-  Json() = default;
-  static Json parse(const std::string& text);
-  static Json parse_file(const std::string& path);
+// Throws JsonError "PATH: reason" when the file is unreadable or malformed.
+Json read_json_file(const std::string& path);
 
-  Kind kind() const { return kind_; }
-  bool is(Kind kind) const { return kind_ == kind; }
-  bool has(const std::string& key) const;
-  // Accessors throw JsonError naming the expected kind when the value is of another.
-  const Json& operator[](const std::string& key) const;
-  const Array& array() const;
-  const Object& object() const;
-  const std::string& string() const;
-  double number() const;
-  bool boolean() const;
+// Runs `read` on a document from `path`; a missing key or a value of the wrong type becomes a
+// JsonError naming the file.
+template <typename Read>
+auto read_fields(const std::string& path, Read&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Json::exception& error) {
+    throw JsonError(path + ": " + json_reason(error));
+  }
+}
 
- private:
-  friend class JsonParser;
-  Kind kind_ = Kind::Null;
-  bool bool_ = false;
-  double number_ = 0;
-  std::string string_;
-  std::shared_ptr<Array> array_;
-  std::shared_ptr<Object> object_;
-};
-
-// Writes one JSON object on one line: JsonLine().add("a", 1).add("b", "x").str().
+// One JSON object on one line, keys in the order added: JsonLine().add("a", 1).add("b", "x").str()
+// gives {"a": 1, "b": "x"}. Floating-point numbers have 6 significant digits (non-finite: null);
+// text that is not valid UTF-8 is written with U+FFFD in place of the bad bytes.
 class JsonLine {
  public:
-  JsonLine& add(const std::string& key, const std::string& value);
-  JsonLine& add(const std::string& key, const char* value);
-  JsonLine& add(const std::string& key, double value);
-  JsonLine& add(const std::string& key, std::int64_t value);
-  JsonLine& add(const std::string& key, int value) { return add(key, static_cast<std::int64_t>(value)); }
-  JsonLine& add(const std::string& key, bool value);
-  JsonLine& add(const std::string& key, const std::vector<double>& values);
-  JsonLine& add(const std::string& key, const std::vector<std::int32_t>& values);
-  JsonLine& add_raw(const std::string& key, const std::string& json);
-  std::string str() const { return "{" + body_ + "}"; }
+  template <typename T>
+  JsonLine& add(const std::string& key, T&& value) {
+    object_[key] = std::forward<T>(value);
+    return *this;
+  }
+  std::string str() const;
 
  private:
-  JsonLine& field(const std::string& key, const std::string& json);
-  std::string body_;
+  Json object_ = Json::object();
 };
 
+// `text` as a JSON string literal.
 std::string json_quote(const std::string& text);
 
 }  // namespace edgepack

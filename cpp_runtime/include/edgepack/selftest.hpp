@@ -2,10 +2,9 @@
 // bundle's architecture against the build's, then (from the backend) a short real generation.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
-
-#include "edgepack/json.hpp"
 
 namespace edgepack {
 
@@ -25,10 +24,20 @@ struct Check {
   ExitCode failure_code;
 };
 
+struct BundleFile {
+  std::string path;  // relative to the bundle
+  std::uint64_t size;
+  std::string sha256;
+};
+
+// What the runtime reads of a bundle's manifest.json.
 struct Bundle {
   std::string dir;
-  std::string engine_dir;
-  Json manifest;
+  std::string engine_dir;        // dir + "/" + the manifest's engine_dir
+  std::string engine_dir_entry;  // the manifest's engine_dir as written (its path is checked)
+  std::string target_name;
+  std::string target_arch;
+  std::vector<BundleFile> files;
 };
 
 // The bundle around this executable (bundle/runtime/bin/<exe>) unless a directory is given.
