@@ -38,10 +38,11 @@ How the limits were chosen (none from the demo model's own figures):
   97.7–98.8 %, q4_K_M 91.9–94.7 %, q2_K 71–86 %. Over a prefill and 8 decode steps: full 1.0;
   half 0.85 (one flip at a near-tie, which 99.7 % makes a 2 % event over 9 steps); 8-bit 0.75; 4-bit
   0.5 (below q2_K's rate, so a healthy 4-bit network fails this by chance in under 2 % of checks).
-- **max |Δlogit|** (nats, any token, any step) — the noise of each format on logits of magnitude
-  up to ~50: full 0.01 (fp32 rounding through the depth of a network), half 0.5 (2^-11 relative
-  per operation, 10× margin), 8-bit 8 and 4-bit 16: a shift of 16 nats multiplies one token's
-  odds by e^16 ≈ 9·10^6, which no rounding noise does and one layer with a wrong scale does.
+- **max |Δlogit|** (nats, any token, any step) — the rounding noise of each format on logits of
+  magnitude up to ~50: full 0.01 (fp32 rounding through the depth of a network), half 0.5 (2^-11
+  relative per operation, 10× margin). Not judged for 8-bit and 4-bit (recorded only): the largest
+  shift among ~50 000 vocabulary entries is set by tokens that carry no probability, which KL
+  weighs by their probability and top-1 ignores, as they should.
 - **Tensor relative error** — round-to-nearest theory for weights of Gaussian shape: a symmetric
   b-bit grid with absmax scaling over n values errs by sqrt(2 ln n) / ((2^(b-1) − 1) · sqrt(12))
   of the tensor's RMS: int4 in blocks of 128: 0.13, per channel of 4096: 0.17; int8 per channel:
@@ -85,7 +86,8 @@ class ArtifactLimits(BaseModel):
 
     top1_agreement_min: float
     kl_divergence_max: float
-    max_abs_logit_diff_max: float
+    max_abs_logit_diff_max: float | None
+    """None: recorded, not judged."""
     tensor_relative_error_max: float
 
 
@@ -105,13 +107,13 @@ ARTIFACT_LIMITS: dict[str, ArtifactLimits] = {
     "8bit": ArtifactLimits(
         top1_agreement_min=0.75,
         kl_divergence_max=0.05,
-        max_abs_logit_diff_max=8.0,
+        max_abs_logit_diff_max=None,
         tensor_relative_error_max=0.08,
     ),
     "4bit": ArtifactLimits(
         top1_agreement_min=0.5,
         kl_divergence_max=0.5,
-        max_abs_logit_diff_max=16.0,
+        max_abs_logit_diff_max=None,
         tensor_relative_error_max=0.35,
     ),
 }
@@ -201,7 +203,8 @@ def _step_checks(steps: Sequence[StepFigure], limits: ArtifactLimits) -> list[Ch
     flips = [s.where for s in steps if not s.top1_match]
     mean_kl = sum(_finite_or_inf(s.kl_divergence) for s in steps) / len(steps)
     agreement = (len(steps) - len(flips)) / len(steps)
-    return [
+    largest = _finite_or_inf(worst_diff.max_abs_logit_diff)
+    checks = [
         _check(
             "artifact_top1_agreement",
             agreement,
@@ -218,14 +221,20 @@ def _step_checks(steps: Sequence[StepFigure], limits: ArtifactLimits) -> list[Ch
             f"mean KL(source‖artifact) per step, nats; worst at {worst_kl.where} "
             f"({worst_kl.kl_divergence:.3g})",
         ),
-        _check(
-            "artifact_max_abs_logit_diff",
-            _finite_or_inf(worst_diff.max_abs_logit_diff),
-            limits.max_abs_logit_diff_max,
-            "max",
-            f"largest |Δlogit| at {worst_diff.where}",
-        ),
     ]
+    if limits.max_abs_logit_diff_max is not None or not math.isfinite(largest):
+        checks.append(
+            _check(
+                "artifact_max_abs_logit_diff",
+                largest,
+                math.inf
+                if limits.max_abs_logit_diff_max is None
+                else limits.max_abs_logit_diff_max,
+                "max",
+                f"largest |Δlogit| at {worst_diff.where}",
+            )
+        )
+    return checks
 
 
 def _tensor_checks(tensors: Sequence[TensorFigure], limits: ArtifactLimits) -> list[Check]:

@@ -61,7 +61,10 @@ def judged_record(
     max |Δlogit|), raise when they fail, and return the stage's record of them."""
     limits = ARTIFACT_LIMITS[artifact_class(precision)]
     if "max_abs_logit_diff" in check:
-        tighter = min(limits.max_abs_logit_diff_max, check["max_abs_logit_diff"])
+        own = limits.max_abs_logit_diff_max
+        tighter = (
+            check["max_abs_logit_diff"] if own is None else min(own, check["max_abs_logit_diff"])
+        )
         limits = limits.model_copy(update={"max_abs_logit_diff_max": tighter})
     verdict = judge_artifact(what, precision, figures, limits=limits)
     require_artifact(verdict, hint)
