@@ -706,6 +706,15 @@ def _verdict_words(run: RunResult) -> str:
     return f"FAIL ({quality.quality_class}): {failed}"
 
 
+def _reference_text(entry: Entry) -> str:
+    """What the answers were judged against: the reference's provenance (part of the result)."""
+    if entry.run is None:
+        return entry.not_measured
+    if entry.run.quality is None:
+        return "no verdict"
+    return entry.run.quality.reference.get("provenance") or "provenance not recorded"
+
+
 def _quality_metrics(entry: Entry) -> dict[str, float]:
     if entry.run is None or entry.run.quality is None:
         return {}
@@ -713,7 +722,10 @@ def _quality_metrics(entry: Entry) -> dict[str, float]:
 
 
 def _quality_rows(entries: Sequence[Entry]) -> list[Row]:
-    rows = [_text_row("quality", "quality verdict", [_verdict_text(e) for e in entries])]
+    rows = [
+        _text_row("quality", "quality verdict", [_verdict_text(e) for e in entries]),
+        _text_row("quality", "reference", [_reference_text(e) for e in entries]),
+    ]
     names = sorted({name for e in entries for name in _quality_metrics(e)})
     directions = _check_directions(entries)
     for name in names:

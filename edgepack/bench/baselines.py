@@ -186,6 +186,7 @@ class OllamaEngine:
         self._server = server
         self._tokenizer = tokenizer
         self.load_s = load_s
+        self.threads = engine_threads()
 
     @classmethod
     def load(cls, server: OllamaServer, tokenizer_dir: Path) -> OllamaEngine:
@@ -206,7 +207,12 @@ class OllamaEngine:
             "model": self._server.model,
             "messages": [{"role": "user", "content": text}],
             "stream": False,
-            "options": {"temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens},
+            "options": {
+                "temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens,
+                # The threads and context of the engines it is compared with (Ollama's own
+                # defaults differ by version and machine).
+                "num_thread": self.threads, "num_ctx": LLAMACPP_CONTEXT,
+            },
         })  # fmt: skip
         answer = str(reply["message"]["content"])
         ids = [int(i) for i in self._tokenizer.encode(answer, add_special_tokens=False).ids]
@@ -253,7 +259,7 @@ def bench_baseline(
         "backend": "llama.cpp" if request.engine == "llamacpp" else "ollama",
         "precision": label,
         "engine_bytes": identity.get("bytes"),
-        "limits": {"n_ctx": LLAMACPP_CONTEXT} if request.engine == "llamacpp" else {},
+        "limits": {"n_ctx": LLAMACPP_CONTEXT},
     }
     prompts = options.prompts_file or data_dir("prompts") / "default.json"
     result = measure_engine(loader, prompts, options, bundle, "unknown", progress)

@@ -1,4 +1,4 @@
-"""Reference outputs of the source model in full precision, computed once with transformers.
+"""Reference outputs of the source model, run in float32 with transformers, computed once.
 
 For a model hash, prompt set and generation length the reference holds the greedy continuation of
 every prompt (same chat template, same token ids as the engine sees) and the per-token
