@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgepack.cli.options import CacheDirOption, JsonOption
+from edgepack.cli.options import (
+    CacheDirOption,
+    GateConfigOption,
+    JsonOption,
+    ReferenceModelHelp,
+)
 from edgepack.cli.output import console, human_bytes, print_json
 
 if TYPE_CHECKING:
@@ -85,13 +90,10 @@ def bench(
         typer.Option(
             "--reference-model",
             help="For baselines: the source model whose answers the gate compares with "
-            "(a folder, demo:smollm2-135m, or a cached hub id).",
+            f"{ReferenceModelHelp}.",
         ),
     ] = None,
-    gate_config: Annotated[
-        Path | None,
-        typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
-    ] = None,
+    gate_config: GateConfigOption = None,
 ) -> None:
     """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
 

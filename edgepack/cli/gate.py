@@ -7,22 +7,24 @@ from typing import Annotated
 
 import typer
 
-from edgepack.cli.options import CacheDirOption, JsonOption
+from edgepack.cli.options import (
+    CacheDirOption,
+    GateConfigOption,
+    JsonOption,
+    ReferenceModelHelp,
+)
 from edgepack.cli.output import console, print_json
 
 
 def gate(
     result_file: Annotated[Path, typer.Argument(help="A run result JSON (from edgepack bench).")],
-    gate_config: Annotated[
-        Path | None,
-        typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
-    ] = None,
+    gate_config: GateConfigOption = None,
     reference_model: Annotated[
         str | None,
         typer.Option(
             "--reference-model",
-            help="Judge against this source model (a folder, demo:smollm2-135m, or a cached hub "
-            "id) instead of the run's bundle's.",
+            help=f"Judge against this source model {ReferenceModelHelp} instead of the run's "
+            "bundle's.",
         ),
     ] = None,
     prompts: Annotated[

@@ -65,3 +65,8 @@ CacheDirOption = Annotated[
     ),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Stream the tools' output.")]
+GateConfigOption = Annotated[
+    Path | None,
+    typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
+]
+ReferenceModelHelp = "(a folder, demo:smollm2-135m, or a cached hub id)"
