@@ -226,26 +226,34 @@ class Answer(BaseModel):
     script: str | None
 
 
+REFERENCE_DEGENERATE_SHARE_MAX = 0.25
+"""The reference is unusable when more than a quarter of its answers fail one criterion (a random
+or broken model fails nearly all); one odd answer of a real model does not make it unusable."""
+
+
 def absolute_checks(
     answers: Sequence[Answer],
     perplexity: float | None,
     vocab_size: int | None,
     prefix: str = "absolute",
+    share_max: float = 0.0,
 ) -> tuple[list[Check], list[AnswerFlags]]:
-    """One check per criterion (how many answers fail it; none may) and the held-out perplexity
-    against vocab^0.5; check names are ``<prefix>_<criterion>``."""
+    """One check per criterion (the share of answers failing it, at most ``share_max``) and the
+    held-out perplexity against vocab^0.5; check names are ``<prefix>_<criterion>``. Every
+    failing answer is named in its check's detail, passing or not."""
     flags = [flag_answer(a.id, a.token_ids, a.text, a.script) for a in answers]
     checks = []
     for criterion in CRITERIA:
         failing = [f.id for f in flags if criterion in f.failed]
+        share = len(failing) / len(flags) if flags else 0.0
         detail = CRITERION_DETAIL[criterion] + (f": {', '.join(failing)}" if failing else "")
         checks.append(
             Check(
                 name=f"{prefix}_{criterion}",
-                value=len(failing),
-                limit=0,
+                value=share,
+                limit=share_max,
                 direction="max",
-                passed=not failing,
+                passed=share <= share_max,
                 detail=detail,
             )
         )

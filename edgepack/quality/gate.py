@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from edgepack.quality.absolute import Answer, absolute_checks
+from edgepack.quality.absolute import REFERENCE_DEGENERATE_SHARE_MAX, Answer, absolute_checks
 from edgepack.quality.metrics import EngineOutputs, compute_metrics
 from edgepack.quality.reference import HeldoutScore, Reference
 from edgepack.quality.thresholds import GateConfig, Thresholds
@@ -114,12 +114,18 @@ def reference_checks(reference: Reference) -> list[Check]:
         for out in reference.outputs
     ]
     checks, _ = absolute_checks(
-        answers, _perplexity(reference.heldout), reference.vocab_size, prefix="reference"
+        answers,
+        _perplexity(reference.heldout),
+        reference.vocab_size,
+        prefix="reference",
+        share_max=REFERENCE_DEGENERATE_SHARE_MAX,
     )
     return checks
 
 
-def engine_absolute_checks(engine: EngineOutputs, reference: Reference) -> list[Check]:
+def engine_absolute_checks(
+    engine: EngineOutputs, reference: Reference, share_max: float = 0.0
+) -> list[Check]:
     answers = [
         Answer(
             id=out.id,
@@ -129,7 +135,9 @@ def engine_absolute_checks(engine: EngineOutputs, reference: Reference) -> list[
         )
         for out in reference.outputs
     ]
-    checks, _ = absolute_checks(answers, _perplexity(engine.heldout), reference.vocab_size)
+    checks, _ = absolute_checks(
+        answers, _perplexity(engine.heldout), reference.vocab_size, share_max=share_max
+    )
     return checks
 
 
@@ -154,7 +162,7 @@ def judge(
     metrics = compute_metrics(engine, reference)
     from_reference = reference_checks(reference)
     usable = all(check.passed for check in from_reference)
-    checks = engine_absolute_checks(engine, reference)
+    checks = engine_absolute_checks(engine, reference, limits.degenerate_share_max)
     checks = checks + _checks(metrics, limits) if usable else from_reference + checks
     return QualityVerdict(
         passed=usable and all(check.passed for check in checks),

@@ -37,6 +37,13 @@ class Thresholds(BaseModel):
     empty_rate_max: float = 0.0
     script_ratio_min: float = 0.9
     """Share of the engine's letters in the reference's script, relative to the reference."""
+    degenerate_share_max: float = 0.0
+    """Share of the engine's answers that may fail one absolute check (loop, distinct-2, ...).
+    None at full, half and 8-bit precision: there a degenerate answer fails the gate on its own. The
+    4-bit class allows one answer in ten, because greedy decoding of a small 4-bit model falls into
+    a number loop now and then (the demo's int4 engine: "Jupiter, with approximately
+    111,900,000,000,000,..."; llama.cpp on the Q4_1 GGUF loops in French): an engine whose answers
+    are mostly degenerate fails, and every degenerate answer is named in the check either way."""
     perplexity_ratio_max: float
     """Held-out perplexity over the reference's. The 4-bit limit, 1.5, is set from published
     figures, not the demo's: 4-bit round-to-nearest of OPT-125M, a model of the demo's size,
@@ -91,6 +98,7 @@ DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
         longest_repeat_increase_max=32,
         nonword_increase_max=0.1,
         perplexity_ratio_max=1.5,
+        degenerate_share_max=0.1,
     ),
 }
 

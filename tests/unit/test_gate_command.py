@@ -113,7 +113,7 @@ def test_a_looping_run_fails_with_exit_9_naming_the_check(
     code, out = _gate(str(result), "--reference-model", str(source), "--json-out", str(rejudged),
                       cache=tmp_path / "cache", capsys=capsys)  # fmt: skip
     assert code == ExitCode.QUALITY_GATE
-    assert "absolute_loop = 1 (needs <= 0): FAILED" in out
+    assert "absolute_loop = 1 (needs <= 0.1): FAILED" in out
     failed = [c["name"] for c in json.loads(rejudged.read_text())["quality"]["checks"]
               if not c["passed"]]  # fmt: skip
     assert "absolute_loop" in failed and "chrf" in failed

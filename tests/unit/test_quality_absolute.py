@@ -159,3 +159,24 @@ def test_the_engine_fails_absolute_checks_and_names_the_answer() -> None:
 def test_a_healthy_engine_passes() -> None:
     verdict = judge(_engine(ANSWERS), _reference(ANSWERS), "full")
     assert verdict.passed, verdict.summary()
+
+
+def test_one_degenerate_answer_in_ten_is_named_and_fails_only_above_4bit() -> None:
+    answers = {f"p{i}": f"{PROSE} Answer number {i} is here." for i in range(10)}
+    engine = {**answers, "p3": "Jupiter, with approximately 111" + ",000" * 40}
+    for klass, passes in (("full", False), ("half", False), ("8bit", False), ("4bit", True)):
+        verdict = judge(_engine(engine), _reference(answers), klass)
+        [loop] = [c for c in verdict.checks if c.name == "absolute_loop"]
+        assert loop.passed is passes, klass
+        assert loop.value == pytest.approx(0.1) and "p3" in loop.detail
+    two = {**engine, "p5": "clips " * 40}
+    verdict = judge(_engine(two), _reference(answers), "4bit")
+    assert "absolute_loop" in [c.name for c in verdict.failed_checks]
+
+
+def test_one_odd_reference_answer_does_not_make_it_unusable() -> None:
+    answers = {f"p{i}": f"{PROSE} Answer number {i} is here." for i in range(8)}
+    odd = {**answers, "p0": "clips " * 40}
+    assert judge(_engine(answers), _reference(odd), "4bit").reference_usable
+    broken = {**odd, "p1": "clips " * 40, "p2": "of the " * 30}
+    assert not judge(_engine(answers), _reference(broken), "4bit").reference_usable
