@@ -27,9 +27,12 @@ The API is small and stable::
 
 How the limits were chosen (none from the demo model's own figures):
 
-- **KL divergence** (mean over steps, nats) — the published llama.cpp scoreboard
-  (tools/perplexity/README.md: LLaMA-2-7B and LLaMA-3-8B on Wikitext-2 against FP16): BF16 vs FP16
-  mean 2.5e-5 and at most 0.012 on any token; q8_0 0.0004–0.0014; q4_0/q4_1 0.072; q2_K 0.11–0.45,
+- **KL divergence** (the median step's, nats) — per-token KL is heavy-tailed (in the scoreboard
+  below a quantization's 99th-percentile token lies near ten times its mean, its worst tokens at
+  several nats), so over a handful of steps the mean is set by the one worst step: the median
+  step is judged against the published means, and the worst step is named beside it. The
+  published llama.cpp scoreboard (tools/perplexity/README.md: LLaMA-2-7B and LLaMA-3-8B on
+  Wikitext-2 against FP16): BF16 vs FP16 mean 2.5e-5 and at most 0.012 on any token; q8_0 0.0004–0.0014; q4_0/q4_1 0.072; q2_K 0.11–0.45,
   the most damaged quantization still in use; iq1_S 2.2, which no longer writes sensible text.
   Limits: half 0.012 (the worst single token of BF16 vs FP16), 8-bit 0.05 (35× q8_0, room for fp8
   W8A8 with per-tensor activation scales), 4-bit 0.5 (q2_K's level; four times q4_0's room for a
@@ -201,7 +204,9 @@ def _step_checks(steps: Sequence[StepFigure], limits: ArtifactLimits) -> list[Ch
     worst_diff = max(steps, key=lambda s: _finite_or_inf(s.max_abs_logit_diff))
     worst_kl = max(steps, key=lambda s: _finite_or_inf(s.kl_divergence))
     flips = [s.where for s in steps if not s.top1_match]
-    mean_kl = sum(_finite_or_inf(s.kl_divergence) for s in steps) / len(steps)
+    ordered = sorted(_finite_or_inf(s.kl_divergence) for s in steps)
+    middle = len(ordered) // 2
+    median_kl = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
     agreement = (len(steps) - len(flips)) / len(steps)
     largest = _finite_or_inf(worst_diff.max_abs_logit_diff)
     checks = [
@@ -215,25 +220,33 @@ def _step_checks(steps: Sequence[StepFigure], limits: ArtifactLimits) -> list[Ch
         ),
         _check(
             "artifact_kl_divergence",
-            mean_kl,
+            median_kl,
             limits.kl_divergence_max,
             "max",
-            f"mean KL(source‖artifact) per step, nats; worst at {worst_kl.where} "
+            f"median step's KL(source‖artifact), nats; worst at {worst_kl.where} "
             f"({worst_kl.kl_divergence:.3g})",
         ),
     ]
-    if limits.max_abs_logit_diff_max is not None or not math.isfinite(largest):
+    if limits.max_abs_logit_diff_max is not None:
         checks.append(
             _check(
                 "artifact_max_abs_logit_diff",
                 largest,
-                math.inf
-                if limits.max_abs_logit_diff_max is None
-                else limits.max_abs_logit_diff_max,
+                limits.max_abs_logit_diff_max,
                 "max",
                 f"largest |Δlogit| at {worst_diff.where}",
             )
         )
+    broken = [s.where for s in steps if not math.isfinite(s.max_abs_logit_diff)]
+    checks.append(
+        _check(
+            "artifact_finite",
+            len(broken),
+            0,
+            "max",
+            "steps with NaN or infinite logits" + (f": {', '.join(broken)}" if broken else ""),
+        )
+    )
     return checks
 
 
