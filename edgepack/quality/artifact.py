@@ -32,8 +32,9 @@ How the limits were chosen (none from the demo model's own figures):
   several nats), so over a handful of steps the mean is set by the one worst step: the median
   step is judged against the published means, and the worst step is named beside it. The
   published llama.cpp scoreboard (tools/perplexity/README.md: LLaMA-2-7B and LLaMA-3-8B on
-  Wikitext-2 against FP16): BF16 vs FP16 mean 2.5e-5 and at most 0.012 on any token; q8_0 0.0004–0.0014; q4_0/q4_1 0.072; q2_K 0.11–0.45,
-  the most damaged quantization still in use; iq1_S 2.2, which no longer writes sensible text.
+  Wikitext-2 against FP16): BF16 vs FP16 mean 2.5e-5 and at most 0.012 on any token; q8_0
+  0.0004–0.0014; q4_0/q4_1 0.072; q2_K 0.11–0.45, the most damaged quantization still in use;
+  iq1_S 2.2, which no longer writes sensible text.
   Limits: half 0.012 (the worst single token of BF16 vs FP16), 8-bit 0.05 (35× q8_0, room for fp8
   W8A8 with per-tensor activation scales), 4-bit 0.5 (q2_K's level; four times q4_0's room for a
   small model, which quantizes worse than an 8B one), full 1e-4 (numerical noise only).
