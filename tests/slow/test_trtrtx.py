@@ -176,6 +176,26 @@ def _quantize_stage(cache: Path, precision: str) -> tuple[Path, dict[str, Any]]:
     raise AssertionError(f"no cached {precision} quantize stage under {cache}")
 
 
+def residual_scale(model: Any) -> str:
+    """The scale of the first quantized weight whose MatMul writes into the residual stream (an
+    attention output or MLP down projection: its product goes straight into an Add), where a
+    wrong scale cannot be normalized away."""
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    dequantized = {
+        node.output[0]: node.input[1]
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+    }
+    for node in model.graph.node:
+        weight = next((i for i in node.input if i in dequantized), None)
+        if node.op_type == "MatMul" and weight and "Add" in consumers.get(node.output[0], []):
+            return dequantized[weight]
+    raise AssertionError("no quantized MatMul feeds the residual stream")
+
+
 def test_one_layer_scaled_by_100_fails_the_network_check(
     trtrtx_bundles, session_cache: Path, tmp_path: Path
 ) -> None:
@@ -190,15 +210,7 @@ def test_one_layer_scaled_by_100_fails_the_network_check(
     source, config = _quantize_stage(session_cache, "int4")
     model = onnx.load(str(source / "model.onnx"))
     initializers = {init.name: init for init in model.graph.initializer}
-    [scale_name, *_] = [
-        node.input[1]
-        for node in model.graph.node
-        if node.op_type == "DequantizeLinear" and ".layers.3." in node.input[0] + node.name
-    ] or [
-        node.input[1]
-        for node in model.graph.node
-        if node.op_type == "DequantizeLinear" and node.input[0] in initializers
-    ]
+    scale_name = residual_scale(model)
     scale = initializers[scale_name]
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 100, scale_name))
     broken = tmp_path / "broken"
