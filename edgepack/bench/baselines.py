@@ -22,8 +22,9 @@ from edgepack.bench.chat import render_chat_template
 from edgepack.bench.engine import GenerationSample
 from edgepack.bench.gating import GateSubject
 from edgepack.bench.local import BenchOptions, ProgressCallback, measure_engine
+from edgepack.bench.machine import engine_threads
 from edgepack.bench.result import RunResult
-from edgepack.cache import FileHashIndex, sha256_file
+from edgepack.cache import sha256_file
 from edgepack.errors import BadInputError, RemoteError, ToolMissingError
 from edgepack.models import resolve_model_source
 from edgepack.resources import data_dir
@@ -70,18 +71,26 @@ def _single(prompts: list[Any], engine: str) -> Any:
     return prompts[0]
 
 
+LLAMACPP_CONTEXT = 2048
+"""The context of a default plan's engine (``edgepack.plan.Limits.max_seq_len``), which the
+bundles the baseline is compared with are built for."""
+
+
 class LlamaCppEngine:
     """llama.cpp through llama-cpp-python; greedy; the chat template of the reference model."""
 
     supports_batching = False
 
-    def __init__(self, model: Any, chat_dir: Path, load_s: float) -> None:
+    def __init__(self, model: Any, chat_dir: Path, load_s: float, threads: int) -> None:
         self._model = model
         self._chat_dir = chat_dir
         self.load_s = load_s
+        self.threads = threads
 
     @classmethod
     def load(cls, gguf: Path, chat_dir: Path, threads: int | None = None) -> LlamaCppEngine:
+        """With the threads of the engines it is compared with (:func:`engine_threads`), for
+        generation and prompt processing alike, and the context of a default plan."""
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -91,9 +100,16 @@ class LlamaCppEngine:
             ) from exc
         if not gguf.is_file():
             raise BadInputError(f"GGUF file {gguf} does not exist")
+        count = threads or engine_threads()
         started = time.perf_counter()
-        model = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, verbose=False)
-        return cls(model, chat_dir, time.perf_counter() - started)
+        model = Llama(
+            model_path=str(gguf),
+            n_ctx=LLAMACPP_CONTEXT,
+            n_threads=count,
+            n_threads_batch=count,
+            verbose=False,
+        )
+        return cls(model, chat_dir, time.perf_counter() - started, count)
 
     def encode_chat(self, user_message: str) -> list[int]:
         rendered = render_chat_template(self._chat_dir, [{"role": "user", "content": user_message}])
@@ -170,6 +186,7 @@ class OllamaEngine:
         self._server = server
         self._tokenizer = tokenizer
         self.load_s = load_s
+        self.threads = engine_threads()
 
     @classmethod
     def load(cls, server: OllamaServer, tokenizer_dir: Path) -> OllamaEngine:
@@ -190,7 +207,12 @@ class OllamaEngine:
             "model": self._server.model,
             "messages": [{"role": "user", "content": text}],
             "stream": False,
-            "options": {"temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens},
+            "options": {
+                "temperature": 0, "top_k": 1, "seed": 0, "num_predict": max_new_tokens,
+                # The threads and context of the engines it is compared with (Ollama's own
+                # defaults differ by version and machine).
+                "num_thread": self.threads, "num_ctx": LLAMACPP_CONTEXT,
+            },
         })  # fmt: skip
         answer = str(reply["message"]["content"])
         ids = [int(i) for i in self._tokenizer.encode(answer, add_special_tokens=False).ids]
@@ -228,9 +250,6 @@ def bench_baseline(
 ) -> tuple[RunResult, GateSubject]:
     """Measure a baseline engine like a bundle; return the result and what to judge it as."""
     source = resolve_model_source(request.reference_model, cache_root)
-    hashes = FileHashIndex(cache_root / "file-hashes.json")
-    model_hash = hashes.tree_hash(source.directory)
-    hashes.save()
     loader, label, identity = _baseline_loader(request, source.directory)
     bundle = {
         "dir": identity["location"],
@@ -240,10 +259,13 @@ def bench_baseline(
         "backend": "llama.cpp" if request.engine == "llamacpp" else "ollama",
         "precision": label,
         "engine_bytes": identity.get("bytes"),
+        "limits": {"n_ctx": LLAMACPP_CONTEXT},
     }
     prompts = options.prompts_file or data_dir("prompts") / "default.json"
     result = measure_engine(loader, prompts, options, bundle, "unknown", progress)
-    subject = GateSubject(source.directory, model_hash, baseline_quality_class(label))
+    subject = GateSubject.of_model(
+        request.reference_model, cache_root, baseline_quality_class(label)
+    )
     return result, subject
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.bench.result import RunResult
-from edgepack.bundle import Manifest
-from edgepack.errors import QualityGateError
+from edgepack.bundle import Manifest, read_manifest
+from edgepack.cache import FileHashIndex
+from edgepack.errors import BadInputError, QualityGateError
+from edgepack.models import resolve_model_source
 from edgepack.quality.gate import gate_run
-from edgepack.quality.reference import load_or_compute_reference
+from edgepack.quality.reference import load_or_compute_reference, prompts_sha256
 from edgepack.quality.thresholds import GateConfig, quality_class
 
 
@@ -21,6 +23,15 @@ class GateSubject:
     model_dir: Path
     model_hash: str
     quality_class: str
+
+    @classmethod
+    def of_model(cls, reference_model: str, cache_root: Path, klass: str) -> GateSubject:
+        """A source model named as ``--model`` is (folder, demo name, cached hub id)."""
+        source = resolve_model_source(reference_model, cache_root)
+        hashes = FileHashIndex(cache_root / "file-hashes.json")
+        model_hash = hashes.tree_hash(source.directory)
+        hashes.save()
+        return cls(source.directory, model_hash, klass)
 
     @classmethod
     def of_bundle(cls, manifest: Manifest) -> GateSubject:
@@ -55,11 +66,56 @@ def apply_gate(
     return result.model_copy(update={"quality": verdict, "gate_enforced": True})
 
 
+def regate(
+    result: RunResult,
+    cache_root: Path,
+    config: GateConfig,
+    reference_model: str | None = None,
+    prompts_file: Path | None = None,
+    progress: Callable[[str, int, int], None] = lambda *a: None,
+) -> RunResult:
+    """Judge a saved run again: against its bundle's source model, or ``reference_model``."""
+    if reference_model is not None:
+        klass = result.quality.quality_class if result.quality else _class_of(result)
+        subject = GateSubject.of_model(reference_model, cache_root, klass)
+    else:
+        bundle_dir = Path(str(result.bundle.get("dir", "")))
+        if not (bundle_dir / "manifest.json").is_file():
+            raise BadInputError(
+                f"the run's bundle is no longer at {bundle_dir}",
+                hint="name the source model with --reference-model (a folder or demo:NAME)",
+            )
+        subject = GateSubject.of_bundle(read_manifest(bundle_dir))
+    prompts = prompts_file or Path(result.settings.prompts_file)
+    if not prompts.is_file() or prompts_sha256(prompts) != result.settings.prompts_sha256:
+        raise BadInputError(
+            f"the prompt set the run answered ({prompts}, sha256 "
+            f"{result.settings.prompts_sha256[:12]}) is not on this machine",
+            hint="pass that prompt set's file with --prompts",
+        )
+    return apply_gate(result, subject, prompts, cache_root, config, progress)
+
+
+def _class_of(result: RunResult) -> str:
+    precision = str(result.bundle.get("precision"))
+    try:
+        return quality_class(precision, "fp16")
+    except KeyError:
+        raise BadInputError(
+            f"the run records no quality class and its precision {precision!r} names none",
+            hint="judge it with its bundle, or bench it again",
+        ) from None
+
+
 def enforce(result: RunResult) -> None:
     """Raise QualityGateError when an enforced gate failed (after the result is saved)."""
-    if result.gate_enforced and result.quality is not None and not result.quality.passed:
-        raise QualityGateError(
-            f"quality gate failed: {result.quality.summary()}",
-            hint="the engine's answers drifted from the reference; see the result JSON "
-            "(--no-gate records a run without the gate)",
+    verdict = result.quality
+    if result.gate_enforced and verdict is not None and not verdict.passed:
+        hint = (
+            "the source model's own answers are degenerate: the gate cannot judge an engine "
+            "against it; check the model's weights (or pass another --reference-model)"
+            if not verdict.reference_usable
+            else "the engine's answers are degenerate or drifted from the reference; see the "
+            "result JSON (--no-gate records a run without the gate)"
         )
+        raise QualityGateError(f"quality gate failed: {verdict.summary()}", hint=hint)

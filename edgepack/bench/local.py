@@ -134,6 +134,7 @@ def measure_engine(
             max_new_tokens=options.max_new_tokens,
             prompts_file=str(prompts_path),
             prompts_sha256=hashlib.sha256(prompts_path.read_bytes()).hexdigest(),
+            threads=getattr(engine, "threads", None),
         ),
         load=LoadTimes(
             first_s=first_load_s, first_page_cache=first_page_cache, warm=Spread.of(warm_loads)

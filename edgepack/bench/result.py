@@ -42,6 +42,8 @@ class BenchSettings(BaseModel):
     prompts_file: str
     prompts_sha256: str
     greedy: bool = True
+    threads: int | None = None
+    """CPU threads the engine computed with (None: not a CPU engine, or set by a server)."""
 
 
 class Metrics(BaseModel):

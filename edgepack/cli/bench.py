@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from edgepack.cli.options import CacheDirOption, JsonOption
+from edgepack.cli.options import (
+    CacheDirOption,
+    GateConfigOption,
+    JsonOption,
+    ReferenceModelHelp,
+)
 from edgepack.cli.output import console, human_bytes, print_json
 
 if TYPE_CHECKING:
@@ -85,13 +90,10 @@ def bench(
         typer.Option(
             "--reference-model",
             help="For baselines: the source model whose answers the gate compares with "
-            "(a folder, demo:smollm2-135m, or a cached hub id).",
+            f"{ReferenceModelHelp}.",
         ),
     ] = None,
-    gate_config: Annotated[
-        Path | None,
-        typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
-    ] = None,
+    gate_config: GateConfigOption = None,
 ) -> None:
     """Benchmark a bundle on this machine: load, TTFT, prefill/decode tok/s, memory, texts.
 
@@ -250,14 +252,15 @@ def print_result(result: RunResult) -> None:
         f"first load {result.load.first_s:.3f} s (page cache {result.load.first_page_cache}), "
         f"peak RSS {human_bytes(metrics.peak_rss_bytes)}"
     )
-    _print_verdict(result)
+    print_verdict(result)
     for output in result.outputs:
         text = " ".join(output.text.split())
         shown = text[:110] + ("…" if len(text) > 110 else "")
         console.print(f"{output.id}: {shown}", highlight=False, markup=False)
 
 
-def _print_verdict(result: RunResult) -> None:
+def print_verdict(result: RunResult, every_check: bool = False) -> None:
+    """The verdict in a line or two, what the reference is, and (``every_check``) each check."""
     if not result.gate_enforced:
         console.print("[yellow]quality gate skipped (--no-gate): this is not a result[/]")
         return
@@ -267,13 +270,19 @@ def _print_verdict(result: RunResult) -> None:
     colour = "green" if verdict.passed else "bold red"
     console.print(f"[{colour}]quality {verdict.summary()}[/]", highlight=False)
     metrics = verdict.metrics
-    console.print(
-        f"  chrF {metrics['chrf']:.1f}, exact match {metrics['exact_match_rate']:.0%}, "
-        f"prefix {metrics['prefix_fraction']:.0%}"
-        + (
-            f", perplexity ratio {metrics['perplexity_ratio']:.3f}"
-            if "perplexity_ratio" in metrics
-            else ""
-        ),
-        highlight=False,
-    )
+    if verdict.reference_usable:
+        console.print(
+            f"  chrF {metrics['chrf']:.1f}, exact match {metrics['exact_match_rate']:.0%}, "
+            f"prefix {metrics['prefix_fraction']:.0%}"
+            + (
+                f", perplexity ratio {metrics['perplexity_ratio']:.3f}"
+                if "perplexity_ratio" in metrics
+                else ""
+            ),
+            highlight=False,
+        )
+    provenance = verdict.reference.get("provenance") or "not recorded"
+    console.print(f"  reference: {provenance}", highlight=False, markup=False)
+    if every_check:
+        for check in verdict.checks:
+            console.print(f"  {check.describe()}", highlight=False, markup=False)

@@ -21,6 +21,7 @@ from edgepack.cli import build as build_cli
 from edgepack.cli import bundle as bundle_cli
 from edgepack.cli import deploy as deploy_cli
 from edgepack.cli import doctor as doctor_cli
+from edgepack.cli import gate as gate_cli
 from edgepack.cli import plan as plan_cli
 from edgepack.cli import report as report_cli
 from edgepack.cli import runtime as runtime_cli
@@ -40,6 +41,7 @@ app.command("plan")(plan_cli.plan)
 app.command("build")(build_cli.build)
 app.add_typer(bundle_cli.app, name="bundle")
 app.command("bench")(bench_cli.bench)
+app.command("gate")(gate_cli.gate)
 app.command("deploy")(deploy_cli.deploy)
 app.command("rollback")(deploy_cli.rollback)
 app.command("report")(report_cli.report)

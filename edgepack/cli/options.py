@@ -85,3 +85,8 @@ GroupSizeOption = Annotated[
         show_default=False,
     ),
 ]
+GateConfigOption = Annotated[
+    Path | None,
+    typer.Option("--gate-config", help="TOML overriding gate thresholds per precision class."),
+]
+ReferenceModelHelp = "(a folder, demo:smollm2-135m, or a cached hub id)"

@@ -1,17 +1,25 @@
-"""The quality gate: compare an engine's greedy outputs with the full-precision reference.
+"""The quality gate: absolute checks first, then the comparison with the reference.
 
-Metrics: token agreement (exact-match rate, matched-prefix length), chrF (sacrebleu), degeneration
-(repeated n-grams, distinct-2, longest repeated span, non-word share) measured as the increase over
-the reference's own, empty outputs, the share of letters in the reference's script, and perplexity
-on a held-out text relative to the reference. Thresholds depend on the precision class; a quantized
-KV cache gets the strict set. A run passes only if every check passes.
+1. The reference's own answers and held-out perplexity pass the absolute checks
+   (:mod:`edgepack.quality.absolute`), or the verdict is "reference unusable" and nothing is
+   compared: a degenerate source model would make a degenerate engine look perfect.
+2. The engine's answers pass the same absolute checks, whatever the reference says.
+3. The engine's answers are compared with the reference's: token agreement (exact-match rate,
+   matched-prefix length), chrF (sacrebleu), degeneration (repeated n-grams, distinct-2, longest
+   repeated span, non-word share) as the increase over the reference's own, empty outputs, the
+   share of letters in the reference's script, and held-out perplexity relative to the reference.
+   Thresholds depend on the precision class; a quantized KV cache gets the strict set.
+
+A run passes only if every check passes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from edgepack.quality.absolute import REFERENCE_DEGENERATE_SHARE_MAX, Answer, absolute_checks
 from edgepack.quality.metrics import EngineOutputs, compute_metrics
 from edgepack.quality.reference import HeldoutScore, Reference
 from edgepack.quality.thresholds import GateConfig, Thresholds
@@ -95,6 +103,54 @@ def _checks(metrics: dict[str, float], limits: Thresholds) -> list[Check]:
     return checks
 
 
+def _perplexity(score: HeldoutScore | None) -> float | None:
+    return math.exp(score.mean_nll) if score is not None and score.logprobs else None
+
+
+def reference_checks(reference: Reference) -> list[Check]:
+    """The absolute checks on the source model's own answers and held-out perplexity."""
+    answers = [
+        Answer(id=out.id, token_ids=out.token_ids, text=out.text, script=out.script)
+        for out in reference.outputs
+    ]
+    checks, _ = absolute_checks(
+        answers,
+        _perplexity(reference.heldout),
+        reference.vocab_size,
+        prefix="reference",
+        share_max=REFERENCE_DEGENERATE_SHARE_MAX,
+    )
+    return checks
+
+
+def engine_absolute_checks(
+    engine: EngineOutputs, reference: Reference, share_max: float = 0.0
+) -> list[Check]:
+    answers = [
+        Answer(
+            id=out.id,
+            token_ids=engine.token_ids.get(out.id, []),
+            text=engine.texts.get(out.id, ""),
+            script=out.script,
+        )
+        for out in reference.outputs
+    ]
+    checks, _ = absolute_checks(
+        answers, _perplexity(engine.heldout), reference.vocab_size, share_max=share_max
+    )
+    return checks
+
+
+def reference_record(reference: Reference) -> dict[str, str]:
+    return {
+        "key": reference.key,
+        "model_hash": reference.model_hash,
+        "prompts_sha256": reference.prompts_sha256,
+        "method": reference.method,
+        "provenance": reference.provenance,
+    }
+
+
 def judge(
     engine: EngineOutputs,
     reference: Reference,
@@ -104,18 +160,17 @@ def judge(
     """Judge outputs with the thresholds of a quality class (see :func:`quality_class`)."""
     limits = (config or GateConfig()).for_class(klass)
     metrics = compute_metrics(engine, reference)
-    checks = _checks(metrics, limits)
+    from_reference = reference_checks(reference)
+    usable = all(check.passed for check in from_reference)
+    checks = engine_absolute_checks(engine, reference, limits.degenerate_share_max)
+    checks = checks + _checks(metrics, limits) if usable else from_reference + checks
     return QualityVerdict(
-        passed=all(check.passed for check in checks),
+        passed=usable and all(check.passed for check in checks),
         quality_class=klass,
         checks=checks,
         metrics=metrics,
-        reference={
-            "key": reference.key,
-            "model_hash": reference.model_hash,
-            "prompts_sha256": reference.prompts_sha256,
-            "method": reference.method,
-        },
+        reference=reference_record(reference),
+        reference_usable=usable,
     )
 
 

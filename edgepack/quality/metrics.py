@@ -4,12 +4,12 @@ an engine's answers against the reference's."""
 from __future__ import annotations
 
 import math
-import unicodedata
 from collections.abc import Sequence
 
 from pydantic import BaseModel
 
 from edgepack.errors import BadInputError, ToolMissingError
+from edgepack.quality import absolute
 from edgepack.quality.reference import HeldoutScore, Reference
 
 REPEAT_NGRAM = 4
@@ -54,25 +54,12 @@ def nonword_share(text: str) -> float:
     return sum(1 for word in words if not any(ch.isalnum() for ch in word)) / len(words)
 
 
-def script_of(character: str) -> str:
-    """The first word of a letter's Unicode name (LATIN, CYRILLIC, CJK, ...)."""
-    return unicodedata.name(character, "UNKNOWN").split()[0]
-
-
 def dominant_script(texts: Sequence[str]) -> str | None:
-    counts: dict[str, int] = {}
-    for text in texts:
-        for ch in text:
-            if ch.isalpha():
-                counts[script_of(ch)] = counts.get(script_of(ch), 0) + 1
-    return max(counts, key=lambda k: counts[k]) if counts else None
+    return absolute.dominant_script("\n".join(texts))
 
 
 def script_share(texts: Sequence[str], script: str) -> float:
-    letters = [ch for text in texts for ch in text if ch.isalpha()]
-    if not letters:
-        return 0.0
-    return sum(1 for ch in letters if script_of(ch) == script) / len(letters)
+    return absolute.script_share("\n".join(texts), script) or 0.0
 
 
 def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:

@@ -8,11 +8,18 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from edgepack.errors import BadInputError
+from edgepack.quality.absolute import dominant_script
 
 
 class Prompt(BaseModel):
     id: str
     text: str
+    script: str | None = None
+    """The Unicode script its answer must be written in (LATIN, CYRILLIC, CJK, ...); default:
+    the prompt's own. Name it where the prompt asks for another language."""
+
+    def answer_script(self) -> str | None:
+        return self.script or dominant_script(self.text)
 
 
 class PromptSet(BaseModel):

@@ -1,4 +1,4 @@
-"""Reference outputs of the source model in full precision, computed once with transformers.
+"""Reference outputs of the source model, run in float32 with transformers, computed once.
 
 For a model hash, prompt set and generation length the reference holds the greedy continuation of
 every prompt (same chat template, same token ids as the engine sees) and the per-token
@@ -9,6 +9,7 @@ model and prompt set however many engines are compared with it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from edgepack.errors import BadInputError, ToolMissingError
 from edgepack.quality.prompts import Prompt, PromptSet, chat_ids
 
 REFERENCE_METHOD = "transformers, float32, greedy, batch 1, on the host CPU"
+REFERENCE_FORMAT = 2
+"""Bump when a Reference gains fields, so older cached references are recomputed."""
 
 
 class ReferenceOutput(BaseModel):
@@ -29,6 +32,8 @@ class ReferenceOutput(BaseModel):
     prompt_token_ids: list[int]
     token_ids: list[int]
     text: str
+    script: str | None = None
+    """The script an answer to this prompt is written in (the prompt's, or the one it names)."""
 
 
 class HeldoutScore(BaseModel):
@@ -51,6 +56,9 @@ class Reference(BaseModel):
     outputs: list[ReferenceOutput]
     heldout: HeldoutScore | None
     compute_s: float
+    vocab_size: int | None = None
+    provenance: str = ""
+    """Where the source model's weights come from, in words: part of every result."""
 
 
 def prompts_sha256(path: Path) -> str:
@@ -64,6 +72,7 @@ def reference_key(model_hash: str, prompts_hash: str, max_new_tokens: int) -> st
             "prompts": prompts_hash,
             "max_new_tokens": max_new_tokens,
             "method": REFERENCE_METHOD,
+            "format": REFERENCE_FORMAT,
         }
     )
 
@@ -138,7 +147,26 @@ def _compute(
         outputs=outputs,
         heldout=heldout,
         compute_s=time.perf_counter() - started,
+        vocab_size=int(model.config.vocab_size),
+        provenance=source_provenance(model_dir),
     )
+
+
+def source_provenance(model_dir: Path) -> str:
+    """What the reference model is: the demo's converted GGUF, or a folder's own dtype."""
+    from edgepack.demo import demo_provenance
+
+    demo = demo_provenance(model_dir)
+    if demo is not None:
+        return demo
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    dtype = config.get("dtype") or config.get("torch_dtype") or "unknown dtype"
+    quantized = config.get("quantization_config")
+    kind = f"quantized ({quantized.get('quant_method', '?')})" if quantized else str(dtype)
+    return f"the model folder {model_dir.name} as given ({kind} weights), run in float32"
 
 
 def _greedy(
@@ -159,6 +187,7 @@ def _greedy(
         prompt_token_ids=prompt_ids,
         token_ids=new_ids,
         text=tokenizer.decode(new_ids, skip_special_tokens=True),
+        script=prompt.answer_script(),
     )
 
 

@@ -35,7 +35,10 @@ class QualityVerdict(BaseModel):
     checks: list[Check]
     metrics: dict[str, float]
     reference: dict[str, str]
-    """What the outputs were compared with: model hash, prompt-set hash, how it was computed."""
+    """What the outputs were compared with: model hash, prompt-set hash, how it was computed, and
+    the provenance of the source model's weights."""
+    reference_usable: bool = True
+    """False when the source model's own answers fail the absolute checks: nothing was compared."""
 
     @property
     def failed_checks(self) -> list[Check]:
@@ -44,7 +47,13 @@ class QualityVerdict(BaseModel):
     def summary(self) -> str:
         if self.passed:
             return f"pass ({self.quality_class} thresholds, {len(self.checks)} checks)"
-        return "fail: " + "; ".join(check.describe() for check in self.failed_checks)
+        failed = "; ".join(check.describe() for check in self.failed_checks)
+        if not self.reference_usable:
+            return f"{REFERENCE_UNUSABLE}: {failed}"
+        return f"fail: {failed}"
+
+
+REFERENCE_UNUSABLE = "reference unusable: the source model itself produces degenerate text"
 
 
 VERDICT_RANK = {None: 0, False: 1, True: 2}

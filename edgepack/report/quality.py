@@ -38,8 +38,20 @@ def quality_metrics(entry: Entry) -> dict[str, float]:
     return entry.run.quality.metrics
 
 
+def _reference_text(entry: Entry) -> str:
+    """What the answers were judged against: the reference's provenance (part of the result)."""
+    if entry.run is None:
+        return entry.not_measured
+    if entry.run.quality is None:
+        return "no verdict"
+    return entry.run.quality.reference.get("provenance") or "provenance not recorded"
+
+
 def quality_rows(entries: Sequence[Entry]) -> list[Row]:
-    rows = [text_row("quality", "quality verdict", [_verdict_text(e) for e in entries])]
+    rows = [
+        text_row("quality", "quality verdict", [_verdict_text(e) for e in entries]),
+        text_row("quality", "reference", [_reference_text(e) for e in entries]),
+    ]
     names = sorted({name for e in entries for name in quality_metrics(e)})
     directions = _check_directions(entries)
     for name in names:

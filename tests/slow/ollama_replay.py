@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "ollama" / "answers.json"
+RECORDED_MODEL = json.loads(FIXTURE.read_text())["model"]
+"""The Ollama tag of the engine whose answers the fixture holds (a 4-bit one)."""
 DECODE_NS_PER_TOKEN = 12_500_000  # 80 tok/s
 PREFILL_NS_PER_TOKEN = 2_000_000
 

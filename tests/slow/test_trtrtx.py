@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +118,10 @@ def test_int4_uses_the_planned_block_size(trtrtx_bundles) -> None:
     assert config["calibration"]["prompts"] == "default.json"
     check = _record(trtrtx_bundles["int4"], "quantize")["check"]
     assert isinstance(check, dict)
-    assert check.get("top1_agreement", 0) >= 6 or "skipped" in check  # recorded, not gated
+    assert check["top1_agreement"] >= 6
+    # Judged where it is made, with the 4-bit class's artifact limits.
+    assert check["verdict"]["passed"] is True
+    assert check["verdict"]["quality_class"] == "4bit"
 
 
 def test_int8_weight_only_has_int8_weights_and_no_activation_quantization(
@@ -135,7 +139,9 @@ def test_int8_weight_only_has_int8_weights_and_no_activation_quantization(
     }
     check = record["check"]
     assert isinstance(check, dict)
-    assert check.get("top1_agreement", 0) >= 7 or "skipped" in check  # recorded, not gated
+    assert check["top1_agreement"] >= 7
+    assert check["verdict"]["passed"] is True
+    assert check["verdict"]["quality_class"] == "8bit"
 
 
 def test_bench_refuses_without_a_supported_gpu(trtrtx_bundles, tmp_path: Path) -> None:
@@ -158,3 +164,66 @@ def test_report_shows_build_and_size_rows(trtrtx_bundles) -> None:
         assert row in out
     if supported_gpu("SM89", visible_gpus()) is None:
         assert "| decode tok/s, batch 1 | not measured: no supported GPU |" in out
+
+
+def _quantize_stage(cache: Path, precision: str) -> tuple[Path, dict[str, Any]]:
+    """The cached output folder of the trtrtx quantize stage for ``precision``, and its config."""
+    for entry_file in sorted((cache / "stages").glob("*/entry.json")):
+        entry = json.loads(entry_file.read_text())
+        config = entry.get("config", {})
+        if entry.get("stage") == "quantize" and config.get("precision") == precision:
+            return entry_file.parent / "output", config
+    raise AssertionError(f"no cached {precision} quantize stage under {cache}")
+
+
+def residual_scale(model: Any) -> str:
+    """The scale of the first quantized weight whose MatMul writes into the residual stream (an
+    attention output or MLP down projection: its product goes straight into an Add), where a
+    wrong scale cannot be normalized away."""
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    dequantized = {
+        node.output[0]: node.input[1]
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+    }
+    for node in model.graph.node:
+        weight = next((i for i in node.input if i in dequantized), None)
+        if node.op_type == "MatMul" and weight and "Add" in consumers.get(node.output[0], []):
+            return dequantized[weight]
+    raise AssertionError("no quantized MatMul feeds the residual stream")
+
+
+def test_one_layer_scaled_by_100_fails_the_network_check(
+    trtrtx_bundles, session_cache: Path, tmp_path: Path
+) -> None:
+    """One DequantizeLinear scale of the int4 network ×100: the stage's check fails, naming the
+    check and the step where the logits went wrong."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepack.backends.trtrtx.check import check_network
+    from edgepack.errors import QualityGateError
+
+    source, config = _quantize_stage(session_cache, "int4")
+    model = onnx.load(str(source / "model.onnx"))
+    initializers = {init.name: init for init in model.graph.initializer}
+    scale_name = residual_scale(model)
+    scale = initializers[scale_name]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 100, scale_name))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    onnx.save(model, str(broken / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="model.onnx.data")  # fmt: skip
+    model_dir = Path(read_manifest(trtrtx_bundles["int4"]).model["directory"])
+    with pytest.raises(QualityGateError) as failed:
+        check_network(config, broken, model_dir)
+    message = failed.value.message
+    assert "the int4 network fails its 4bit artifact check" in message
+    assert "artifact_kl_divergence" in message
+    assert "worst at " in message
+    assert failed.value.exit_code == ExitCode.QUALITY_GATE
+    # The same network unscaled passes the same check.
+    assert check_network(config, source, model_dir)["verdict"]["passed"] is True

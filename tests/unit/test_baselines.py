@@ -40,3 +40,18 @@ def test_unreachable_ollama_is_a_remote_error() -> None:
 def test_baseline_needs_a_reference_model(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["bench", "--engine", "ollama", "--ollama-model", "m"]) == ExitCode.BAD_INPUT
     assert "--reference-model" in capsys.readouterr().err
+
+
+def test_the_llamacpp_context_is_a_default_plans() -> None:
+    from edgepack.bench.baselines import LLAMACPP_CONTEXT
+    from edgepack.plan import Limits
+
+    assert Limits().max_seq_len == LLAMACPP_CONTEXT
+
+
+def test_engine_threads_count_usable_physical_cores() -> None:
+    import os
+
+    from edgepack.bench.machine import engine_threads
+
+    assert 1 <= engine_threads() <= len(os.sched_getaffinity(0))

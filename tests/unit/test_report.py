@@ -114,7 +114,7 @@ def _verdict(passed: bool, metrics: dict[str, float] | None = None) -> QualityVe
         quality_class="4bit",
         checks=[check],
         metrics=metrics or {"chrf": check.value, "token_agreement": 0.9 if passed else 0.1},
-        reference={"model_hash": "h"},
+        reference={"model_hash": "h", "provenance": "a Q4_1 GGUF dequantized to float32"},
     )
 
 
@@ -205,6 +205,7 @@ def test_table_has_the_studys_rows_with_one_column_per_run(pair: tuple[Entry, En
     assert _cells(report, "quantize/convert (s)") == ["in engine build"] * 2
     assert _cells(report, "decode tok/s, batch 1") == ["30.0 (29.5–30.5)", "90.0 (89.0–91.0)"]
     assert _cells(report, "quality verdict") == ["pass (4bit)", "pass (4bit)"]
+    assert _cells(report, "reference") == ["a Q4_1 GGUF dequantized to float32"] * 2
     assert _cells(report, "chrf") == ["60.0", "60.0"]
 
 

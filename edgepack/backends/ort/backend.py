@@ -72,8 +72,9 @@ class OrtBackend(BackendDescription):
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader:
         from edgepack.backends.ort.runner import OrtEngine
+        from edgepack.bench.machine import engine_threads
 
-        return lambda: OrtEngine.load(engine_dir)
+        return lambda: OrtEngine.load(engine_dir, engine_threads())
 
 
 INT4_ACCURACY_LEVEL = "4"

@@ -42,6 +42,7 @@ class OrtEngine:
         self._tokenizer = tokenizer
         self._eos_ids = {int(token) for token in tokenizer.eos_token_ids}
         self._pad_id = int(tokenizer.pad_token_id)
+        self.threads: int | None = None
 
     @classmethod
     def load(cls, engine_dir: Path, intra_op_threads: int | None = None) -> OrtEngine:
@@ -63,7 +64,9 @@ class OrtEngine:
             raise ToolFailedError(
                 f"onnxruntime-genai could not load {engine_dir}: {error}"
             ) from error
-        return cls(engine_dir, model, tokenizer, time.perf_counter() - started)
+        engine = cls(engine_dir, model, tokenizer, time.perf_counter() - started)
+        engine.threads = intra_op_threads
+        return engine
 
     def __enter__(self) -> OrtEngine:
         return self

@@ -97,9 +97,12 @@ EXPORT_CHECK = {
     "decode_steps": 8,
     "max_abs_logit_diff": 0.01,
 }
-"""The exported fp32 graph must match transformers to this tolerance at every step."""
+"""The exported fp32 graph must match transformers to this tolerance at every step (tighter than
+the full class's artifact limit where the two differ)."""
 FP16_CHECK_LIMIT = 0.25
-"""The fp16 network (SmolLM2: 0.04) must match as well; quantized ones are only recorded."""
+"""The fp16 network (SmolLM2: 0.04) must match as well. Every network, quantized ones included, is
+judged with its precision class's limits of :mod:`edgepack.quality.artifact`: the stage fails
+beyond them."""
 DECODE_PAST_OPT = 256
 PREFILL_OPT = 128
 WORKER_MODULE = "edgepack.backends.trtrtx.worker"
@@ -187,11 +190,16 @@ def _int4_block(spec: ModelSpec) -> int | None:
 
 
 def _export_config() -> dict[str, Any]:
+    from edgepack.quality.artifact import ARTIFACT_LIMITS
+
     return {
         "exporter": "torch.onnx.export(dynamo=True)",
         "opset": EXPORT_OPSET,
         "dtype": "fp32",
-        "check": EXPORT_CHECK,
+        "check": {
+            **EXPORT_CHECK,
+            "limits": {"class": "full", **ARTIFACT_LIMITS["full"].model_dump()},
+        },
     }
 
 
@@ -208,14 +216,29 @@ def calibration_record() -> dict[str, Any]:
     return {**shared_calibration_record(), "window_tokens": CALIBRATION_WINDOW}
 
 
+def network_check(precision: str) -> dict[str, Any]:
+    """The quantize stage's check: the export check's prompt and steps, judged with the limits of
+    the precision's class (in the config, so changed limits re-judge: a new cache key)."""
+    from edgepack.quality.artifact import ARTIFACT_LIMITS, artifact_class
+
+    klass = artifact_class(precision)
+    check = {
+        "prompt": EXPORT_CHECK["prompt"],
+        "decode_steps": EXPORT_CHECK["decode_steps"],
+        "gate": True,
+        "limits": {"class": klass, **ARTIFACT_LIMITS[klass].model_dump()},
+    }
+    return check | ({"max_abs_logit_diff": FP16_CHECK_LIMIT} if precision == "fp16" else {})
+
+
 def _quantize_config(plan: Plan) -> dict[str, Any]:
     config: dict[str, Any] = {
         "precision": plan.precision,
         "fp16_conversion": FP16_CONVERSION,
-        "check": {**EXPORT_CHECK, "max_abs_logit_diff": FP16_CHECK_LIMIT, "gate": False},
+        "check": network_check(plan.precision),
     }
     if plan.precision == "fp16":
-        return config | {"check": {**config["check"], "gate": True}}
+        return config
     config |= {
         "method": "modelopt.onnx.quantization.quantize",
         "high_precision_dtype": "fp32",

@@ -23,13 +23,17 @@ from typing import Any
 import numpy as np
 
 from edgepack.backends.child import TOKENIZER_FILES, peak_rss_bytes, worker_main
-from edgepack.backends.trtrtx.decode import DecoderLayout, OrtKvSession, greedy_decode
+from edgepack.backends.trtrtx.check import (
+    ONNX_FILE,
+    chat_prompt_ids,
+    check_export,
+    check_network,
+)
+from edgepack.backends.trtrtx.decode import DecoderLayout
 from edgepack.backends.trtrtx.runner import ENGINE_FILE, LAYOUT_FILE
 from edgepack.errors import ToolFailedError
-from edgepack.quality.prompts import chat_ids
 from edgepack.resources import data_dir
 
-ONNX_FILE = "model.onnx"
 ONNX_DATA = "model.onnx.data"
 LOGITS = "logits"
 Inputs = dict[str, Path]
@@ -133,61 +137,6 @@ def _name_total_length(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def check_export(
-    onnx_path: Path, model: Any, model_dir: Path, layout: DecoderLayout, check: dict[str, Any]
-) -> dict[str, Any]:
-    """The exported graph must agree with transformers; raise when it does not."""
-    result = compare_with_transformers(onnx_path, model, model_dir, layout, check)
-    require_agreement(
-        result, check, "the exported ONNX", "the exporter or this transformers version "
-        "mishandles the model; report it",
-    )  # fmt: skip
-    return result
-
-
-def compare_with_transformers(
-    onnx_path: Path, model: Any, model_dir: Path, layout: DecoderLayout, check: dict[str, Any]
-) -> dict[str, Any]:
-    """Greedy-decode a prompt through onnxruntime and compare every step's logits with
-    transformers on the same tokens."""
-    import torch
-
-    [prompt] = chat_prompt_ids(model_dir, check["prompt"])
-    session = OrtKvSession.load(onnx_path)
-    generation = greedy_decode(
-        session, layout, [prompt], check["decode_steps"], eos_ids=set(), keep_logits=True
-    )
-    tokens = prompt + generation.tokens[0]
-    with torch.no_grad():
-        reference = model(torch.tensor([tokens])).logits[0].numpy()
-    steps = [reference[len(prompt) - 1 + step] for step in range(check["decode_steps"])]
-    diffs = [
-        float(np.abs(r - got[0]).max()) for r, got in zip(steps, generation.logits, strict=True)
-    ]
-    agree = [int(r.argmax()) == t for r, t in zip(steps, generation.tokens[0], strict=True)]
-    return {"steps": len(steps), "max_abs_logit_diff": max(diffs), "top1_agreement": sum(agree)}
-
-
-def require_agreement(result: dict[str, Any], check: dict[str, Any], what: str, hint: str) -> None:
-    limit = check["max_abs_logit_diff"]
-    if result["top1_agreement"] < result["steps"] or result["max_abs_logit_diff"] > limit:
-        raise ToolFailedError(
-            f"{what} disagrees with transformers: max |Δlogit| "
-            f"{result['max_abs_logit_diff']:.4f} (limit {limit}), top-1 "
-            f"{result['top1_agreement']}/{result['steps']} steps",
-            hint=hint,
-        )
-
-
-def chat_prompt_ids(model_dir: Path, *texts: str) -> list[list[int]]:
-    """Token ids of each text as one user turn in the model's chat template (as the reference
-    outputs of the quality gate encode them)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    return [chat_ids(tokenizer, text) for text in texts]
-
-
 # --- quantize ----------------------------------------------------------------------------------
 
 
@@ -210,26 +159,6 @@ def _quantize_then_convert(config: dict[str, Any], inputs: Inputs, out: Path) ->
         return details | convert_fp16(scratch / "quantized" / ONNX_FILE, out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def check_network(config: dict[str, Any], out: Path, model_dir: Path) -> dict[str, Any]:
-    """The network the engine is built from, against transformers on the CPU: a gate for fp16;
-    a record for quantized ones (where onnxruntime can run their Q/DQ nodes at all)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    check = config["check"]
-    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model.eval()
-    layout = DecoderLayout.of_config(model.config.to_dict())
-    try:
-        result = compare_with_transformers(out / ONNX_FILE, model, model_dir, layout, check)
-    except Exception as error:  # onnxruntime's own exception types, one per status code
-        return {"skipped": f"onnxruntime cannot run it: {str(error).splitlines()[0][:200]}"}
-    if check["gate"]:
-        hint = "the fp16 conversion loses too much; keep more of the network in fp32"
-        require_agreement(result, check, f"the {config['precision']} network", hint)
-    return result
 
 
 NORM_STATISTICS = ("ReduceMean", "Add", "Sqrt", "Reciprocal")
