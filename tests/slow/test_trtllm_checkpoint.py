@@ -17,7 +17,8 @@ import pytest
 
 from edgepack.bundle import read_manifest
 from edgepack.cli.main import run
-from edgepack.errors import ToolFailedError
+from edgepack.errors import QualityGateError
+from edgepack.quality.artifact import artifact_class
 
 pytestmark = pytest.mark.slow
 
@@ -92,8 +93,14 @@ def test_a_checkpoint_in_tensorrt_llm_layout_passes_the_check(
     check = stage["details"]["check"]
     limits = check["limits"]
     assert check["logits"]["steps"] == 9
-    assert check["logits"]["max_abs_logit_diff"] <= limits["max_abs_logit_diff"]
-    assert check["logits"]["top1_agreement"] >= limits["min_top1"]
+    assert check["verdict"]["passed"] and check["verdict"]["quality_class"] == artifact_class(
+        precision
+    )
+    judged = {c["name"]: c for c in check["verdict"]["checks"]}
+    assert judged["artifact_top1_agreement"]["value"] >= limits["top1_agreement_min"]
+    assert judged["artifact_kl_divergence"]["value"] <= limits["kl_divergence_max"]
+    assert judged["artifact_tensor_relative_error"]["value"] <= limits["tensor_relative_error_max"]
+    assert judged["artifact_top1_agreement"]["value"] * 9 == check["logits"]["top1_agreement"]
     assert manifest.tools["nvidia-modelopt"].startswith("0.47")
     if algo is None:
         assert manifest.recipe["calibration"] is None
@@ -142,6 +149,6 @@ def test_a_scaling_factor_off_by_100_fails_the_check_naming_the_tensor(
     healthy = checkpoints["fp8"] / "engine"
     check_checkpoint(healthy, source, prompt, "fp8")  # the unplanted copy passes
     planted = _plant(healthy, tmp_path / "planted", tensor, 100.0)
-    with pytest.raises(ToolFailedError) as failure:
+    with pytest.raises(QualityGateError) as failure:
         check_checkpoint(planted, source, prompt, "fp8")
     assert named in failure.value.message and "\n" not in failure.value.message

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgepack.backends.base import BackendDescription, Requirement, Stage, StageContext
 from edgepack.backends.trtllm.buildlog import explain_failure, parse_build_log
-from edgepack.backends.trtllm.check import CHECK_LIMITS, CHECK_PROMPT, DECODE_STEPS
+from edgepack.backends.trtllm.check import CHECK_PROMPT, DECODE_STEPS, check_limits
 from edgepack.backends.trtllm.flags import trtllm_build_argv
 from edgepack.backends.trtllm.tool import trtllm_build_tool
 from edgepack.errors import BadInputError, ToolFailedError
@@ -194,7 +194,7 @@ def checkpoint_config(plan: Plan, calibration: Calibration) -> dict[str, Any]:
         "check": {
             "prompt": CHECK_PROMPT,
             "decode_steps": DECODE_STEPS,
-            "limits": vars(CHECK_LIMITS[plan.precision]),
+            "limits": check_limits(plan.precision).model_dump(),
         },
     }
 

@@ -8,15 +8,16 @@ Three looks, all on this machine, run in the worker:
 - every activation scale against the largest input that linear sees on the prompt (a scale far
   from it quantizes everything to a few levels or clips it);
 - the reference forward (:mod:`edgepack.backends.trtllm.reference`) over a prompt's prefill and
-  greedy decode steps against transformers on the source model: max |Δlogit| and top-1 agreement.
+  greedy decode steps against transformers on the source model: KL divergence, top-1 agreement
+  and max |Δlogit| per step.
 
-The limits per precision live in :data:`CHECK_LIMITS` (one place; quality/ has no per-precision
-artifact API on this branch yet).
+The weights and the logits are judged by the quality gate's artifact limits of the precision's
+class (:mod:`edgepack.quality.artifact`, chosen from published figures, not from this model); a
+failure exits 9 naming the step or the tensor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +28,24 @@ from edgepack.backends.trtllm.reference import (
     KvCache,
     forward,
 )
-from edgepack.errors import ToolFailedError
+from edgepack.errors import QualityGateError, ToolFailedError
+from edgepack.quality.artifact import (
+    ARTIFACT_LIMITS,
+    ArtifactLimits,
+    artifact_class,
+    judge_artifact,
+    logit_figures,
+    require_artifact,
+    tensor_figure,
+)
 
 CHECK_PROMPT = "What is the capital of France?"
 DECODE_STEPS = 8
 ROPE_TYPES = ("rope_gpt_neox",)
-
-
-@dataclass(frozen=True)
-class CheckLimits:
-    max_abs_logit_diff: float
-    min_top1: int
-    """Of the prefill's next token and the decode steps (DECODE_STEPS + 1 in all)."""
-    max_weight_error: float
-    """Relative Frobenius error of a linear's effective weight against the source weight."""
-
-
-CHECK_LIMITS: dict[str, CheckLimits] = {
-    "fp16": CheckLimits(0.25, 9, 0.002),
-    "bf16": CheckLimits(1.0, 8, 0.01),
-    "fp8": CheckLimits(10.0, 7, 0.08),
-    "int8_sq": CheckLimits(12.0, 5, 2.0),
-    "int8_wo": CheckLimits(4.0, 7, 0.03),
-    "int4_awq": CheckLimits(25.0, 3, 0.3),
-    "int4_wo": CheckLimits(25.0, 3, 0.3),
-    "nvfp4": CheckLimits(20.0, 5, 0.2),
-}
-"""Measured on SmolLM2-135M-Instruct (the demo model), with margin: fp16 0.040 / 9 of 9, fp8 5.6 /
-9 (2 calibration windows), nvfp4 11.6 / 8 (on CUDA), int4_awq 17.5 / 4 (group 64, on CUDA).
-SmoothQuant moves activation outliers into the weights, so its effective weights differ from the
-source by design (0.76 on one down projection): its limit only catches a broken scale, and the
-logits decide. A planted ×100 scaling factor is ~99 off, outside every weight limit."""
+SMOOTHQUANT_WEIGHT_ERROR_MAX = 2.0
+"""SmoothQuant moves activation outliers into the weights by design (each input channel scaled
+by its calibrated peak), so an int8_sq linear's effective weight is not the source weight
+quantized; its tensor check only catches a broken scale (×100 gives ~99) and the logits decide."""
 ACTIVATION_SCALE_RANGE = (0.02, 8.0)
 """The largest |input| of a linear over its scale's representable peak (448 FP8, 127 INT8)."""
 ACTIVATION_SCALE_HIGH = {"int8_sq": 64.0}
@@ -67,6 +55,15 @@ prompt (19× seen with two windows) while the output barely moves; a broken scal
 falls below the range's low end."""
 ATTENTION = ("attention.qkv", "attention.dense")
 MLP = ("mlp.fc", "mlp.gate", "mlp.proj")
+HINT = "the checkpoint does not mean what the model means; it was not built into an engine"
+
+
+def check_limits(precision: str) -> ArtifactLimits:
+    """The artifact limits of the precision's class (with SmoothQuant's weight allowance)."""
+    limits = ARTIFACT_LIMITS[artifact_class(precision)]
+    if precision == "int8_sq":
+        return limits.model_copy(update={"tensor_relative_error_max": SMOOTHQUANT_WEIGHT_ERROR_MAX})
+    return limits
 
 
 def source_weights(hf_model: Any, layer: int) -> dict[str, Any]:
@@ -86,10 +83,8 @@ def source_weights(hf_model: Any, layer: int) -> dict[str, Any]:
     }
 
 
-def weight_errors(model: CheckpointModel, hf_model: Any) -> dict[str, float]:
-    import torch
-
-    errors = {}
+def weight_figures(model: CheckpointModel, hf_model: Any) -> list[Any]:
+    figures = []
     for layer in range(int(model.config["num_hidden_layers"])):
         for name, source in source_weights(hf_model, layer).items():
             prefix = f"transformer.layers.{layer}.{name}"
@@ -100,8 +95,8 @@ def weight_errors(model: CheckpointModel, hf_model: Any) -> dict[str, float]:
                     f"checkpoint check: {prefix}.weight has shape {tuple(got.shape)}, the source "
                     f"model's {tuple(want.shape)}"
                 )
-            errors[prefix] = float(torch.linalg.norm(got - want) / torch.linalg.norm(want))
-    return errors
+            figures.append(tensor_figure(f"{prefix}.weight", want.numpy(), got.numpy()))
+    return figures
 
 
 def activation_ratios(model: CheckpointModel) -> dict[str, float]:
@@ -128,80 +123,64 @@ def compare_logits(model: CheckpointModel, hf_model: Any, prompt: list[int]) -> 
     with torch.no_grad():
         reference = hf_model(torch.tensor([prompt + tokens[:-1]])).logits[0].float()
     wanted = reference[len(prompt) - 1 :]
-    diffs = [float((want - got).abs().max()) for want, got in zip(wanted, steps, strict=True)]
-    agree = [int(want.argmax()) == token for want, token in zip(wanted, tokens, strict=True)]
+    names = ["prefill", *(f"decode {i}" for i in range(1, DECODE_STEPS + 1))]
+    figures = logit_figures(wanted.numpy(), torch.stack(steps).float().numpy(), names)
     return {
-        "steps": len(steps),
-        "max_abs_logit_diff": max(diffs),
-        "per_step_max_abs_logit_diff": diffs,
-        "top1_agreement": sum(agree),
+        "steps": len(figures),
+        "max_abs_logit_diff": max(f.max_abs_logit_diff for f in figures),
+        "top1_agreement": sum(f.top1_match for f in figures),
         "tokens": tokens,
+        "figures": figures,
     }
 
 
 def check_checkpoint(
     directory: Path, hf_model: Any, prompt: list[int], precision: str
 ) -> dict[str, Any]:
-    """Run the three looks; raise naming the tensor or the figure that is out of its limit."""
+    """Run the three looks; raise (exit 9) naming the tensor or step that is out of its limit."""
     model = CheckpointModel.load(directory)
     rope = model.config.get("position_embedding_type")
     if rope not in ROPE_TYPES:
         raise ToolFailedError(f"checkpoint check: position_embedding_type {rope!r} is not known")
-    limits = CHECK_LIMITS[precision]
-    errors = weight_errors(model, hf_model)
+    limits = check_limits(precision)
+    what = f"the {precision} checkpoint"
+    weights = judge_artifact(
+        what, precision, tensors=weight_figures(model, hf_model), limits=limits
+    )
     logits = compare_logits(model, hf_model, prompt)
     ratios = activation_ratios(model)
+    steps = judge_artifact(what, precision, steps=logits.pop("figures"), limits=limits)
     record = {
-        "limits": vars(limits),
+        "limits": limits.model_dump(),
         "prompt_tokens": len(prompt),
         "logits": logits,
-        "worst_weight": _worst(errors),
+        "verdict": {
+            "passed": weights.passed and steps.passed,
+            "quality_class": steps.quality_class,
+            "checks": [c.model_dump() for c in weights.checks + steps.checks],
+        },
+        "weights": weights.model_dump(mode="json"),
+        "steps": steps.model_dump(mode="json"),
         "activation_ratio_range": [min(ratios.values()), max(ratios.values())] if ratios else None,
         "rotary_base": model.config.get("rotary_base"),
         "kv_cache_quant_algo": (model.config.get("quantization") or {}).get("kv_cache_quant_algo"),
     }
-    _require(errors, ratios, logits, limits, precision)
+    # In the order a broken factor shows itself: its own tensor, the scales after it, the logits.
+    require_artifact(weights, hint=HINT)
+    _require_scales(ratios, precision)
+    require_artifact(steps, hint=HINT)
     return record
 
 
-def _worst(values: dict[str, float]) -> dict[str, Any]:
-    name = max(values, key=lambda key: values[key])
-    return {"tensor": name, "relative_error": values[name]}
-
-
-def _require(
-    errors: dict[str, float],
-    ratios: dict[str, float],
-    logits: dict[str, Any],
-    limits: CheckLimits,
-    precision: str,
-) -> None:
-    hint = "the checkpoint does not mean what the model means; it was not built into an engine"
-    bad_weights = {name: e for name, e in errors.items() if e > limits.max_weight_error}
-    if bad_weights:
-        worst = _worst(bad_weights)
-        raise ToolFailedError(
-            f"checkpoint check ({precision}): {worst['tensor']}.weight dequantized with its "
-            f"scaling factors is off the source weight by {worst['relative_error']:.3g} "
-            f"(relative; limit {limits.max_weight_error}), {len(bad_weights)} tensor(s) out",
-            hint=hint,
-        )
+def _require_scales(ratios: dict[str, float], precision: str) -> None:
     low, high = ACTIVATION_SCALE_RANGE
     high = ACTIVATION_SCALE_HIGH.get(precision, high)
     bad_scales = {name: r for name, r in ratios.items() if not low <= r <= high}
     if bad_scales:
         name = next(iter(bad_scales))
-        raise ToolFailedError(
+        raise QualityGateError(
             f"checkpoint check ({precision}): {name}.activation_scaling_factor does not fit its "
             f"input: the largest |input| is {bad_scales[name]:.3g}× the scale's range "
             f"(expected {low} to {high})",
-            hint=hint,
-        )
-    diff, top1 = logits["max_abs_logit_diff"], logits["top1_agreement"]
-    if diff > limits.max_abs_logit_diff or top1 < limits.min_top1:
-        raise ToolFailedError(
-            f"checkpoint check ({precision}): the checkpoint's logits disagree with transformers "
-            f"on the source model: max |Δlogit| {diff:.3f} (limit {limits.max_abs_logit_diff}), "
-            f"top-1 {top1}/{logits['steps']} (at least {limits.min_top1})",
-            hint=hint,
+            hint=HINT,
         )
