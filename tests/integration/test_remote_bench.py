@@ -179,10 +179,12 @@ def test_bench_remote_without_runner_picks_the_cpp_runtime_for_a_plain_python(
     require(bool(shutil.which("cmake") and shutil.which("g++")), "cmake and g++ build the runtime")
     plain = tmp_path / "plain-python"
     venv.create(plain, with_pip=False)  # a real python3 with nothing installed
+    home = tmp_path / "device-home"  # no shell startup files: nothing puts another python3 first
+    home.mkdir()
     device = netns_factory()
     sshd_factory(
         "dev", address=device.device_address, port=22, netns=device.name,
-        extra_config=(f"SetEnv PATH={plain / 'bin'}:{SYSTEM_PATH}",),
+        extra_config=(f"SetEnv HOME={home} PATH={plain / 'bin'}:{SYSTEM_PATH}",),
     )  # fmt: skip
     root = str(tmp_path / "device-root")
     capsys.readouterr()
