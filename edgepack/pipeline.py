@@ -288,13 +288,7 @@ def build_bundle(
             "group_size": plan.group_size,
             "stage_config": {run.name: run.config for run in runs},
         },
-        target={
-            "name": plan.target.name,
-            "hash": plan.target.content_hash(),
-            "arch": plan.target.arch,
-            "sm": plan.target.sm_label,
-            "cuda_arch": plan.target.gpu.cuda_arch if plan.target.gpu else None,
-        },
+        target=manifest_target(plan),
         tools={
             "edgepack": __version__,
             "python": sys.version.split()[0],
@@ -308,6 +302,20 @@ def build_bundle(
     sealed = write_bundle(destination, manifest, contents, hashes, progress=events.log)
     hashes.save()
     return BuildResult(sealed, destination.resolve(), runs)
+
+
+def manifest_target(plan: Plan) -> dict[str, Any]:
+    """The manifest's target: what deploy checks against the device. A CPU engine on a GPU
+    target (ort on a Jetson) records no GPU, so deploy demands none."""
+    target, gpu = plan.target, plan.target.gpu if plan.on_gpu else None
+    return {
+        "name": target.name,
+        "hash": target.content_hash(),
+        "arch": target.arch,
+        "sm": gpu.sm if gpu else f"CPU ({target.arch})",
+        "cuda_arch": gpu.cuda_arch if gpu else None,
+        "runs_on": plan.runs_on,
+    }
 
 
 def _calibration(runs: list[StageRun]) -> Any:

@@ -120,6 +120,17 @@ class Plan:
         if self.problems:
             raise InvalidPlanError(self.problems)
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the engine runs on the target's GPU (an ort engine never does)."""
+        return BACKENDS[self.backend].runs_on_gpu(self.target)
+
+    @property
+    def runs_on(self) -> str:
+        """Where the engine runs on the device, in words."""
+        gpu = self.target.gpu
+        return f"the device's {gpu.sm} GPU" if gpu and self.on_gpu else "the device's CPU cores"
+
     def summary(self) -> dict[str, Any]:
         """The plan as plain data: printed by --json and recorded in bundle manifests."""
         return {
@@ -127,6 +138,7 @@ class Plan:
             "target": self.target.name,
             "target_hash": self.target.content_hash(),
             "sm": self.target.sm_label,
+            "runs_on": self.runs_on,
             "model": self.model.name,
             "model_parameters": self.model.parameters.total,
             "backend": self.backend,

@@ -113,6 +113,8 @@ class Backend(Protocol):
 
     def unsupported(self, target: TargetProfile, precision: str) -> list[str]: ...
 
+    def runs_on_gpu(self, target: TargetProfile) -> bool: ...
+
     def tool_versions(self) -> dict[str, str]: ...
 
     def stages(self, plan: Plan) -> list[Stage]: ...
@@ -181,6 +183,11 @@ class BackendDescription:
     def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
         """Combinations the toolchain cannot run on the target (plan problems), with the fix."""
         return []
+
+    def runs_on_gpu(self, target: TargetProfile) -> bool:
+        """Whether this backend's engines for ``target`` run on its GPU (else on its CPU cores):
+        the plan says so and the manifest demands the GPU at deploy only where they do."""
+        return target.gpu is not None
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}

@@ -57,15 +57,16 @@ def bench(
         str | None, typer.Option("--remote-python", help="Python on the device to run with.")
     ] = None,
     runner: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--runner",
             help="What runs on the device with --remote: python (edgepack's ORT runner; needs "
             "a Python with onnxruntime-genai and edgepack there: <root>/venv from a bundle built "
             "with --device-python, or --remote-python) or runtime (the bundle's C++ runtime; needs "
-            "no Python, only a bundle built with a runtime for the device's arch).",
+            "no Python, only a bundle built with a runtime for the device's arch) \\[default: "
+            "the first of these that can run there, printed and recorded in the result].",
         ),
-    ] = "python",
+    ] = None,
     no_gate: Annotated[
         bool,
         typer.Option("--no-gate", help="Skip the quality gate (the result records that it did)."),
@@ -99,7 +100,9 @@ def bench(
 
     With --remote (or --host) the deployed release runs on the device, with telemetry sampled
     there (/proc; nvidia-smi or tegrastats where present), and the result comes back. There,
-    --runner picks edgepack's Python runner or the bundle's C++ runtime.
+    --runner picks edgepack's Python runner or the bundle's C++ runtime; without it, the Python
+    runner runs where the device's Python has onnxruntime-genai and edgepack, else the C++ runtime
+    where it is built for the device's arch (the choice is printed and recorded in the result).
 
     Every figure is the median of --runs runs with min, max and coefficient of variation; the raw
     samples and the generated texts are kept in the result JSON.
@@ -135,7 +138,9 @@ def bench(
         elif remote or host:
             from edgepack.remote.bench import bench_remote_command
 
-            measured = bench_remote_command(host, root, remote_python, options, cache_root, runner)
+            measured = bench_remote_command(
+                host, root, remote_python, options, cache_root, runner, _say
+            )
             result, judged_as, prompts_file = measured
         else:
             bundle_dir = bundle or latest_bundle(cache_root)
@@ -158,11 +163,18 @@ def bench(
     enforce(result)
 
 
-def _check_runner(runner: str, remote: bool, remote_python: str | None) -> None:
+def _say(line: str) -> None:
+    """One line on stderr (stdout holds only JSON with --json)."""
+    from edgepack.cli.output import err_console
+
+    err_console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _check_runner(runner: str | None, remote: bool, remote_python: str | None) -> None:
     from edgepack.errors import BadInputError, did_you_mean
     from edgepack.remote.bench import RUNNERS
 
-    if runner not in RUNNERS:
+    if runner is not None and runner not in RUNNERS:
         raise BadInputError(
             f"unknown --runner {runner!r}{did_you_mean(runner, RUNNERS)}",
             hint="choose one of " + ", ".join(RUNNERS),

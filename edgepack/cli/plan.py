@@ -124,7 +124,7 @@ def print_plan(plan: Plan) -> None:
     console.print(
         f"[bold]{spec.name}[/] ({spec.parameters.total / 1e9:.2f} B params) → "
         f"[bold]{target.name}[/] ({target.sm_label}) with [bold]{plan.backend}[/], "
-        f"weights {plan.precision}, KV cache {plan.kv_cache_dtype}"
+        f"weights {plan.precision}, KV cache {plan.kv_cache_dtype}; runs on {plan.runs_on}"
     )
     sizes = Table(title="Memory", show_header=True, header_style="bold")
     sizes.add_column("item")

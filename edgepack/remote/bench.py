@@ -3,7 +3,8 @@
 The device runs edgepack's own bench (the ORT runner) on ``<root>/current`` with its Python,
 while the sampler script records /proc (and nvidia-smi or tegrastats where present); the result
 JSON and the logs come back and become one RunResult whose ``location`` is the device. With
-``--runner runtime`` the bundle's C++ runtime runs instead (``edgepack.remote.runtime_bench``).
+``--runner runtime`` the bundle's C++ runtime runs instead (``edgepack.remote.runtime_bench``);
+without ``--runner``, the one that can run there (``edgepack.remote.runner_pick``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import posixpath
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgepack.bench.local import BenchOptions
 from edgepack.bench.result import RunResult
@@ -27,20 +30,19 @@ from edgepack.remote.device_run import (
     upload_prompt_set,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
+from edgepack.remote.runner_pick import VENV_PYTHON, RunnerChoice, pick_runner, python_candidate
 from edgepack.remote.telemetry import summarize
 
-VENV_PYTHON = "venv/bin/python"
+if TYPE_CHECKING:
+    from edgepack.remote.hosts import HostSpec
 
 
 def device_python(connector: Connector, facts: DeviceFacts, explicit: str | None) -> str:
     """--remote-python, else the venv under the deploy root, else the device's python3."""
-    if explicit:
-        return explicit
+    python = python_candidate(connector, facts, explicit)
+    if python:
+        return python
     venv = posixpath.join(facts.root, VENV_PYTHON)
-    if connector.run(["test", "-x", venv], check=False).status == 0:
-        return venv
-    if facts.python:
-        return facts.python
     raise RemoteError(
         f"{connector.label}: no Python on the device",
         hint="install python3, then deploy a bundle built with --device-python X.Y "
@@ -97,22 +99,14 @@ def bench_remote_command(
     python: str | None,
     options: BenchOptions,
     cache_root: Path,
-    runner: str = "python",
+    runner: str | None = None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> tuple[RunResult, Manifest, Path]:
-    """The device: --host, else where the newest deploy went (its root too)."""
+    """The device: --host, else where the newest deploy went (its root too). ``runner`` None:
+    the one that can run there (``say`` hears which, and why)."""
     from edgepack.remote.connect import open_connector
-    from edgepack.remote.fleet import last_deployed
-    from edgepack.remote.hosts import DEFAULT_ROOT, parse_host
 
-    if host:
-        spec = parse_host(host)
-        device_root = spec.root or root or DEFAULT_ROOT
-    else:
-        deployed = last_deployed(cache_root)
-        if not deployed:
-            raise RemoteError("no device given and nothing deployed yet", hint="pass --host HOST")
-        spec, device_root = deployed[0]
-        device_root = root or device_root
+    spec, device_root = _device(host, root, cache_root)
     with open_connector(spec) as connector:
         backend = release_backend(connector, device_root)
         if backend == "trtllm":
@@ -123,12 +117,49 @@ def bench_remote_command(
             from edgepack.backends.edgellm.remote_bench import bench_edgellm_remote
 
             result = bench_edgellm_remote(connector, device_root, options, cache_root)
-        elif runner == "runtime":
-            from edgepack.remote.runtime_bench import bench_runtime_remote
-
-            result = bench_runtime_remote(connector, device_root, options)
         else:
-            result = bench_remote(connector, device_root, options, python)
+            result = _bench_with_runner(connector, device_root, options, python, runner, say)
         manifest, prompts = fetch_release_lockfile(connector, result, cache_root)
     # The gate judges the answers to the prompts that were asked: the user's set where given.
     return result, manifest, options.prompts_file or prompts
+
+
+def _device(host: str | None, root: str | None, cache_root: Path) -> tuple[HostSpec, str]:
+    """--host (and its root), else the newest deploy's host and root."""
+    from edgepack.remote.fleet import last_deployed
+    from edgepack.remote.hosts import DEFAULT_ROOT, parse_host
+
+    if host:
+        spec = parse_host(host)
+        return spec, spec.root or root or DEFAULT_ROOT
+    deployed = last_deployed(cache_root)
+    if not deployed:
+        raise RemoteError("no device given and nothing deployed yet", hint="pass --host HOST")
+    spec, device_root = deployed[0]
+    return spec, root or device_root
+
+
+def _bench_with_runner(
+    connector: Connector,
+    root: str,
+    options: BenchOptions,
+    python: str | None,
+    runner: str | None,
+    say: Callable[[str], None],
+) -> RunResult:
+    """Bench with --runner, or with the runner that can run on the device; the result says
+    which ran and why (``machine.runner``, ``machine.runner_choice``)."""
+    if runner is None:
+        choice = pick_runner(connector, gather_facts(connector, root), python)
+    else:
+        choice = RunnerChoice(runner, "asked for", python)
+    say(choice.line(connector.label))
+    if choice.runner == "runtime":
+        from edgepack.remote.runtime_bench import bench_runtime_remote
+
+        result = bench_runtime_remote(connector, root, options)
+    else:
+        result = bench_remote(connector, root, options, choice.python)
+    result.machine["runner"] = choice.runner
+    result.machine["runner_choice"] = choice.reason
+    return result

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import venv
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,8 +18,9 @@ from edgepack.remote.device_run import run_with_telemetry
 from edgepack.remote.hosts import parse_host
 from edgepack.remote.runtime_bench import RUNTIME_BINARY
 from edgepack.remote.telemetry import summarize
-from tests.conftest import build_demo, prompt_subset
-from tests.integration.conftest import NetnsDevice, SshServer
+from tests.conftest import build_demo, prompt_subset, require_demo_stack
+from tests.integration.conftest import NetnsDevice, SshServer, require
+from tests.integration.gpu_host import SYSTEM_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +162,59 @@ def test_bench_remote_through_the_cpp_runtime(
     code = run(["bench", "--host", "dev", "--root", root, "--runner", "runtime", "--runs", "1"])
     assert code == ExitCode.REMOTE
     assert "the runtime's self-test failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_remote_without_runner_picks_the_cpp_runtime_for_a_plain_python(
+    session_cache: Path,
+    netns_factory: Callable[[], NetnsDevice],
+    sshd_factory: Callable[..., SshServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A new user's path: the default build (its native C++ runtime in the bundle), deployed to a
+    device whose python3 has no onnxruntime-genai, then `bench --remote` with no --runner: the
+    runtime runs, the gate judges, and the result and stderr say which runner ran and why."""
+    require_demo_stack()
+    require(bool(shutil.which("cmake") and shutil.which("g++")), "cmake and g++ build the runtime")
+    plain = tmp_path / "plain-python"
+    venv.create(plain, with_pip=False)  # a real python3 with nothing installed
+    home = tmp_path / "device-home"  # no shell startup files: nothing puts another python3 first
+    home.mkdir()
+    device = netns_factory()
+    sshd_factory(
+        "dev", address=device.device_address, port=22, netns=device.name,
+        extra_config=(f"SetEnv HOME={home} PATH={plain / 'bin'}:{SYSTEM_PATH}",),
+    )  # fmt: skip
+    root = str(tmp_path / "device-root")
+    capsys.readouterr()
+    assert run(["targets", "detect", "dev", "--root", root, "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)["facts"]
+    assert facts["python"] == str(plain / "bin" / "python3")
+    assert "onnxruntime-genai" not in facts["packages"]
+    bundle = tmp_path / "default"
+    build_demo("int4", bundle)  # the default build: no --runtime, no --device-python
+    assert (bundle / RUNTIME_BINARY).is_file()
+    assert run(["deploy", "--host", "dev", "--root", root, "--bundle", str(bundle)]) == 0
+    prompts = tmp_path / "prompts.json"
+    asked = prompt_subset(bundle, prompts, 4)
+    out = tmp_path / "result.json"
+    capsys.readouterr()
+    code = run([
+        "bench", "--remote", "--runs", "1", "--warmup", "0", "--batch-size", "1",
+        "--max-new-tokens", "16", "--prompts", str(prompts), "--json-out", str(out),
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    said = [line for line in err.splitlines() if line.startswith("bench on dev: ")]
+    assert said == [
+        f"bench on dev: the C++ runtime (--runner runtime): {plain}/bin/python3 cannot import "
+        f"onnxruntime-genai or edgepack; the bundle's runtime is built for {facts['arch']}"
+    ]
+    result = json.loads(out.read_text())
+    assert result["machine"]["runner"] == "runtime"
+    assert result["machine"]["runner_choice"] in said[0]
+    assert result["raw"]["runner"] == "runtime"  # the runtime's own output made the figures
+    assert [output["id"] for output in result["outputs"]] == asked
+    assert result["gate_enforced"] is True
+    assert result["quality"]["passed"] is True, result["quality"]["checks"]

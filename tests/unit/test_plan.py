@@ -122,7 +122,7 @@ def test_precision_the_backend_cannot_build(plan_for) -> None:
 
 
 def test_backend_not_allowed_on_target(plan_for) -> None:
-    plan = plan_for("ada-sm89", "qwen3-0.6b", "fp16", backend="ort")
+    plan = plan_for("ada-sm89", "qwen3-0.6b", "int4", backend="ort", kv_cache_dtype="fp16")
     assert plan.problems == [
         "backend ort is not available for ada-sm89; use --backend trtllm or trtrtx or edgellm"
     ]

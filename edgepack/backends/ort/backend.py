@@ -1,4 +1,5 @@
-"""ONNX Runtime GenAI: the embedded default. Builds on any host, runs on CPUs anywhere."""
+"""ONNX Runtime GenAI: the embedded default. Builds on any host; its engines are CPU engines, so
+on a GPU target (a Jetson, DGX Spark) they run on the device's CPU cores."""
 
 from __future__ import annotations
 
@@ -41,14 +42,20 @@ class OrtBackend(BackendDescription):
         return {"fp16": 2.0, "int4": 1.0}.get(precision, 4.0)
 
     def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
-        if precision == "fp16" and target.gpu is None:
-            return [
-                f"ONNX Runtime GenAI has no fp16 path for the CPU of {target.name}: its model "
-                "builder leaves FP16-on-CPU out of its supported combinations, and such an engine "
-                "fails on its first decode step ('Shape mismatch attempting to re-use buffer'); "
-                "use --precision fp32 or int4"
-            ]
-        return []
+        if precision != "fp16":
+            return []
+        where = f"the CPU of {target.name}"
+        if target.gpu is not None:
+            where += f" (its engines run on the CPU cores there, not on the {target.gpu.sm} GPU)"
+        return [
+            f"ONNX Runtime GenAI has no fp16 path for {where}: its model builder leaves "
+            "FP16-on-CPU out of its supported combinations, and such an engine fails on its first "
+            "decode step ('Shape mismatch attempting to re-use buffer'); use --precision fp32 or "
+            "int4"
+        ]
+
+    def runs_on_gpu(self, target: TargetProfile) -> bool:
+        return False  # the builder is run with `-e cpu`: CPU engines on every target
 
     def stages(self, plan: Plan) -> list[Stage]:
         config = {
@@ -169,7 +176,8 @@ def _build_runtime(context: StageContext, build: RuntimeBuild) -> None:
 
 ORT = OrtBackend(
     name="ort",
-    summary="ONNX Runtime GenAI: the embedded default; CPU anywhere, CUDA where present",
+    summary="ONNX Runtime GenAI: the embedded default; CPU engines anywhere (on a GPU target, "
+    "its CPU cores)",
     weight_precisions=("fp32", "fp16", "int4"),
     kv_dtypes=("fp32", "fp16"),
     build_ram_factor=4.0,
