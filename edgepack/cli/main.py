@@ -109,11 +109,23 @@ def _global_options(
 def _report(error: EdgepackError) -> int:
     if debugging():
         traceback.print_exc()
+        if error.detail:
+            sys.stderr.write(error.detail.rstrip("\n") + "\n")
     err_console.print(
         f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True
     )
     if error.hint:
         err_console.print(f"[dim]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
+def _usage_error(error: typer.TyperException) -> int:
+    """A usage error (a missing or malformed option, an unknown command) in edgepack's own form."""
+    context = getattr(error, "ctx", None)
+    where = context.command_path if context is not None else "edgepack"
+    message = " ".join(error.format_message().split())
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[dim]hint:[/] see `{where} --help`", highlight=False, soft_wrap=True)
     return error.exit_code
 
 
@@ -152,11 +164,8 @@ def run(argv: list[str] | None = None) -> int:
             code = app(args=argv, prog_name="edgepack", standalone_mode=False)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else ExitCode.FAILURE
-    except typer.TyperException as error:  # usage errors, shown as Typer's standalone mode does
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(error)  # type: ignore[arg-type]
-        return error.exit_code
+    except typer.TyperException as error:  # usage errors: one line, and where the help is
+        return _usage_error(error)
     except typer.Abort:
         return _interrupted()
     except EdgepackError as error:
