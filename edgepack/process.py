@@ -30,6 +30,11 @@ ERROR_RECORD = "edgepack-error: "
 REASON_CHARS = 300
 KILLED = (-9, 137)
 """SIGKILL as Popen and as a shell report it: most often the kernel's out-of-memory killer."""
+ERROR_LINE = re.compile(r"\berror:|CMake Error|^E: ", re.IGNORECASE)
+"""A line that reports an error: gcc's and clang's "error:", "fatal error:", CMake's "CMake Error",
+Python's "ERROR:", apt's "E: "."""
+SUMMARY = re.compile(r"\S*make(\[\d+\])?: \*\*\*|ninja: build stopped")
+"""The closing lines of a failed make or ninja build, which only repeat that it failed."""
 OOM_FIX = "it ran out of memory: close other programs, or run it on a machine with more memory"
 TRACEBACK_FIX = (
     "the tool itself failed: check that the installed version is the one edgepack pins "
@@ -131,11 +136,17 @@ def explain_output(status: int, text: str) -> tuple[str, str]:
 
 
 def failure_line(text: str) -> str:
-    """The exception line of a Python traceback, else the last line, shortened."""
+    """The line of a failed tool's output that says why: a Python traceback's exception line, else
+    the first error a compiler, CMake or a tool printed (not make's closing summary), else the last
+    line; shortened."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("$ ", ERROR_RECORD))]
-    errors = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
-    reason = (errors or lines or ["no output"])[-1]
+    exceptions = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
+    errors = [line for line in lines if ERROR_LINE.search(line) and not SUMMARY.match(line)]
+    if "Traceback (most recent call last)" in text and exceptions:
+        reason = exceptions[-1]
+    else:
+        reason = (errors[:1] or exceptions[-1:] or lines[-1:] or ["no output"])[0]
     return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
 
 

@@ -145,3 +145,20 @@ def test_a_worker_error_keeps_its_exit_code_in_the_parent(
     assert status == error.exit_code
     again = tool_failure("the checkpoint stage", status, kept)
     assert type(again) is type(error) and again.message == error.message
+
+
+COMPILER_OUTPUT = """[ 50%] Building CXX object CMakeFiles/runtime.dir/src/json.cpp.o
+/src/json.cpp:120:2: error: #error edgepack-test: a broken source file
+  120 | #error edgepack-test: a broken source file
+      |  ^~~~~
+gmake[2]: *** [CMakeFiles/runtime.dir/build.make:76: json.cpp.o] Error 1
+gmake: *** [Makefile:136: all] Error 2"""
+
+
+def test_a_compiler_failure_names_the_first_error_not_makes_summary(tmp_path: Path) -> None:
+    script = f"import sys; print({COMPILER_OUTPUT!r}); sys.exit(2)"
+    with pytest.raises(ToolFailedError) as failure:
+        run_tool(_python(script), install_hint="-", log_dir=tmp_path)
+    assert failure.value.message.endswith(
+        "(exit status 2): /src/json.cpp:120:2: error: #error edgepack-test: a broken source file"
+    )
