@@ -30,16 +30,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.needs import fail, require_programs, require_root, run_main
 from edgepack.bundle import MANIFEST, verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
+from edgepack.errors import ExitCode
 from edgepack.remote.ssh import SSH_CONFIG_ENV
-from tests.integration.conftest import (
+from tests.integration.ssh_netns import (
     NetnsDevice,
     SshClientSide,
     make_client_side,
     make_netns_device,
-    missing_netns,
-    missing_sshd,
     start_sshd,
 )
 
@@ -84,9 +84,6 @@ class Link:
 
 @contextlib.contextmanager
 def shaped_device(rate: str, work: Path) -> Iterator[Link]:
-    for missing in (missing_sshd(), missing_netns()):
-        if missing:
-            sys.exit(f"error: {missing}")
     client = make_client_side(work / "client")
     os.environ[SSH_CONFIG_ENV] = str(client.config)
     device = make_netns_device()
@@ -152,6 +149,18 @@ def rsync_copy(link: Link, bundle: Path, root: str) -> list[str]:
 
 Tool = Callable[[Link, Path, str], list[str]]
 TOOLS: dict[str, Tool] = {"edgepack": edgepack_deploy, "scp -r": scp_copy, "rsync -a": rsync_copy}
+LINK_PROGRAMS = ("ip", "tc", "ssh", "ssh-keygen", "/usr/sbin/sshd")
+"""What the shaped link and the device's sshd need, whichever tools are compared."""
+
+
+def check_needs(tools: list[str], resume: bool) -> None:
+    """Refuse to start, in one line each, where a program it needs is missing."""
+    unknown = [tool for tool in tools if tool not in TOOLS]
+    if unknown:
+        fail(f"unknown --tools {unknown[0]!r}; choose from {', '.join(TOOLS)}", ExitCode.BAD_INPUT)
+    programs = [*LINK_PROGRAMS, *(tool.split()[0] for tool in tools if tool != "edgepack")]
+    require_programs([*programs, *(["nft"] if resume else [])])
+    require_root("it makes a network namespace and shapes its link")
 
 
 def three_copies(link: Link, tool: str, bundle: Path, changed: Path) -> list[dict[str, Any]]:
@@ -236,6 +245,8 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
     parser.add_argument("--no-resume", action="store_true", help="skip the cut-and-resume run")
     args = parser.parse_args()
+    tools = args.tools.split(",")
+    check_needs(tools, not args.no_resume)
     bundle = args.bundle.resolve()
     verify_bundle(bundle)
     rows: list[dict[str, Any]] = []
@@ -244,7 +255,7 @@ def main() -> None:
         shaped_device(args.rate, Path(temporary)) as link,
     ):
         changed = changed_copy(bundle, link.work)
-        for tool in args.tools.split(","):
+        for tool in tools:
             rows += three_copies(link, tool, bundle, changed)
         if not args.no_resume:
             rows += cut_and_resume(link, bundle)
@@ -257,4 +268,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.needs import require_module, run_main
 from edgepack.bench.machine import machine_facts
 from edgepack.bench.result import BenchSettings, LoadTimes, Metrics, PromptOutput, RunResult
 from edgepack.bench.stats import Spread
@@ -152,6 +156,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("runs/llamacpp-q4_1.json"))
     args = parser.parse_args()
+    require_module("llama_cpp", "pip install llama-cpp-python (it compiles llama.cpp)")
     result = measure(args)
     from edgepack.bench.gating import apply_gate
     from edgepack.cache import default_cache_root
@@ -173,4 +178,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

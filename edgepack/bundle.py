@@ -130,6 +130,16 @@ class Manifest(BaseModel):
 
 def read_manifest(bundle_dir: Path) -> Manifest:
     path = bundle_dir / MANIFEST
+    if not bundle_dir.exists():
+        raise BundleError(
+            f"bundle directory {bundle_dir} does not exist",
+            hint="`edgepack build` writes bundles (under bundles/ unless -o names another place)",
+        )
+    if not bundle_dir.is_dir():
+        raise BundleError(
+            f"{bundle_dir} is a file, not a bundle directory",
+            hint="give the directory `edgepack build` wrote (it holds manifest.json)",
+        )
     if not path.is_file():
         raise BundleError(
             f"{bundle_dir} is not a bundle: it has no {MANIFEST}",

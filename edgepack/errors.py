@@ -49,10 +49,13 @@ class EdgepackError(Exception):
 
     exit_code: int = ExitCode.FAILURE
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.detail = detail
+        """The whole story behind the one line (a tool's log, every validation problem): shown
+        with --debug only."""
 
     def __str__(self) -> str:
         return self.message
@@ -140,6 +143,26 @@ class RegressionError(EdgepackError):
     """A run is slower than its baseline beyond their noise, or its quality verdict is worse."""
 
     exit_code = ExitCode.REGRESSION
+
+
+def error_for_exit_code(code: int, message: str, hint: str | None = None) -> EdgepackError:
+    """The error a child process reported by its exit status (and its message), so that the
+    parent exits as the child would have; an unknown status is a failed tool."""
+    kinds = {cls.exit_code: cls for cls in _subclasses(EdgepackError) if cls.__module__ == __name__}
+    cls = kinds.get(code, ToolFailedError) if code != ExitCode.FAILURE else ToolFailedError
+    if cls is InvalidPlanError:  # its own constructor words a list of problems
+        plan_error = InvalidPlanError.__new__(InvalidPlanError)
+        EdgepackError.__init__(plan_error, message, hint)
+        plan_error.problems = [message]
+        return plan_error
+    return cls(message, hint)
+
+
+def _subclasses(cls: type[EdgepackError]) -> list[type[EdgepackError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -180,6 +180,7 @@ def resolve_spec(reference: str) -> ModelSpec:
             known = ", ".join(DEMO_PREFIX + n for n in DEMO_MODELS)
             raise BadInputError(f"unknown demo model {reference!r}", hint=f"known: {known}")
         return load_card(demo.card)
+    _refuse_a_wrong_path(reference, path)
     aliases = _card_aliases()
     card = aliases.get(reference.lower())
     if card is None:
@@ -188,6 +189,20 @@ def resolve_spec(reference: str) -> ModelSpec:
             hint=f"give a local HF folder, demo:smollm2-135m, or a card: {', '.join(card_names())}",
         )
     return load_card(card)
+
+
+def _refuse_a_wrong_path(reference: str, path: Path) -> None:
+    """A --model that is a file, or is written as a path (not a card name) and does not exist."""
+    if path.exists():
+        raise BadInputError(
+            f"--model {reference} is a file, not a model folder",
+            hint="give the Hugging Face folder that holds config.json",
+        )
+    if reference.startswith(("/", "./", "../", "~")):
+        raise BadInputError(
+            f"model folder {reference} does not exist",
+            hint="--model takes an HF model folder, demo:smollm2-135m or a card name",
+        )
 
 
 @dataclass(frozen=True)

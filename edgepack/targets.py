@@ -218,12 +218,17 @@ def _describe_validation_error(path: Path, error: ValidationError) -> str:
 
 def load_profile(path: Path) -> TargetProfile:
     """Read and validate one profile file; every problem names the file and the key."""
+    if path.is_dir():
+        raise BadInputError(
+            f"target profile {path} is a directory, not a file",
+            hint="give a profile file (NAME.toml); --targets-dir takes a directory of them",
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise BadInputError(f"target profile {path} does not exist") from exc
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise ProfileError(f"{path}: not a UTF-8 text file ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path}: not valid TOML: {exc}", hint="check the line named") from exc
     try:
@@ -254,8 +259,9 @@ class TargetRegistry:
         self._files: dict[str, Path] = {}
         for directory in directories:
             if not directory.is_dir():
+                state = "is a file, not a directory" if directory.exists() else "does not exist"
                 raise BadInputError(
-                    f"targets directory {directory} does not exist",
+                    f"targets directory {directory} {state}",
                     hint=f"check --targets-dir and ${TARGETS_PATH_ENV}",
                 )
             for file in sorted(directory.glob("*.toml")):

@@ -109,11 +109,12 @@ def _verified(command: list[str], lock: Path, log: Callable[[str], None], hint: 
         run_tool([*command, "--require-hashes", "--no-deps", "-r", str(lock)],
                  install_hint=hint, log=log)  # fmt: skip
     except ToolFailedError as error:
-        if HASH_MISMATCH not in error.message:
+        output = error.detail or error.message  # pip's whole output
+        if HASH_MISMATCH not in output:
             raise
         raise ToolFailedError(
             "a downloaded wheel differs from the one recorded when it was first fetched "
-            f"(sha256 mismatch against {lock}); refusing it: " + _mismatch_lines(error.message),
+            f"(sha256 mismatch against {lock}); refusing it: " + _mismatch_lines(output),
             hint="if the change is expected (a re-uploaded release), check it, then delete the "
             "lock to trust the new file",
         ) from error

@@ -1,5 +1,7 @@
 """What every stage worker (a child process: ``python -m edgepack.backends.X.worker JOB.json``)
-shares: its command line, its one ``error:`` line for edgepack's own errors, its peak memory."""
+shares: its command line, how it reports edgepack's own errors (an ``error:`` line for people, a
+record line and the error's exit code for the parent, which raises the same kind), its peak
+memory."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepack.errors import EdgepackError
+from edgepack.process import error_record
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -33,8 +36,9 @@ def worker_main(
     run_job: Callable[[Path], dict[str, Any]],
     summary: Callable[[dict[str, Any]], str],
 ) -> int:
-    """Run the job file ``argv[0]``; an EdgepackError is one ``error: MESSAGE (hint: …)`` line
-    (the parent reports it), success one summary line."""
+    """Run the job file ``argv[0]``; an EdgepackError is one ``error: MESSAGE (hint: …)`` line,
+    its record (``process.error_record``) and its exit code as the status (the parent raises the
+    same kind, ``process.tool_failure``), success one summary line."""
     if len(argv) != 1:
         print(f"usage: python -m {module} JOB.json", file=sys.stderr)
         return 2
@@ -42,6 +46,7 @@ def worker_main(
         record = run_job(Path(argv[0]))
     except EdgepackError as exc:
         print(f"error: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""))
-        return 1
+        print(error_record(exc), flush=True)
+        return exc.exit_code
     print(summary(record))
     return 0

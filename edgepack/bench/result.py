@@ -13,6 +13,7 @@ from edgepack.bench.stats import Spread
 from edgepack.errors import BadInputError
 from edgepack.quality.reference import HeldoutScore
 from edgepack.quality.verdict import QualityVerdict
+from edgepack.userfiles import first_problem, read_user_text, write_user_text
 
 SCHEMA_VERSION = 1
 
@@ -83,16 +84,17 @@ class RunResult(BaseModel):
     telemetry: dict[str, Any] | None = None
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(self.model_dump_json(indent=2), encoding="utf-8")
-        temporary.replace(path)
+        write_user_text(path, self.model_dump_json(indent=2), "run result")
 
     @classmethod
     def load_file(cls, path: Path) -> RunResult:
+        hint = "a run result is the JSON file `edgepack bench` writes (runs/*.json)"
+        text = read_user_text(path, "run result", hint)
         try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BadInputError(f"run result {path} does not exist") from exc
-        except ValueError as exc:
-            raise BadInputError(f"{path} is not an edgepack run result: {exc}") from exc
+            return cls.model_validate_json(text)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise BadInputError(
+                f"{path} is not an edgepack run result: {first_problem(exc)}",
+                hint=hint,
+                detail=str(exc),
+            ) from exc

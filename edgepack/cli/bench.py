@@ -119,6 +119,11 @@ def bench(
     from edgepack.quality.thresholds import GateConfig
 
     _check_runner(runner, remote or host is not None, remote_python)
+    if json_out is not None and json_out.is_dir():
+        raise BadInputError(
+            f"--json-out {json_out} is a directory, not a file",
+            hint=f"give a file name, e.g. {json_out}/run.json",
+        )
     options = BenchOptions(runs, warmup, batch_size, max_new_tokens, prompts)
     cache_root = cache_dir or default_cache_root()
     config = GateConfig.load(gate_config)

@@ -117,6 +117,8 @@ def build(
             help="Calibrate the quantizers on this file (a prompt-set JSON or one text per line) "
             "\\[default: the bundle's prompt set]; its sha256 goes into the manifest.",
             show_default=False,
+            exists=True,
+            dir_okay=False,
         ),
     ] = None,
     calib_size: Annotated[
@@ -155,6 +157,7 @@ def build(
     from edgepack.pipeline import build_bundle
     from edgepack.plan import Limits
 
+    _check_output(output)
     plan = build_plan(
         target,
         model,
@@ -203,6 +206,16 @@ def build(
         print_json(_result_data(result))
     else:
         _print_result(result)
+
+
+def _check_output(output: Path | None) -> None:
+    from edgepack.errors import BadInputError
+
+    if output is not None and output.exists() and not output.is_dir():
+        raise BadInputError(
+            f"--output {output} is a file, not a bundle directory",
+            hint="give a directory for the bundle (made if missing)",
+        )
 
 
 def _engine_builder(

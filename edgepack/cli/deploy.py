@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from edgepack.cli.options import CacheDirOption, JsonOption, TargetsDirOption
 from edgepack.cli.output import console, err_console, human_bytes, print_json
@@ -32,7 +33,9 @@ RootOption = Annotated[
 ]
 TimeoutOption = Annotated[
     float,
-    typer.Option("--timeout", help="Seconds without progress before a connection counts as lost."),
+    typer.Option(
+        "--timeout", min=1.0, help="Seconds without progress before a connection counts as lost."
+    ),
 ]
 BreakLockOption = Annotated[
     bool, typer.Option("--break-lock", help="Take over a deploy lock left by a dead deploy.")
@@ -105,11 +108,18 @@ def deploy(
     _exit_with_failures(outcomes)
 
 
+def _print_host_error(host: str, message: str, hint: str | None) -> None:
+    """One host's failure: its error line and its hint line, each unwrapped."""
+    err_console.print(
+        f"[bold red]{escape(host)}: error:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
+    if hint:
+        err_console.print(f"  [dim]hint:[/] {escape(hint)}", highlight=False, soft_wrap=True)
+
+
 def _print_outcome(outcome: HostOutcome, release: str) -> None:
     if outcome.error:
-        err_console.print(f"[bold red]{outcome.host}: error:[/] {outcome.error}", highlight=False)
-        if outcome.hint:
-            err_console.print(f"  [dim]hint:[/] {outcome.hint}", highlight=False)
+        _print_host_error(outcome.host, outcome.error, outcome.hint)
         return
     report = outcome.report
     assert report is not None  # no error means a report
@@ -195,9 +205,7 @@ def rollback(
         if isinstance(result, EdgepackError):
             rows.append({"host": spec.label, "ok": False, "error": result.message})
             codes.append(result.exit_code)
-            err_console.print(f"[bold red]{spec.label}: error:[/] {result.message}")
-            if result.hint and not json_output:
-                err_console.print(f"  [dim]hint:[/] {result.hint}", highlight=False)
+            _print_host_error(spec.label, result.message, None if json_output else result.hint)
         else:
             rows.append({"host": spec.label, "ok": True, "from": result[0], "to": result[1]})
             if not json_output:

@@ -27,7 +27,14 @@ from edgepack.cli import report as report_cli
 from edgepack.cli import runtime as runtime_cli
 from edgepack.cli import targets as targets_cli
 from edgepack.cli.output import err_console
-from edgepack.errors import DEBUG_ENV, EdgepackError, ExitCode, debugging, set_debug
+from edgepack.errors import (
+    DEBUG_ENV,
+    BadInputError,
+    EdgepackError,
+    ExitCode,
+    debugging,
+    set_debug,
+)
 
 app = typer.Typer(
     name="edgepack",
@@ -109,11 +116,41 @@ def _global_options(
 def _report(error: EdgepackError) -> int:
     if debugging():
         traceback.print_exc()
+        if error.detail:
+            sys.stderr.write(error.detail.rstrip("\n") + "\n")
     err_console.print(
         f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True
     )
     if error.hint:
         err_console.print(f"[dim]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
+def _internal_error(error: Exception) -> int:
+    """An edgepack bug: say so, keep the traceback behind --debug."""
+    if debugging():
+        traceback.print_exc()
+    err_console.print(f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}")
+    err_console.print(f"[dim]hint:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
+    return ExitCode.FAILURE
+
+
+def _path_error(error: OSError) -> EdgepackError:
+    """The one line for a file operation that failed on a path no check caught first."""
+    reason = error.strerror or type(error).__name__
+    return BadInputError(
+        f"{error.filename}: {reason.lower()}",
+        hint="check the path and its permissions (--debug shows where it was used)",
+    )
+
+
+def _usage_error(error: typer.TyperException) -> int:
+    """A usage error (a missing or malformed option, an unknown command) in edgepack's own form."""
+    context = getattr(error, "ctx", None)
+    where = context.command_path if context is not None else "edgepack"
+    message = " ".join(error.format_message().split())
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[dim]hint:[/] see `{where} --help`", highlight=False, soft_wrap=True)
     return error.exit_code
 
 
@@ -152,25 +189,20 @@ def run(argv: list[str] | None = None) -> int:
             code = app(args=argv, prog_name="edgepack", standalone_mode=False)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else ExitCode.FAILURE
-    except typer.TyperException as error:  # usage errors, shown as Typer's standalone mode does
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(error)  # type: ignore[arg-type]
-        return error.exit_code
+    except typer.TyperException as error:  # usage errors: one line, and where the help is
+        return _usage_error(error)
     except typer.Abort:
         return _interrupted()
     except EdgepackError as error:
         return _report(error)
     except KeyboardInterrupt:
         return _interrupted()
-    except Exception as error:  # an edgepack bug: say so, keep the traceback behind --debug
-        if debugging():
-            traceback.print_exc()
-        err_console.print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))}"
-        )
-        err_console.print(f"[dim]hint:[/] rerun with --debug (or {DEBUG_ENV}=1) for the traceback")
-        return ExitCode.FAILURE
+    except OSError as error:  # a path the command was given that cannot be read or written
+        if error.filename is None:
+            return _internal_error(error)
+        return _report(_path_error(error))
+    except Exception as error:
+        return _internal_error(error)
     if code == ExitCode.INTERRUPTED:  # Typer turned a KeyboardInterrupt into Exit(130)
         return _interrupted()
     return code if isinstance(code, int) else ExitCode.OK

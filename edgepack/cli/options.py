@@ -53,10 +53,12 @@ AllowKvOption = Annotated[
         help="Allow an FP8/INT8 KV cache on a model under 30 B parameters (strict quality gate).",
     ),
 ]
-MaxBatchOption = Annotated[int, typer.Option("--max-batch-size", help="Largest batch.")]
-MaxInputOption = Annotated[int, typer.Option("--max-input-len", help="Longest prompt (tokens).")]
+MaxBatchOption = Annotated[int, typer.Option("--max-batch-size", min=1, help="Largest batch.")]
+MaxInputOption = Annotated[
+    int, typer.Option("--max-input-len", min=1, help="Longest prompt (tokens).")
+]
 MaxSeqOption = Annotated[
-    int, typer.Option("--max-seq-len", help="Longest prompt + generation (tokens).")
+    int, typer.Option("--max-seq-len", min=1, help="Longest prompt + generation (tokens).")
 ]
 CacheDirOption = Annotated[
     Path | None,

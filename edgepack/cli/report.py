@@ -70,6 +70,7 @@ def report(
     """
     from edgepack import report as library
 
+    _check_paths(runs or [], plots, output)
     search = [Path("bundles")]  # where `edgepack build` writes bundles by default
     entries = library.load_entries(runs or [], bundle or [], baseline, search)
     result = library.build_report(entries, check_baseline=baseline is not None, tolerance=tolerance)
@@ -84,6 +85,25 @@ def report(
         for line in library.check_lines(result):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     library.enforce(result.checks)
+
+
+def _check_paths(runs: list[Path], plots: Path | None, output: Path | None) -> None:
+    """The slips to catch before any work: a bundle given where a run goes, an output that
+    cannot be written."""
+    from edgepack.errors import BadInputError
+    from edgepack.userfiles import output_directory
+
+    for run in runs:
+        if run.is_dir():
+            raise BadInputError(
+                f"{run} is a directory, not a run result: for a bundle, use --bundle {run}",
+                hint="report's arguments are run results (runs/*.json, from edgepack bench)",
+            )
+    if plots is not None:
+        output_directory(plots, "--plots")
+    if output is not None and output.is_dir():
+        raise BadInputError(f"--output {output} is a directory, not a file",
+                            hint=f"give a file name, e.g. {output}/report.md")  # fmt: skip
 
 
 def _images(result: Report, plots: Path | None, format_: ReportFormat) -> dict[str, bytes]:
@@ -115,8 +135,9 @@ def _write_plots(images: dict[str, bytes], directory: Path, output: Path | None)
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    from edgepack.userfiles import write_user_text
+
+    write_user_text(path, text, "--output")
 
 
 def _render(

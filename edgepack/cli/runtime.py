@@ -47,12 +47,14 @@ def render(
     from edgepack.plan import Limits
     from edgepack.runtime.render import render_project
     from edgepack.runtime.spec import RuntimeSpec
+    from edgepack.userfiles import output_directory
 
     plan = build_plan(
         target, model, precision, backend, None,
         Limits(max_batch_size, max_input_len, max_seq_len), False, targets_dir,
     )  # fmt: skip
     plan.require_valid()
+    output_directory(output, "--output")
     written = render_project(RuntimeSpec.from_plan(plan, sysroot=sysroot), output)
     if json_output:
         print_json({"output": str(output.resolve()), "files": [str(p) for p in written]})

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from edgepack.errors import BadInputError
 from edgepack.quality.absolute import dominant_script
+from edgepack.userfiles import first_problem, read_user_text
 
 
 class Prompt(BaseModel):
@@ -29,14 +30,13 @@ class PromptSet(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> PromptSet:
+        hint = 'expected {"name": ..., "prompts": [{"id": "...", "text": "..."}]}'
+        text = read_user_text(path, "prompt file", hint)
         try:
-            return cls.model_validate_json(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise BadInputError(f"prompt file {path} does not exist") from exc
-        except ValueError as exc:
+            return cls.model_validate_json(text)
+        except ValueError as exc:  # pydantic's ValidationError is one
             raise BadInputError(
-                f"{path} is not a prompt set: {exc}",
-                hint='expected {"name": ..., "prompts": [{"id": "...", "text": "..."}]}',
+                f"{path} is not a prompt set: {first_problem(exc)}", hint=hint, detail=str(exc)
             ) from exc
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgepack.errors import BadInputError
 from edgepack.precisions import KV_FORMATS, WEIGHT_FORMATS
+from edgepack.userfiles import first_problem, read_user_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -121,14 +122,13 @@ class GateConfig(BaseModel):
     def load(cls, path: Path | None) -> GateConfig:
         if path is None:
             return cls()
+        hint = "keys: [thresholds.<full|half|strict|8bit|4bit>] chrf_min = 60 ..."
+        text = read_user_text(path, "gate config", hint)
         try:
-            return cls.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError as exc:
-            raise BadInputError(f"gate config {path} does not exist") from exc
+            return cls.model_validate(tomllib.loads(text))
         except (tomllib.TOMLDecodeError, ValidationError) as exc:
             raise BadInputError(
-                f"{path}: not a valid gate config: {exc}",
-                hint="keys: [thresholds.<full|half|strict|8bit|4bit>] chrf_min = 60 ...",
+                f"{path}: not a valid gate config: {first_problem(exc)}", hint=hint, detail=str(exc)
             ) from exc
 
 

@@ -41,6 +41,7 @@ from edgepack.remote.device_run import (
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.telemetry import summarize
+from edgepack.userfiles import first_problem
 
 RUNTIME_BINARY = "runtime/bin/edgepack-runtime"
 RUNTIME_BUILD_INFO = "runtime/build-info.json"
@@ -127,20 +128,13 @@ def parse_runtime_json(text: str, source: str = "the runtime") -> RuntimeRun:
                 timings = RuntimeTimings.model_validate(record)
         except (ValueError, ValidationError) as error:
             raise RemoteError(
-                f"{source}: line {number} is not runtime output: {_first_error(error)}",
+                f"{source}: line {number} is not runtime output: {first_problem(error)}",
                 hint="a runtime built before edgepack printed token ids and per-repeat samples "
                 "cannot be benched: rebuild the bundle with `edgepack build` and deploy it again",
             ) from error
     if timings is None:
         raise RemoteError(f"{source}: the runtime printed no timings line")
     return RuntimeRun(outputs, timings)
-
-
-def _first_error(error: ValueError | ValidationError) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
-    return str(error)
 
 
 @dataclass(frozen=True)
@@ -347,7 +341,7 @@ class _ReleaseFiles:
         except ValueError as error:  # ValidationError and JSONDecodeError are ValueErrors
             raise RemoteError(
                 f"{self.connector.label}: {posixpath.join(self.directory, name)} is not valid: "
-                f"{_first_error(error)}",
+                f"{first_problem(error)}",
                 hint="deploy the bundle again (deploy verifies every file)",
             ) from error
 

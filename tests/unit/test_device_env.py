@@ -211,9 +211,11 @@ def test_deploy_installs_the_wheels_into_a_venv_offline_and_reuses_it(
     assert (report.venv.status, report.venv.wheels) == ("created", 1)
     venv_python = root / "venv" / "bin" / "python"
     probe = "import edgepack.resources as r; print(r.data_dir('targets'))"
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # as on a device
     found = subprocess.run(
-        [str(venv_python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout.strip()
+        [str(venv_python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=alone,
+    ).stdout.strip()  # fmt: skip
     assert found.startswith(str(root / "venv" / "lib")), found  # not this checkout's edgepack
     assert found.endswith("site-packages/edgepack/_data/targets")
     again = _deploy(bundle, root, registry)

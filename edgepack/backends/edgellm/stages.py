@@ -34,7 +34,7 @@ from edgepack.backends.edgellm.toolchain import (
 )
 from edgepack.cache import default_cache_root
 from edgepack.errors import ToolFailedError
-from edgepack.process import run_logged
+from edgepack.process import run_logged, tool_failure
 from edgepack.toolenv import UV_HINT, ToolEnv, ensure_toolenv, tool_variables
 
 if TYPE_CHECKING:
@@ -139,19 +139,8 @@ def _tool(argv: list[str], stage: str, what: str, context: StageContext) -> Path
     log_path = _log_path(stage)
     status = run_logged(argv, log_path, log=context.log, env=tool_variables())
     if status != 0:
-        raise ToolFailedError(
-            f"{what} failed with exit status {status}: {_reason(log_path)}",
-            hint=f"the whole log: {log_path}",
-        )
+        raise tool_failure(what, status, log_path)
     return log_path
-
-
-def _reason(log_path: Path) -> str:
-    """The exception line of a Python traceback, else the last line."""
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
-    lines = [line for line in lines if line]
-    errors = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
-    return (errors or lines or ["no output"])[-1][:300]
 
 
 def _worker(env: ToolEnv, job: dict[str, Any], stage: str, context: StageContext) -> Any:

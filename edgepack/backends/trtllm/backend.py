@@ -28,7 +28,7 @@ from edgepack.backends.trtllm.check import CHECK_PROMPT, DECODE_STEPS, check_lim
 from edgepack.backends.trtllm.flags import trtllm_build_argv
 from edgepack.backends.trtllm.tool import trtllm_build_tool
 from edgepack.errors import BadInputError, ToolFailedError
-from edgepack.process import python_module_command, run_logged
+from edgepack.process import python_module_command, run_logged, tool_failure
 from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
@@ -243,10 +243,7 @@ def run_worker(job: dict[str, Any], context: StageContext) -> None:
         )  # fmt: skip
         if status != 0:
             shutil.copyfile(log_path, kept)
-            text = log_path.read_text(encoding="utf-8", errors="replace")
-            errors = [line[7:] for line in text.splitlines() if line.startswith("error: ")]
-            reason = errors[-1] if errors else f"exit status {status}: {_last(text)}"
-            raise ToolFailedError(f"the checkpoint stage failed: {reason}", hint=f"log: {kept}")
+            raise tool_failure("the checkpoint stage", status, kept)
     finally:
         job_path.unlink(missing_ok=True)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -257,11 +254,6 @@ def _kept_log_path(context: StageContext) -> Path:
     logs = context.output_dir.parent.parent.parent / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return logs / f"checkpoint-{context.output_dir.parent.name}.log"
-
-
-def _last(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no output"
 
 
 def run_engine(config: dict[str, Any], context: StageContext) -> None:
