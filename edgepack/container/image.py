@@ -30,6 +30,8 @@ DOCKERFILE_LABEL = "org.edgepack.dockerfile-sha256"
 BUILD_NETWORK = "host"
 BUILD_SUMMARY = r"The command |Error: building at STEP|ERROR: failed to solve|Removing intermediate"
 """The engine's closing words on a failed step (docker's classic builder, buildah, BuildKit)."""
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+"""docker's classic builder colours a step's stderr red."""
 IMAGE_HINT = (
     "build it from the repository root: docker build --network host --target cross "
     "-t edgepack-cross ."
@@ -193,7 +195,7 @@ def follow_build(
             elif "status" in message:  # pulling the base image
                 yield f"{message['status']} {message.get('progress', '')}".rstrip() + "\n"
 
-    for line in stream_lines(texts()):
+    for line in map(lambda text: COLOUR.sub("", text), stream_lines(texts())):
         kept.write(line + "\n")
         lines.append(line)
         log(line)

@@ -114,7 +114,7 @@ FAILED_BUILD = [
     {"stream": "\n"},
     {"stream": " ---> Running in 0c1d2e3f4a5b\n"},
     {"stream": "Reading package lists...\n"},
-    {"stream": "E: Unable to locate package edgepack-no-such-package\n"},
+    {"stream": "\x1b[91mE: Unable to locate package edgepack-no-such-package\n\x1b[0m"},
     {
         "errorDetail": {"code": 100, "message": "The command '/bin/sh -c apt-get install -y "
                         "edgepack-no-such-package' returned a non-zero code: 100"},
