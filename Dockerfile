@@ -5,9 +5,9 @@
 #                   runtime for aarch64 targets and runs its tests under emulation.
 #   trtllm-builder  TensorRT-LLM's release image (GPU hosts only): quantize and trtllm-build.
 #
-# edgepack drives these through the docker (or podman) CLI and builds `cross` itself on first use,
-# with host networking, labelled with this file's sha256 so that an edit here rebuilds it. Nothing
-# here is specific to a model.
+# edgepack drives these through the engine's API (the Docker SDK; podman through its
+# Docker-compatible socket) and builds `cross` itself on first use, with host networking, labelled
+# with this file's sha256 so that an edit here rebuilds it. Nothing here is specific to a model.
 #
 # No registry reachable (offline hosts, CI sandboxes)? Make the base image of `cross` locally:
 #   debootstrap --variant=minbase bookworm ROOTFS http://deb.debian.org/debian

@@ -245,9 +245,9 @@ def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBu
     for mode in RUNTIME_MODES:
         if mode == value:
             if mode == "container":
-                from edgepack.container import find_engine
+                from edgepack.container import api_client
 
-                find_engine()  # now, not after the model conversion
+                api_client()  # an engine answers now, not after the model conversion
             return RuntimeBuild(mode, cache_root=cache_root)
     raise BadInputError(
         f"unknown --runtime {value!r}{did_you_mean(value, RUNTIME_MODES)}",

@@ -11,9 +11,9 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgepack.container import CROSS_IMAGE, OCIContainer, ensure_image, find_engine
+from edgepack.container.image import CROSS_IMAGE
 from edgepack.errors import BadInputError, ToolMissingError
 from edgepack.process import run_tool
 from edgepack.runtime.render import render_project
@@ -26,6 +26,9 @@ from edgepack.runtime.spec import (
     RuntimeSpec,
     host_arch,
 )
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 
 def _compiler_hint(triple: str) -> str:
@@ -73,10 +76,11 @@ def build_runtime(
     output_dir: Path,
     *,
     libraries: Path,
+    logs_dir: Path | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Render, configure, compile and install the runtime into ``output_dir``, linking against the
-    target's libraries in ``libraries``.
+    target's libraries in ``libraries`` (a container build's image build logs into ``logs_dir``).
 
     ``output_dir`` gets ``bin/``, ``lib/``, the rendered sources in ``src/`` and the build info.
     """
@@ -87,7 +91,7 @@ def build_runtime(
     started = _now()
     try:
         if mode == "container":
-            build_in_container(source, libraries, output_dir, log=log)
+            build_in_container(source, libraries, output_dir, logs_dir=logs_dir, log=log)
         else:
             cmake_build(source, scratch, libraries, output_dir, log=log)
     finally:
@@ -154,15 +158,18 @@ def build_in_container(
     prefix: Path,
     *,
     image: str = CROSS_IMAGE,
-    engine: str | None = None,
+    client: DockerClient | None = None,
+    logs_dir: Path | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> None:
     """Configure, build and install the CMake project ``source`` in the cross image (built first
     if it is missing), with no network; the installed tree is copied out to ``prefix``."""
-    engine = engine or find_engine()
+    from edgepack.container import OCIContainer, api_client, ensure_image
+
+    client = client or api_client()
     if image == CROSS_IMAGE:
-        ensure_image(engine, image, log=log)
-    with OCIContainer(image, engine=engine, purpose="runtime-build", log=log) as container:
+        ensure_image(client, image, logs_dir=logs_dir, log=log)
+    with OCIContainer(image, client=client, purpose="runtime-build", log=log) as container:
         container.copy_in(source, "/src/project")
         container.copy_in(libraries, "/src/libs")
         commands = cmake_commands(

@@ -19,17 +19,21 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edgepack.container import (
+    api_client,
+    api_has_image,
     debian_release,
     default_dockerfile,
-    find_engine,
-    has_image,
     stage_base_image,
 )
 from edgepack.errors import ToolMissingError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 ROOTFS_CACHE = Path(os.environ.get("EDGEPACK_TEST_ROOTFS_CACHE", "/var/cache/edgepack-test"))
 DEBIAN_MIRROR = os.environ.get("EDGEPACK_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -38,9 +42,10 @@ DOCKERD_STOP_S = 30
 DEBOOTSTRAP_S = 900
 
 
-def answering_engine() -> str | None:
+def answering_engine() -> DockerClient | None:
+    """A client of the engine whose API answers here (edgepack's own factory); None if none."""
     try:
-        return find_engine()
+        return api_client()
     except ToolMissingError:
         return None
 
@@ -51,28 +56,28 @@ def _log_tail(log: Path) -> str:
 
 
 @contextlib.contextmanager
-def dockerd_running(directory: Path) -> Iterator[str]:
+def dockerd_running(directory: Path) -> Iterator[DockerClient]:
     """An engine that answers: the one already running, or a dockerd started (and stopped) here."""
-    engine = answering_engine()
-    if engine is not None:
-        yield engine
+    client = answering_engine()
+    if client is not None:
+        yield client
         return
     if os.geteuid() != 0:
         pytest.skip("no container engine answers, and starting dockerd needs root")
-    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+    if shutil.which("dockerd") is None:
         pytest.skip("no container engine answers, and dockerd is not installed (apt docker.io)")
     log = directory / "dockerd.log"
     with log.open("ab") as output:
         daemon = subprocess.Popen(["dockerd"], stdout=output, stderr=output, start_new_session=True)
     try:
         deadline = time.monotonic() + DOCKERD_START_S
-        while answering_engine() != "docker":
+        while (client := answering_engine()) is None:
             if daemon.poll() is not None:
                 pytest.skip(f"dockerd exited with status {daemon.returncode}: {_log_tail(log)}")
             if time.monotonic() > deadline:
                 pytest.skip(f"dockerd did not answer within {DOCKERD_START_S} s: {_log_tail(log)}")
             time.sleep(0.5)
-        yield "docker"
+        yield client
     finally:
         _stop(daemon)
 
@@ -130,13 +135,13 @@ def _debootstrap(release: str, rootfs: Path, arch: str | None, include: tuple[st
             pytest.skip(f"{' '.join(command[:2])} ({release}) failed: {output}")
 
 
-def ensure_base_image(engine: str) -> str:
+def ensure_base_image(client: DockerClient) -> str:
     """The Dockerfile's cross base image, made by debootstrap + import where it is missing."""
     dockerfile = default_dockerfile()
     if dockerfile is None:
         pytest.skip("no Dockerfile next to the edgepack package (not a source checkout)")
     base = stage_base_image(dockerfile)
-    if has_image(engine, base):
+    if api_has_image(client, base):
         return base
     release = debian_release(base)
     if release is None:
@@ -144,16 +149,15 @@ def ensure_base_image(engine: str) -> str:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
         pytest.skip(f"the base image {base} is missing; making it needs root and debootstrap")
     tarball = rootfs_tarball(release)
-    subprocess.run(
-        [engine, "import", "--change", 'CMD ["bash"]', str(tarball), base],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+    repository, _, tag = base.partition(":")
+    client.api.import_image(str(tarball), repository=repository, tag=tag, changes=['CMD ["bash"]'])
+    assert api_has_image(client, base), f"importing {tarball} as {base} made no image"
     return base
 
 
 @contextlib.contextmanager
-def container_engine_with_base_image(directory: Path) -> Iterator[str]:
-    """The name of an engine that answers and has the Dockerfile's base image (see the module)."""
-    with dockerd_running(directory) as engine:
-        ensure_base_image(engine)
-        yield engine
+def container_engine_with_base_image(directory: Path) -> Iterator[DockerClient]:
+    """A client of an engine that answers and has the Dockerfile's base image (see the module)."""
+    with dockerd_running(directory) as client:
+        ensure_base_image(client)
+        yield client

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,11 +17,14 @@ from edgepack.container import LABEL, containers_with_label, default_dockerfile,
 from edgepack.errors import ToolFailedError
 from tests.integration.container_fixtures import container_engine_with_base_image
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def base_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DockerClient, str]]:
     with container_engine_with_base_image(tmp_path_factory.mktemp("engine")) as engine:
         dockerfile = default_dockerfile()
         assert dockerfile is not None
@@ -36,7 +40,7 @@ def _tool(image: str) -> ToolSpec:
 
 
 def test_a_job_runs_in_the_image_with_its_mounts(
-    base_image: tuple[str, str], tmp_path: Path
+    base_image: tuple[DockerClient, str], tmp_path: Path
 ) -> None:
     engine, image = base_image
     source = tmp_path / "in"
@@ -55,7 +59,7 @@ def test_a_job_runs_in_the_image_with_its_mounts(
 
 
 def test_a_failing_job_is_one_line_and_leaves_no_container(
-    base_image: tuple[str, str], tmp_path: Path
+    base_image: tuple[DockerClient, str], tmp_path: Path
 ) -> None:
     engine, image = base_image
     job = BuildJob(_tool(image), ("sh", "-c", "echo 'ERROR: no GPU' >&2; exit 3"), {},

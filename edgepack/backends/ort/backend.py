@@ -171,7 +171,10 @@ def _build_runtime(context: StageContext, build: RuntimeBuild) -> None:
     spec = RuntimeSpec.from_plan(context.plan, sysroot=build.sysroot)
     cache_root = build.cache_root or default_cache_root()
     libraries = ort_libraries(spec.arch, cache_root, context.log)
-    build_runtime(spec, build.mode, context.output_dir, libraries=libraries, log=context.log)
+    build_runtime(
+        spec, build.mode, context.output_dir, libraries=libraries,
+        logs_dir=cache_root / "logs", log=context.log,
+    )  # fmt: skip
 
 
 ORT = OrtBackend(
