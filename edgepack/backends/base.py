@@ -113,6 +113,8 @@ class Backend(Protocol):
 
     def unsupported(self, target: TargetProfile, precision: str) -> list[str]: ...
 
+    def model_problems(self, spec: ModelSpec) -> list[str]: ...
+
     def tool_versions(self) -> dict[str, str]: ...
 
     def stages(self, plan: Plan) -> list[Stage]: ...
@@ -180,6 +182,10 @@ class BackendDescription:
 
     def unsupported(self, target: TargetProfile, precision: str) -> list[str]:
         """Combinations the toolchain cannot run on the target (plan problems), with the fix."""
+        return []
+
+    def model_problems(self, spec: ModelSpec) -> list[str]:
+        """What about the model the toolchain cannot build (plan problems), with the fix."""
         return []
 
     def tool_versions(self) -> dict[str, str]:
