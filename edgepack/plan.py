@@ -215,6 +215,7 @@ def make_plan(request: PlanRequest) -> Plan:
         *_block_size_problems(spec, backend, request.precision, request.group_size),
         *request.limits.problems(spec),
         *backend_reasons,
+        *backend.model_problems(spec),
     ]
     warnings: list[str] = []
     _check_kv_quantization(request, kv_dtype, problems, warnings)

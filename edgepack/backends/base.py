@@ -115,6 +115,8 @@ class Backend(Protocol):
 
     def runs_on_gpu(self, target: TargetProfile) -> bool: ...
 
+    def model_problems(self, spec: ModelSpec) -> list[str]: ...
+
     def tool_versions(self) -> dict[str, str]: ...
 
     def stages(self, plan: Plan) -> list[Stage]: ...
@@ -188,6 +190,10 @@ class BackendDescription:
         """Whether this backend's engines for ``target`` run on its GPU (else on its CPU cores):
         the plan says so and the manifest demands the GPU at deploy only where they do."""
         return target.gpu is not None
+
+    def model_problems(self, spec: ModelSpec) -> list[str]:
+        """What about the model the toolchain cannot build (plan problems), with the fix."""
+        return []
 
     def tool_versions(self) -> dict[str, str]:
         versions = {}

@@ -15,10 +15,13 @@ from edgepack.backends.base import (
     Stage,
     StageContext,
 )
+from edgepack.backends.ort.architectures import architecture_problems
+from edgepack.backends.ort.builder_input import FIXES_VERSION, prepare_builder_input
 from edgepack.precisions import WEIGHT_FORMATS
 from edgepack.process import python_module_command, run_tool
 
 if TYPE_CHECKING:
+    from edgepack.models import ModelSpec
     from edgepack.plan import Plan
     from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
@@ -62,6 +65,7 @@ class OrtBackend(BackendDescription):
             "precision": BUILDER_PRECISION[plan.precision],
             "execution_provider": "cpu",
             "extra_options": _extra_options(plan),
+            "model_fixes": FIXES_VERSION,
         }
         return [
             Stage(
@@ -82,6 +86,9 @@ class OrtBackend(BackendDescription):
         from edgepack.bench.machine import engine_threads
 
         return lambda: OrtEngine.load(engine_dir, engine_threads())
+
+    def model_problems(self, spec: ModelSpec) -> list[str]:
+        return architecture_problems(spec.architecture)
 
 
 INT4_ACCURACY_LEVEL = "4"
@@ -106,12 +113,16 @@ def _extra_options(plan: Plan) -> dict[str, str]:
 
 def _run_builder(context: StageContext) -> None:
     config = context.plan
-    options = _extra_options(config)
     cache = context.output_dir.parent / (context.output_dir.name + ".builder-cache")
+    scratch = context.output_dir.parent / (context.output_dir.name + ".builder-input")
+    source = prepare_builder_input(context.inputs["model"], scratch)
+    for fix in source.fixes:
+        context.log(f"builder input: {fix}")
+    options = {**_extra_options(config), **source.options}
     command = [
         *python_module_command("onnxruntime_genai.models.builder"),
         "-i",
-        str(context.inputs["model"]),
+        str(source.directory),
         "-o",
         str(context.output_dir),
         "-p",
@@ -132,6 +143,7 @@ def _run_builder(context: StageContext) -> None:
         )
     finally:
         shutil.rmtree(cache, ignore_errors=True)  # the builder's scratch files, not the engine
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 CMAKE = Requirement("program", "cmake", "apt-get install cmake")
