@@ -37,24 +37,24 @@ pytestmark = pytest.mark.integration
 ROOT = "/opt/edgepack"
 PROMPTS = 3
 NEW_TOKENS = 16
+PLUGIN_ROW = "libNvInfer_edgellm_plugin.so (EDGELLM_PLUGIN_PATH)"
 SALAD = "strugg (str, 1, 1, 1, 1) 1) 1) 1) 1) 1) 1) 1) 1) 1)"
 
 
 @pytest.fixture
 def jetson(
-    arm64_root: DeviceRoot,
+    arm64_build_root: DeviceRoot,
     netns_factory: Callable[[], NetnsDevice],
     sshd_factory: Callable[..., SshServer],
     ssh_client: SshClientSide,
 ) -> FixtureJetson:
-    board = FixtureJetson(arm64_root)
+    root = arm64_build_root
+    board = FixtureJetson(root)
     board.install()
     device = netns_factory()
     # The root serves the whole module; each test starts its own sshd there.
-    shutil.rmtree(arm64_root.path / "etc" / "edgepack-test" / "sshd-jetson", ignore_errors=True)
-    sshd_factory(
-        "jetson", address=device.device_address, port=22, netns=device.name, chroot=arm64_root
-    )
+    shutil.rmtree(root.path / "etc" / "edgepack-test" / "sshd-jetson", ignore_errors=True)
+    sshd_factory("jetson", address=device.device_address, port=22, netns=device.name, chroot=root)
     # An emulated sshd forks and answers slowly on a loaded machine: wait longer for its banner.
     with ssh_client.config.open("a", encoding="utf-8") as config:
         config.write("Host jetson\n  ConnectTimeout 60\n")
@@ -281,3 +281,40 @@ def test_build_host_stage_builds_there_and_deploy_adopts_that_engine(
     code, host, _ = _deploy(bundle)
     assert code == 0, host
     assert host["steps"]["edgellm_engine"]["status"] == "adopted"
+
+
+def _doctor_rows() -> dict[str, dict[str, object]]:
+    code, out, err = _cli("doctor", "--host", f"jetson:{ROOT}", "--target", "ada-sm89", "--json")
+    assert code == 0, err
+    return {
+        row["component"]: row
+        for row in json.loads(out)
+        if row["where"] == "jetson" and row["backend"] == "edgellm"
+    }
+
+
+def test_doctor_lists_what_the_device_has_and_lacks(jetson: FixtureJetson) -> None:
+    """``doctor --host``: the Edge-LLM tools, release, plugin, TensorRT, CUDA and JetPack of the
+    fixture Orin (its profile detected: --target names a workstation), then what a bare one
+    lacks."""
+    rows = _doctor_rows()
+    assert set(rows) == {
+        "llm_build", "llm_inference", "llm_bench", "Edge-LLM release",
+        PLUGIN_ROW, "TensorRT", "CUDA", "JetPack (L4T)",
+    }  # fmt: skip
+    assert all(row["found"] for row in rows.values()), rows
+    assert rows["llm_build"]["detail"] == "/opt/TensorRT-Edge-LLM/build/examples/llm/llm_build"
+    assert rows["TensorRT"]["detail"] == "10.3.0.30-1+cuda12.5"
+    assert (rows["CUDA"]["detail"], rows["JetPack (L4T)"]["detail"]) == ("12.6.68", "36.4")
+
+    jetson.remove_plugin()
+    jetson.uninstall()
+    jetson.set_tensorrt("10.13.3.9-1+cuda13.0")
+    rows = _doctor_rows()
+    missing = {name for name, row in rows.items() if not row["found"]}
+    assert missing == set(rows) - {"CUDA", "JetPack (L4T)"}
+    assert "build TensorRT Edge-LLM 0.11.0 on the device" in str(rows["llm_bench"]["fix"])
+    assert "-DEMBEDDED_TARGET=jetson-orin" in str(rows["llm_build"]["fix"])
+    assert "EDGELLM_PLUGIN_PATH" in str(rows[PLUGIN_ROW]["fix"])
+    assert "needs TensorRT 10.3: flash JetPack 6.2" in str(rows["TensorRT"]["fix"])
+    jetson.install()

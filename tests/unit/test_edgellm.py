@@ -237,15 +237,31 @@ def test_toolenv_key_and_record(tmp_path: Path, monkeypatch) -> None:
     assert "--find-links" not in _index_arguments()
 
 
-def test_doctor_rows_name_what_is_missing() -> None:
+def test_doctor_rows_name_what_is_missing(registry: TargetRegistry) -> None:
     from edgepack.backends.edgellm.device import doctor_rows
+    from edgepack.remote.facts import DeviceFacts
 
+    orin = registry.get("jetson-agx-orin-64gb")
+    facts = DeviceFacts(
+        host="jetson", root="/opt/edgepack", free_bytes=1, arch="aarch64",
+        tensorrt="10.13.3.9-1+cuda13.0", cuda="12.6.68",
+    )  # fmt: skip
     rows = {
-        row["item"]: row for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), "HINT")
+        row.component: row
+        for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), facts, orin)
     }
-    assert rows["llm_build"]["fix"] is None and rows["llm_inference"]["fix"] == "HINT"
-    assert "Edge-LLM 0.11.0" in str(rows["Edge-LLM release"]["fix"])
-    assert "EDGELLM_PLUGIN_PATH" in str(rows["libNvInfer_edgellm_plugin.so"]["fix"])
+    assert rows["llm_build"].found and rows["llm_build"].fix == ""
+    assert (
+        not rows["llm_inference"].found
+        and "-DEMBEDDED_TARGET=jetson-orin" in rows["llm_inference"].fix
+    )
+    assert "Edge-LLM 0.11.0" in rows["Edge-LLM release"].fix
+    assert "EDGELLM_PLUGIN_PATH" in rows["libNvInfer_edgellm_plugin.so (EDGELLM_PLUGIN_PATH)"].fix
+    assert rows["CUDA"].found and not rows["TensorRT"].found
+    assert "needs TensorRT 10.3: flash JetPack 6.2" in rows["TensorRT"].fix
+    assert not rows["JetPack (L4T)"].found and "L4T) 36.4" in rows["JetPack (L4T)"].fix
+    unknown = {row.component: row for row in doctor_rows(parse_probe(""), facts, None)}
+    assert unknown["TensorRT"].found and "-DEMBEDDED_TARGET=auto" in unknown["llm_bench"].fix
 
 
 def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
