@@ -126,17 +126,15 @@ def host_findings(connector: Connector, root: str, target: TargetProfile) -> lis
 
 
 def device_profile(backend: str, target: TargetProfile, facts: DeviceFacts) -> TargetProfile | None:
-    """The profile a backend's device checks compare with: ``--target`` where it allows the
-    backend, else the best profile the device's facts match that does; None where none does."""
-    if backend in target.backends.allowed:
-        return target
+    """The profile a backend's device checks compare with: the best profile the device's facts
+    match (GPU or board model) that allows the backend, else ``--target`` where it allows it."""
     from edgepack.remote.detect import detect_profiles
     from edgepack.targets import TargetRegistry
 
     for match in detect_profiles(facts, TargetRegistry.default()):
         if match.score >= 10 and backend in match.profile.backends.allowed:
             return match.profile
-    return None
+    return target if backend in target.backends.allowed else None
 
 
 def _host_stack(where: str, facts: DeviceFacts) -> list[Finding]:
