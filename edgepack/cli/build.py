@@ -74,8 +74,10 @@ def build(
         str | None,
         typer.Option(
             "--runtime",
-            help="Build the C++ runtime into the bundle: none, native, cross or container "
-            "\\[default: native when this host has the target's architecture, else cross].",
+            help="Build the C++ runtime into the bundle: none, native, cross or container; "
+            "device (edgellm) ships its sources, compiled on the device at deploy against its "
+            "Edge-LLM \\[default: device for edgellm; else native when this host has the "
+            "target's architecture, else cross].",
             show_default=False,
         ),
     ] = None,
@@ -225,10 +227,17 @@ def _engine_builder(
 
 def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBuild:
     from edgepack.errors import BadInputError, did_you_mean
-    from edgepack.runtime.spec import RUNTIME_MODES, RuntimeBuild, default_mode
+    from edgepack.runtime.spec import COMPILED_ON_DEVICE, RUNTIME_MODES, RuntimeBuild, default_mode
 
     if value is None:
         return RuntimeBuild(default_mode(plan.target, plan.backend), cache_root=cache_root)
+    if (value == "device") != (plan.backend in COMPILED_ON_DEVICE) and value in RUNTIME_MODES[1:]:
+        where = "on the device at deploy" if plan.backend in COMPILED_ON_DEVICE else "here"
+        raise BadInputError(
+            f"--runtime {value}: the {plan.backend} runtime is compiled {where}",
+            hint="--runtime device (or none)" if plan.backend in COMPILED_ON_DEVICE
+            else "--runtime native, cross or container (or none)",
+        )  # fmt: skip
     for mode in RUNTIME_MODES:
         if mode == value:
             if mode == "container":

@@ -280,3 +280,31 @@ def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
     stage = BACKENDS["edgellm"].device_engine_stage(_plan(registry, "int8_sq"), "jetson")
     assert (stage.name, stage.inputs, stage.config["device"]) == ("engine", ("export",), "jetson")
     assert stage.config["limits"]["max_kv_cache_capacity"] == 2048
+
+
+def test_runtime_ships_as_sources_for_the_device(registry: TargetRegistry, tmp_path: Path) -> None:
+    from edgepack.backends.base import StageContext
+    from edgepack.backends.edgellm.runtime import configure_arguments, explain_compile
+    from edgepack.cli.build import runtime_choice
+    from edgepack.errors import BadInputError
+    from edgepack.runtime.spec import RuntimeBuild, default_mode
+
+    plan = _plan(registry, "int8_sq")
+    assert default_mode(plan.target, "edgellm") == "device"
+    with pytest.raises(BadInputError, match="compiled on the device at deploy"):
+        runtime_choice("cross", plan, tmp_path)
+    ort = _plan(registry, "int4", backend="ort")
+    with pytest.raises(BadInputError, match="the ort runtime is compiled here"):
+        runtime_choice("device", ort, tmp_path)
+    stage = edgellm_backend.EDGELLM.runtime_stage(plan, RuntimeBuild("device"))
+    stage.run(StageContext(plan, {}, tmp_path, lambda line: None))
+    toolchain = (tmp_path / "src" / "toolchain.cmake").read_text()
+    assert "set(EMBEDDED_TARGET jetson-orin" in toolchain and "aarch64-linux-gnu-g++" in toolchain
+    info = json.loads((tmp_path / "build-info.json").read_text())
+    assert (info["mode"], info["embedded_target"]) == ("device", "jetson-orin")
+    assert configure_arguments("/r/runtime/src", "/opt/E")[0] == (
+        "-DCMAKE_TOOLCHAIN_FILE=/r/runtime/src/toolchain.cmake"
+    )
+    log = "-- x\nCMake Error at CMakeLists.txt:60 (message):\n  Edge-LLM built for X\nCall Stack\n"
+    assert explain_compile(log) == "Edge-LLM built for X"
+    assert explain_compile("a\nmain.cpp:3:1: error: nope\nb\n") == "main.cpp:3:1: error: nope"

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from edgepack.plan import Plan
     from edgepack.remote.connector import Connector
     from edgepack.remote.facts import DeviceFacts
+    from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
 
 ORIN_JETPACK = "7.2"
@@ -73,6 +74,11 @@ class EdgeLlmBackend(BackendDescription):
 
     def device_engine_stage(self, plan: Plan, host: str) -> Stage:
         return device_engine_stage(plan, host)
+
+    def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage:
+        from edgepack.backends.edgellm.runtime import runtime_stage
+
+        return runtime_stage(plan, build)
 
     def device_checks(
         self, connector: Connector, facts: DeviceFacts, target: TargetProfile | None

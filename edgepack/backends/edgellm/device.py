@@ -12,6 +12,8 @@ memory (3–4x the parameter bytes, REFERENCE.md §3) exceeds what the device ha
 
 from __future__ import annotations
 
+import json
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from edgepack.plan import Plan
+    from edgepack.remote.connector import Connector
     from edgepack.remote.facts import DeviceFacts
     from edgepack.targets import TargetProfile
 
@@ -273,3 +276,15 @@ def stack_checks(facts: DeviceFacts, target: TargetProfile | None) -> list[Devic
         fix = "" if ok else f"{name} needs {need}: {flash}, or build for the device's own profile"
         checks.append(DeviceCheck(component, ok, have or "not found", fix))
     return checks
+
+
+def read_record(connector: Connector, directory: str, name: str) -> dict[str, Any] | None:
+    """A JSON record edgepack left in a directory on the device; None where absent or torn."""
+    data = connector.read_bytes(posixpath.join(directory, name))
+    if data is None:
+        return None
+    try:
+        record: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return None
+    return record
