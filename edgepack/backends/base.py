@@ -109,6 +109,9 @@ class Backend(Protocol):
     @property
     def group_size_option(self) -> bool: ...
 
+    @property
+    def engine_on_device(self) -> bool: ...
+
     def requirements(self) -> tuple[Requirement, ...]: ...
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
@@ -159,6 +162,9 @@ class BackendDescription:
     needs: tuple[Requirement, ...] = field(default=())
     group_size_option: bool = False
     """Whether ``--group-size`` picks the block size this backend quantizes in."""
+    engine_on_device: bool = False
+    """The engine is built on the device itself (``--builder ssh:DEVICE``, alias ``--host``),
+    by :meth:`device_engine_stage`, or at deploy."""
 
     def default_kv_dtype(self, precision: str) -> str:
         return "fp16"

@@ -135,8 +135,8 @@ def build(
         typer.Option(
             "--host",
             metavar="[USER@]HOST",
-            help="Build the engine on this device (backends whose engines are built there: "
-            "edgellm); it stays there, the bundle records it.",
+            help="The same as --builder ssh:HOST: build the engine there (edgellm: on the "
+            "device itself; it stays there, the bundle records it).",
             show_default=False,
         ),
     ] = None,
@@ -150,6 +150,8 @@ def build(
     A second identical build reuses every stage. The bundle is written atomically: a failed build
     leaves the previous bundle (if any) untouched.
     """
+    from edgepack.backends import BACKENDS
+    from edgepack.builders.choice import engine_host, resolve_builder
     from edgepack.bundle import remember_latest
     from edgepack.cache import StageCache, default_cache_root
     from edgepack.device_wheels import DeviceWheels, check_device_pythons
@@ -167,7 +169,7 @@ def build(
         allow_kv_quantization,
         targets_dir,
         PlanOptions(
-            builder=builder,
+            builder=resolve_builder(builder, host),
             group_size=group_size,
             needs_engine=until in (None, "engine"),
             calib_dataset=str(calib_dataset) if calib_dataset else None,
@@ -198,7 +200,9 @@ def build(
             wheels=wheels,
             until=until,
             builder=engine_builder,
-            engine_host=host,
+            engine_host=engine_host(plan.builder)
+            if BACKENDS[plan.backend].engine_on_device
+            else None,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:

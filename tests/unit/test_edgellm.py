@@ -282,6 +282,30 @@ def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
     assert stage.config["limits"]["max_kv_cache_capacity"] == 2048
 
 
+def test_host_is_the_ssh_builder(registry: TargetRegistry) -> None:
+    """`build --host D` and `--builder ssh:D` are one builder: the same plan, the same stage."""
+    from edgepack.builders.choice import engine_host, resolve_builder
+    from edgepack.errors import BadInputError
+    from edgepack.pipeline import plan_stages
+
+    assert resolve_builder(None, "me@jetson:/srv/ep") == resolve_builder(
+        "ssh:me@jetson:/srv/ep", None
+    )
+    assert resolve_builder("ssh:jetson", "jetson") == "ssh:jetson"
+    with pytest.raises(BadInputError, match="name different builders"):
+        resolve_builder("ssh:other", "jetson")
+    plans = [
+        _plan(registry, "int8_sq", builder=resolve_builder(builder, host))
+        for builder, host in (("ssh:jetson", None), (None, "jetson"))
+    ]
+    assert plans[0].builder == plans[1].builder == "ssh:jetson" and plans[0].valid
+    stages = [plan_stages(plan, engine_host=engine_host(plan.builder))[-1] for plan in plans]
+    assert stages[0].name == stages[1].name == "engine"
+    assert stages[0].config == stages[1].config and stages[0].config["device"] == "jetson"
+    local = _plan(registry, "int8_sq", builder="local")
+    assert not local.valid and any("built on the device itself" in p for p in local.problems)
+
+
 def test_runtime_ships_as_sources_for_the_device(registry: TargetRegistry, tmp_path: Path) -> None:
     from edgepack.backends.base import StageContext
     from edgepack.backends.edgellm.runtime import configure_arguments, explain_compile

@@ -96,4 +96,5 @@ EDGELLM = EdgeLlmBackend(
     kv_dtypes=("fp16", "fp8"),
     build_ram_factor=3.5,
     needs=(UV,),
+    engine_on_device=True,
 )
