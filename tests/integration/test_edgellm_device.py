@@ -371,7 +371,7 @@ def test_runtime_compiled_on_the_device_and_benched(
     prompts = json.loads((bundle / "prompts.json").read_text())["prompts"]
     texts = {prompt["id"]: prompt["text"] for prompt in prompts}
     jetson.answer_prompts({texts[out.id]: (out.text, out.token_ids) for out in reference.outputs})
-    code, _, err = _bench(tmp_path / "healthy.json", "--runner", "runtime")
+    code, _, err = _bench(tmp_path / "healthy.json", "--runner", "runtime", "--batch-size", "1")
     assert code == 0, err
     result = json.loads((tmp_path / "healthy.json").read_text())
     assert result["quality"]["passed"] is True, result["quality"]["checks"]
@@ -381,10 +381,9 @@ def test_runtime_compiled_on_the_device_and_benched(
     assert result["metrics"]["decode_tok_s"]["median"] > 0
     assert result["telemetry"]["tegrastats"]["power_rails"]["board"] == "Jetson AGX Orin"
 
-    salad = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode(
-        SALAD, add_special_tokens=False
-    )
-    jetson.answer_prompts({text: (SALAD, salad.ids) for text in texts.values()})
-    code, _, err = _bench(tmp_path / "salad.json", "--runner", "runtime")
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    salad = tokenizer.encode(SALAD, add_special_tokens=False).ids[:NEW_TOKENS]
+    jetson.answer_prompts({text: (tokenizer.decode(salad), salad) for text in texts.values()})
+    code, _, err = _bench(tmp_path / "salad.json", "--runner", "runtime", "--batch-size", "1")
     assert code == ExitCode.QUALITY_GATE, err
     assert json.loads((tmp_path / "salad.json").read_text())["quality"]["passed"] is False

@@ -41,6 +41,7 @@ from edgepack.remote.runtime_bench import (
     SINGLE_OUTPUT,
     DeployedRelease,
     RuntimeRun,
+    check_limits,
     parse_runtime_json,
     runtime_result,
 )
@@ -58,6 +59,7 @@ def bench_edgellm_runtime(
     facts, found, engine = deployed.facts, deployed.found, deployed.engine
     directory, manifest = deployed.release, deployed.manifest
     device = fingerprint(facts, found)
+    check_limits(manifest, options)
     binary = runtime_binary(connector, manifest, facts.root, device)
     release = _release(connector, facts, directory, manifest, options)
     run_dir = posixpath.join(facts.root, "runs", uuid.uuid4().hex[:12])
