@@ -105,6 +105,10 @@ def host_findings(connector: Connector, root: str, target: TargetProfile) -> lis
     where = connector.label
     findings = _host_stack(where, facts)
     for backend in BACKENDS.values():
+        profile = device_profile(backend.name, target, facts)
+        for check in backend.device_checks(connector, facts, profile):
+            findings.append(Finding(where, backend.name, check.component, check.found,
+                                    check.detail, check.fix))  # fmt: skip
         tool = backend.engine_tool(target)
         if tool is None:
             continue
@@ -119,6 +123,18 @@ def host_findings(connector: Connector, root: str, target: TargetProfile) -> lis
         findings.append(Finding(where, backend.name, tool.program, ok, detail,
                                 problem or ("" if ok else tool.install_hint)))  # fmt: skip
     return findings
+
+
+def device_profile(backend: str, target: TargetProfile, facts: DeviceFacts) -> TargetProfile | None:
+    """The profile a backend's device checks compare with: the best profile the device's facts
+    match (GPU or board model) that allows the backend, else ``--target`` where it allows it."""
+    from edgepack.remote.detect import detect_profiles
+    from edgepack.targets import TargetRegistry
+
+    for match in detect_profiles(facts, TargetRegistry.default()):
+        if match.score >= 10 and backend in match.profile.backends.allowed:
+            return match.profile
+    return target if backend in target.backends.allowed else None
 
 
 def _host_stack(where: str, facts: DeviceFacts) -> list[Finding]:

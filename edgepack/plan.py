@@ -268,6 +268,11 @@ def _builder(
     backend: Backend, request: PlanRequest, problems: list[str], warnings: list[str]
 ) -> str | None:
     """Where the engine is built, for a backend that builds it where the GPU is."""
+    if backend.engine_on_device:
+        from edgepack.builders.choice import device_builder_problems
+
+        problems += device_builder_problems(request.builder, backend.name)
+        return request.builder
     tool = backend.engine_tool(request.target)
     if tool is None:
         if request.builder is not None:

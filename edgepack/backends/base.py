@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from edgepack.builders.job import EngineBuilder, ToolSpec
     from edgepack.models import ModelSpec
     from edgepack.plan import Plan
+    from edgepack.remote.connector import Connector
+    from edgepack.remote.facts import DeviceFacts
     from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
 
@@ -107,6 +109,9 @@ class Backend(Protocol):
     @property
     def group_size_option(self) -> bool: ...
 
+    @property
+    def engine_on_device(self) -> bool: ...
+
     def requirements(self) -> tuple[Requirement, ...]: ...
 
     def known_issues(self, target: TargetProfile, precision: str) -> list[str]: ...
@@ -129,6 +134,20 @@ class Backend(Protocol):
 
     def device_engine_stage(self, plan: Plan, host: str) -> Stage: ...
 
+    def device_checks(
+        self, connector: Connector, facts: DeviceFacts, target: TargetProfile | None
+    ) -> list[DeviceCheck]: ...
+
+
+@dataclass(frozen=True)
+class DeviceCheck:
+    """One thing ``edgepack doctor --host`` looks for on a device for a backend."""
+
+    component: str
+    found: bool
+    detail: str
+    fix: str = ""
+
 
 @dataclass(frozen=True)
 class BackendDescription:
@@ -147,6 +166,9 @@ class BackendDescription:
     needs: tuple[Requirement, ...] = field(default=())
     group_size_option: bool = False
     """Whether ``--group-size`` picks the block size this backend quantizes in."""
+    engine_on_device: bool = False
+    """The engine is built on the device itself (``--builder ssh:DEVICE``, alias ``--host``),
+    by :meth:`device_engine_stage`, or at deploy."""
 
     def default_kv_dtype(self, precision: str) -> str:
         return "fp16"
@@ -228,6 +250,14 @@ class BackendDescription:
             f"--host builds the engine on the device; the {self.name} backend builds it here",
             hint="drop --host (deploy with `edgepack deploy --host`)",
         )
+
+    def device_checks(
+        self, connector: Connector, facts: DeviceFacts, target: TargetProfile | None
+    ) -> list[DeviceCheck]:
+        """What the device has and lacks to build and run this backend's engines there (for
+        ``doctor --host``), each missing piece with how to get it; ``target`` is the device's
+        profile where known. Backends whose engines are built elsewhere check nothing there."""
+        return []
 
     def engine_loader(self, engine_dir: Path) -> EngineLoader:
         """How ``edgepack bench`` opens the engine on this machine; refuses where it cannot run."""

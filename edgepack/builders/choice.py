@@ -35,6 +35,34 @@ def parse_builder(text: str) -> BuilderChoice:
     )
 
 
+def resolve_builder(builder: str | None, host: str | None) -> str | None:
+    """``build --host HOST`` is ``--builder ssh:HOST``: one builder, either spelling."""
+    if host is None:
+        return str(parse_builder(builder)) if builder is not None else None
+    from_host = BuilderChoice("ssh", host)
+    if builder is not None and parse_builder(builder) != from_host:
+        raise BadInputError(
+            f"--host {host} and --builder {builder} name different builders",
+            hint=f"give one: --host {host} is --builder ssh:{host}",
+        )
+    return str(from_host)
+
+
+def device_builder_problems(requested: str | None, backend: str) -> list[str]:
+    """For a backend that builds its engine on the device: only ``ssh:DEVICE`` builds there."""
+    if requested is None or parse_builder(requested).kind == "ssh":
+        return []
+    return [
+        f"--builder {requested}: the {backend} engine is built on the device itself: "
+        "--builder ssh:DEVICE (or --host DEVICE), or none (deploy builds it there)"
+    ]
+
+
+def engine_host(requested: str | None) -> str | None:
+    """The device a ``ssh:`` builder names (the host spec, with its root)."""
+    return parse_builder(requested).host if requested is not None else None
+
+
 def container_has_image(image: str) -> bool:
     """Whether an engine answers here and has ``image``; False where none answers."""
     from edgepack.container import api_client, api_has_image

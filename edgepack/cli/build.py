@@ -74,8 +74,10 @@ def build(
         str | None,
         typer.Option(
             "--runtime",
-            help="Build the C++ runtime into the bundle: none, native, cross or container "
-            "\\[default: native when this host has the target's architecture, else cross].",
+            help="Build the C++ runtime into the bundle: none, native, cross or container; "
+            "device (edgellm) ships its sources, compiled on the device at deploy against its "
+            "Edge-LLM \\[default: device for edgellm; else native when this host has the "
+            "target's architecture, else cross].",
             show_default=False,
         ),
     ] = None,
@@ -135,8 +137,8 @@ def build(
         typer.Option(
             "--host",
             metavar="[USER@]HOST",
-            help="Build the engine on this device (backends whose engines are built there: "
-            "edgellm); it stays there, the bundle records it.",
+            help="The same as --builder ssh:HOST: build the engine there (edgellm: on the "
+            "device itself; it stays there, the bundle records it).",
             show_default=False,
         ),
     ] = None,
@@ -150,6 +152,8 @@ def build(
     A second identical build reuses every stage. The bundle is written atomically: a failed build
     leaves the previous bundle (if any) untouched.
     """
+    from edgepack.backends import BACKENDS
+    from edgepack.builders.choice import engine_host, resolve_builder
     from edgepack.bundle import remember_latest
     from edgepack.cache import StageCache, default_cache_root
     from edgepack.device_wheels import DeviceWheels, check_device_pythons
@@ -168,7 +172,7 @@ def build(
         allow_kv_quantization,
         targets_dir,
         PlanOptions(
-            builder=builder,
+            builder=resolve_builder(builder, host),
             group_size=group_size,
             needs_engine=until in (None, "engine"),
             calib_dataset=str(calib_dataset) if calib_dataset else None,
@@ -199,7 +203,9 @@ def build(
             wheels=wheels,
             until=until,
             builder=engine_builder,
-            engine_host=host,
+            engine_host=engine_host(plan.builder)
+            if BACKENDS[plan.backend].engine_on_device
+            else None,
         )
     remember_latest(cache_root, result.bundle_dir)
     if json_output:
@@ -238,10 +244,17 @@ def _engine_builder(
 
 def runtime_choice(value: str | None, plan: Plan, cache_root: Path) -> RuntimeBuild:
     from edgepack.errors import BadInputError, did_you_mean
-    from edgepack.runtime.spec import RUNTIME_MODES, RuntimeBuild, default_mode
+    from edgepack.runtime.spec import COMPILED_ON_DEVICE, RUNTIME_MODES, RuntimeBuild, default_mode
 
     if value is None:
         return RuntimeBuild(default_mode(plan.target, plan.backend), cache_root=cache_root)
+    if (value == "device") != (plan.backend in COMPILED_ON_DEVICE) and value in RUNTIME_MODES[1:]:
+        where = "on the device at deploy" if plan.backend in COMPILED_ON_DEVICE else "here"
+        raise BadInputError(
+            f"--runtime {value}: the {plan.backend} runtime is compiled {where}",
+            hint="--runtime device (or none)" if plan.backend in COMPILED_ON_DEVICE
+            else "--runtime native, cross or container (or none)",
+        )  # fmt: skip
     for mode in RUNTIME_MODES:
         if mode == value:
             if mode == "container":

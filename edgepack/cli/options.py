@@ -72,8 +72,9 @@ BuilderOption = Annotated[
     typer.Option(
         "--builder",
         help="Where the engine is built, for backends that build it on the GPU: local, "
-        "container (the toolchain's image) or ssh:HOST \\[default: local where the tool is "
-        "installed, else container where an engine has its image].",
+        "container (the toolchain's image) or ssh:HOST (a GPU host, or for edgellm the device "
+        "itself; --host HOST is the same) \\[default: local where the tool is installed, else "
+        "container where an engine has its image; edgellm: deploy builds it on the device].",
         show_default=False,
     ),
 ]

@@ -113,7 +113,11 @@ def bench_remote_command(
             from edgepack.backends.trtllm.bench import bench_trtllm_remote
 
             result = bench_trtllm_remote(connector, device_root, options, cache_root)
-        elif backend == "edgellm" and runner != "runtime":
+        elif backend == "edgellm" and runner == "runtime":
+            from edgepack.backends.edgellm.runtime_run import bench_edgellm_runtime
+
+            result = bench_edgellm_runtime(connector, device_root, options, cache_root)
+        elif backend == "edgellm":
             from edgepack.backends.edgellm.remote_bench import bench_edgellm_remote
 
             result = bench_edgellm_remote(connector, device_root, options, cache_root)

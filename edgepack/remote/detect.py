@@ -137,17 +137,17 @@ def _toolchain_problems(name: str, facts: DeviceFacts, registry: TargetRegistry)
         "flash the JetPack that has it" if toolchain.jetpack else "install the version it names"
     )
     rebuild = f"{install}, or build the bundle for a profile of the device's"
-    if toolchain.tensorrt and not _same_release(toolchain.tensorrt, tensorrt):
+    if toolchain.tensorrt and not same_release(toolchain.tensorrt, tensorrt):
         problems.append(
             f"bundle needs TensorRT {toolchain.tensorrt} (target {name}) but device "
             f"{facts.host} has {tensorrt or 'none'} ({rebuild} TensorRT)"
         )
-    if toolchain.cuda and facts.cuda and not _same_release(toolchain.cuda, facts.cuda):
+    if toolchain.cuda and facts.cuda and not same_release(toolchain.cuda, facts.cuda):
         problems.append(
             f"bundle needs CUDA {toolchain.cuda} (target {name}) but device {facts.host} has "
             f"CUDA {facts.cuda} ({rebuild} CUDA)"
         )
-    if toolchain.l4t and facts.device_model and not _same_release(toolchain.l4t, facts.l4t):
+    if toolchain.l4t and facts.device_model and not same_release(toolchain.l4t, facts.l4t):
         problems.append(
             f"bundle needs L4T {toolchain.l4t} (JetPack {toolchain.jetpack}, target {name}) but "
             f"device {facts.host} runs L4T {facts.l4t or 'unknown'} ({rebuild} JetPack)"
@@ -155,7 +155,7 @@ def _toolchain_problems(name: str, facts: DeviceFacts, registry: TargetRegistry)
     return problems
 
 
-def _same_release(wanted: str, found: str | None) -> bool:
+def same_release(wanted: str, found: str | None) -> bool:
     """``10.3`` matches ``10.3.0.30-1+cuda12.5``: compare the components the profile gives."""
     if not found:
         return False

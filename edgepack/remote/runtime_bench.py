@@ -372,7 +372,7 @@ def bench_runtime_remote(
     """Self-test, then the batch-1 (and batched) passes with telemetry; the result comes back."""
     facts = gather_facts(connector, root)
     release = read_release(connector, facts)
-    _check_limits(release.manifest, options)
+    check_limits(release.manifest, options)
     built_for = release.manifest.target.get("arch")
     if built_for != facts.arch:
         raise RemoteError(
@@ -405,7 +405,7 @@ def bench_runtime_remote(
     return result
 
 
-def _check_limits(manifest: Manifest, options: BenchOptions) -> None:
+def check_limits(manifest: Manifest, options: BenchOptions) -> None:
     """The runtime's static layout is sized by the plan's limits; refuse more before running."""
     limits = manifest.recipe.get("limits", {})
     largest = {

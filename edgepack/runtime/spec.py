@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from edgepack.plan import Limits, Plan
     from edgepack.targets import TargetProfile
 
-RuntimeMode = Literal["none", "native", "cross", "container"]
-RUNTIME_MODES: tuple[RuntimeMode, ...] = ("none", "native", "cross", "container")
+RuntimeMode = Literal["none", "native", "cross", "container", "device"]
+RUNTIME_MODES: tuple[RuntimeMode, ...] = ("none", "native", "cross", "container", "device")
 RENDERED_BACKENDS = ("ort", "edgellm", "trtllm")
 SELF_TEST_PROMPT = "What is the capital of France?"
 SELF_TEST_TOKENS = 16
@@ -116,11 +116,17 @@ def host_arch() -> str:
 
 COMPILABLE_HERE = ("ort",)
 """Backends whose runtime compiles on a host without their SDK (the others only render)."""
+COMPILED_ON_DEVICE = ("edgellm",)
+"""Backends whose runtime ships as sources in the bundle and compiles on the device at deploy,
+against the SDK built there (``device`` mode)."""
 
 
 def default_mode(target: TargetProfile, backend: str = "ort") -> RuntimeMode:
     """Native where this host has the target's architecture, else a cross build; none for a
-    backend whose runtime needs an SDK this host cannot have (``edgepack runtime render``)."""
+    backend whose runtime needs an SDK this host cannot have (``edgepack runtime render``);
+    ``device`` for one compiled on the device at deploy."""
+    if backend in COMPILED_ON_DEVICE:
+        return "device"
     if backend not in COMPILABLE_HERE:
         return "none"
     return "native" if target.arch == host_arch() else "cross"

@@ -25,6 +25,7 @@ from edgepack.bundle import ID_EXCLUDED_FIELDS, Manifest, write_bundle
 from edgepack.cache import FileHashIndex, content_key
 from edgepack.remote.ssh import SSH_CONFIG_ENV
 from tests.integration.arm64_device import (
+    ARM64_BUILD_PACKAGES,
     ARM64_PACKAGES,
     DeviceRoot,
     aarch64_binfmt,
@@ -190,13 +191,28 @@ def host_debian_release() -> str:
     pytest.skip("this host is not a Debian release debootstrap can make for the device")
 
 
-@pytest.fixture(scope="module")
-def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
-    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
+@contextlib.contextmanager
+def _arm64_device_root(
+    tmp_path_factory: pytest.TempPathFactory, include: tuple[str, ...]
+) -> Iterator[DeviceRoot]:
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         pytest.skip("an aarch64 device's root filesystem needs root and debootstrap")
     with aarch64_binfmt():
-        tarball = rootfs_tarball(host_debian_release(), arch="arm64", include=ARM64_PACKAGES)
+        tarball = rootfs_tarball(host_debian_release(), arch="arm64", include=include)
         root = unpack_device_root(tarball, tmp_path_factory.mktemp("arm64") / "rootfs")
         yield root
         shutil.rmtree(root.path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
+    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
+    with _arm64_device_root(tmp_path_factory, ARM64_PACKAGES) as root:
+        yield root
+
+
+@pytest.fixture(scope="module")
+def arm64_build_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
+    """The same with the device's own compiler (``ARM64_BUILD_PACKAGES``)."""
+    with _arm64_device_root(tmp_path_factory, ARM64_BUILD_PACKAGES) as root:
+        yield root

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from edgepack.backends.edgellm.runtime import render_sources
 from edgepack.bundle import Manifest, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.cli.main import run
@@ -25,6 +26,7 @@ from edgepack.errors import ExitCode
 from edgepack.models import load_card, resolve_model_source
 from edgepack.plan import Limits, PlanRequest, make_plan
 from edgepack.quality.reference import load_or_compute_reference
+from edgepack.runtime.spec import RuntimeSpec
 from edgepack.targets import TargetRegistry
 from tests.conftest import require_demo_stack
 from tests.integration.arm64_device import (
@@ -37,24 +39,24 @@ pytestmark = pytest.mark.integration
 ROOT = "/opt/edgepack"
 PROMPTS = 3
 NEW_TOKENS = 16
+PLUGIN_ROW = "libNvInfer_edgellm_plugin.so (EDGELLM_PLUGIN_PATH)"
 SALAD = "strugg (str, 1, 1, 1, 1) 1) 1) 1) 1) 1) 1) 1) 1) 1)"
 
 
 @pytest.fixture
 def jetson(
-    arm64_root: DeviceRoot,
+    arm64_build_root: DeviceRoot,
     netns_factory: Callable[[], NetnsDevice],
     sshd_factory: Callable[..., SshServer],
     ssh_client: SshClientSide,
 ) -> FixtureJetson:
-    board = FixtureJetson(arm64_root)
+    root = arm64_build_root
+    board = FixtureJetson(root)
     board.install()
     device = netns_factory()
     # The root serves the whole module; each test starts its own sshd there.
-    shutil.rmtree(arm64_root.path / "etc" / "edgepack-test" / "sshd-jetson", ignore_errors=True)
-    sshd_factory(
-        "jetson", address=device.device_address, port=22, netns=device.name, chroot=arm64_root
-    )
+    shutil.rmtree(root.path / "etc" / "edgepack-test" / "sshd-jetson", ignore_errors=True)
+    sshd_factory("jetson", address=device.device_address, port=22, netns=device.name, chroot=root)
     # An emulated sshd forks and answers slowly on a loaded machine: wait longer for its banner.
     with ssh_client.config.open("a", encoding="utf-8") as config:
         config.write("Host jetson\n  ConnectTimeout 60\n")
@@ -70,8 +72,11 @@ def demo(session_cache: Path) -> tuple[Path, str]:
     )
 
 
-def _bundle(directory: Path, demo: tuple[Path, str], build_ram: float = 1e9) -> Path:
-    """An Edge-LLM host-half bundle of the demo model (what `build --until export` seals)."""
+def _bundle(
+    directory: Path, demo: tuple[Path, str], build_ram: float = 1e9, runtime: bool = False
+) -> Path:
+    """An Edge-LLM host-half bundle of the demo model (what `build --until export` seals); with
+    ``runtime``, the C++ runtime's sources as the build's runtime stage renders them."""
     model_dir, model_hash = demo
     engine = directory.parent / f"{directory.name}-engine" / "llm"
     engine.mkdir(parents=True)
@@ -105,9 +110,16 @@ def _bundle(directory: Path, demo: tuple[Path, str], build_ram: float = 1e9) -> 
         stages=[],
     )
     index = FileHashIndex(directory.parent / f"{directory.name}-hashes.json")
-    write_bundle(
-        directory, manifest, {"engine": engine.parent, "prompts.json": prompts_file}, index
-    )
+    contents = {"engine": engine.parent, "prompts.json": prompts_file}
+    if runtime:
+        contents["runtime"] = directory.parent / f"{directory.name}-runtime"
+        spec = RuntimeSpec.for_target(
+            TargetRegistry.default().get("jetson-agx-orin-64gb"), backend="edgellm",
+            model_name="smollm2-135m-instruct", precision="int8_sq", kv_cache_dtype="fp16",
+            limits=Limits(1, 256, 512),
+        )  # fmt: skip
+        render_sources(spec, contents["runtime"])
+    write_bundle(directory, manifest, contents, index)
     return directory
 
 
@@ -127,7 +139,7 @@ def _deploy(bundle: Path) -> tuple[int, dict[str, object], str]:
     return code, host, err
 
 
-def _bench(out: Path) -> tuple[int, str, str]:
+def _bench(out: Path, *extra: str) -> tuple[int, str, str]:
     return _cli(
         "bench",
         "--host",
@@ -142,6 +154,7 @@ def _bench(out: Path) -> tuple[int, str, str]:
         str(NEW_TOKENS),
         "--json-out",
         str(out),
+        *extra,
     )
 
 
@@ -281,3 +294,96 @@ def test_build_host_stage_builds_there_and_deploy_adopts_that_engine(
     code, host, _ = _deploy(bundle)
     assert code == 0, host
     assert host["steps"]["edgellm_engine"]["status"] == "adopted"
+
+
+def _doctor_rows() -> dict[str, dict[str, object]]:
+    code, out, err = _cli("doctor", "--host", f"jetson:{ROOT}", "--target", "jetson-agx-orin-64gb",
+                       "--json")  # fmt: skip
+    assert code == 0, err
+    return {
+        row["component"]: row
+        for row in json.loads(out)
+        if row["where"] == "jetson" and row["backend"] == "edgellm"
+    }
+
+
+def test_doctor_lists_what_the_device_has_and_lacks(jetson: FixtureJetson) -> None:
+    """``doctor --host``: the Edge-LLM tools, release, plugin, TensorRT, CUDA and JetPack of the
+    fixture Orin against its profile, then what a bare one lacks, with what to install."""
+    rows = _doctor_rows()
+    assert set(rows) == {
+        "llm_build", "llm_inference", "llm_bench", "Edge-LLM release",
+        PLUGIN_ROW, "TensorRT", "CUDA", "JetPack (L4T)",
+    }  # fmt: skip
+    assert [(n, r["detail"], r["fix"]) for n, r in rows.items() if not r["found"]] == []
+    assert rows["llm_build"]["detail"] == "/opt/TensorRT-Edge-LLM/build/examples/llm/llm_build"
+    assert rows["TensorRT"]["detail"] == "10.3.0.30-1+cuda12.5"
+    assert (rows["CUDA"]["detail"], rows["JetPack (L4T)"]["detail"]) == ("12.6.68", "36.4")
+
+    jetson.remove_plugin()
+    jetson.uninstall()
+    jetson.set_tensorrt("10.13.3.9-1+cuda13.0")
+    rows = _doctor_rows()
+    missing = {name for name, row in rows.items() if not row["found"]}
+    assert missing == set(rows) - {"CUDA", "JetPack (L4T)"}
+    assert "build TensorRT Edge-LLM 0.11.0 on the device" in str(rows["llm_bench"]["fix"])
+    assert "-DEMBEDDED_TARGET=jetson-orin" in str(rows["llm_build"]["fix"])
+    assert "EDGELLM_PLUGIN_PATH" in str(rows[PLUGIN_ROW]["fix"])
+    assert "needs TensorRT 10.3: flash JetPack 6.2" in str(rows["TensorRT"]["fix"])
+    jetson.install()
+
+
+def test_runtime_compiled_on_the_device_and_benched(
+    jetson: FixtureJetson, demo: tuple[Path, str], tmp_path: Path, session_cache: Path
+) -> None:
+    """The bundle's templates/edgellm sources compiled at deploy by the device's own g++ and
+    CMake (under qemu) with the profile's toolchain file, against the (fixture) Edge-LLM there;
+    an Edge-LLM configured for another EMBEDDED_TARGET stops it; `bench --runner runtime` runs
+    it on the device's engine and the gate judges the answers: the model's pass, salad fails."""
+    from tokenizers import Tokenizer
+
+    shutil.rmtree(jetson.root / ROOT.lstrip("/"), ignore_errors=True)
+    bundle = _bundle(tmp_path / "bundle", demo, runtime=True)
+    jetson.install_sdk(embedded_target="auto-thor")
+    code, host, _ = _deploy(bundle)
+    flat = " ".join(f"{host.get('error')} {host.get('hint')}".split())
+    assert code == ExitCode.TOOL_FAILED, host
+    assert "compiling the Edge-LLM runtime on jetson failed" in flat, flat
+    assert "built for EMBEDDED_TARGET='auto-thor'" in flat and "jetson-orin" in flat, flat
+    assert not (jetson.root / ROOT.lstrip("/") / "current").exists()
+
+    jetson.install_sdk()
+    code, host, _ = _deploy(bundle)
+    assert code == 0, host
+    runtime = host["steps"]["edgellm_runtime"]
+    assert runtime["status"] == "built" and runtime["embedded_target"] == "jetson-orin"
+    binary = jetson.root / runtime["binary"].lstrip("/")
+    header = binary.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == 183  # aarch64
+    assert "-DCMAKE_TOOLCHAIN_FILE=" in " ".join(runtime["configure"])
+    code, host, _ = _deploy(bundle)
+    assert code == 0 and host["steps"]["edgellm_runtime"]["status"] == "reused", host
+
+    model_dir, model_hash = demo
+    reference = load_or_compute_reference(
+        model_dir, model_hash, bundle / "prompts.json", NEW_TOKENS, session_cache
+    )
+    prompts = json.loads((bundle / "prompts.json").read_text())["prompts"]
+    texts = {prompt["id"]: prompt["text"] for prompt in prompts}
+    jetson.answer_prompts({texts[out.id]: (out.text, out.token_ids) for out in reference.outputs})
+    code, _, err = _bench(tmp_path / "healthy.json", "--runner", "runtime", "--batch-size", "1")
+    assert code == 0, err
+    result = json.loads((tmp_path / "healthy.json").read_text())
+    assert result["quality"]["passed"] is True, result["quality"]["checks"]
+    assert result["machine"]["runner"] == "runtime"
+    assert result["machine"]["runtime_build"]["embedded_target"] == "jetson-orin"
+    assert [o["token_ids"] for o in result["outputs"]] == [o.token_ids for o in reference.outputs]
+    assert result["metrics"]["decode_tok_s"]["median"] > 0
+    assert result["telemetry"]["tegrastats"]["power_rails"]["board"] == "Jetson AGX Orin"
+
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    salad = tokenizer.encode(SALAD, add_special_tokens=False).ids[:NEW_TOKENS]
+    jetson.answer_prompts({text: (tokenizer.decode(salad), salad) for text in texts.values()})
+    code, _, err = _bench(tmp_path / "salad.json", "--runner", "runtime", "--batch-size", "1")
+    assert code == ExitCode.QUALITY_GATE, err
+    assert json.loads((tmp_path / "salad.json").read_text())["quality"]["passed"] is False

@@ -237,15 +237,31 @@ def test_toolenv_key_and_record(tmp_path: Path, monkeypatch) -> None:
     assert "--find-links" not in _index_arguments()
 
 
-def test_doctor_rows_name_what_is_missing() -> None:
+def test_doctor_rows_name_what_is_missing(registry: TargetRegistry) -> None:
     from edgepack.backends.edgellm.device import doctor_rows
+    from edgepack.remote.facts import DeviceFacts
 
+    orin = registry.get("jetson-agx-orin-64gb")
+    facts = DeviceFacts(
+        host="jetson", root="/opt/edgepack", free_bytes=1, arch="aarch64",
+        tensorrt="10.13.3.9-1+cuda13.0", cuda="12.6.68",
+    )  # fmt: skip
     rows = {
-        row["item"]: row for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), "HINT")
+        row.component: row
+        for row in doctor_rows(parse_probe("llm_build=/x/llm_build\n"), facts, orin)
     }
-    assert rows["llm_build"]["fix"] is None and rows["llm_inference"]["fix"] == "HINT"
-    assert "Edge-LLM 0.11.0" in str(rows["Edge-LLM release"]["fix"])
-    assert "EDGELLM_PLUGIN_PATH" in str(rows["libNvInfer_edgellm_plugin.so"]["fix"])
+    assert rows["llm_build"].found and rows["llm_build"].fix == ""
+    assert (
+        not rows["llm_inference"].found
+        and "-DEMBEDDED_TARGET=jetson-orin" in rows["llm_inference"].fix
+    )
+    assert "Edge-LLM 0.11.0" in rows["Edge-LLM release"].fix
+    assert "EDGELLM_PLUGIN_PATH" in rows["libNvInfer_edgellm_plugin.so (EDGELLM_PLUGIN_PATH)"].fix
+    assert rows["CUDA"].found and not rows["TensorRT"].found
+    assert "needs TensorRT 10.3: flash JetPack 6.2" in rows["TensorRT"].fix
+    assert not rows["JetPack (L4T)"].found and "L4T) 36.4" in rows["JetPack (L4T)"].fix
+    unknown = {row.component: row for row in doctor_rows(parse_probe(""), facts, None)}
+    assert unknown["TensorRT"].found and "-DEMBEDDED_TARGET=auto" in unknown["llm_bench"].fix
 
 
 def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
@@ -264,3 +280,55 @@ def test_only_device_built_backends_take_host(registry: TargetRegistry) -> None:
     stage = BACKENDS["edgellm"].device_engine_stage(_plan(registry, "int8_sq"), "jetson")
     assert (stage.name, stage.inputs, stage.config["device"]) == ("engine", ("export",), "jetson")
     assert stage.config["limits"]["max_kv_cache_capacity"] == 2048
+
+
+def test_host_is_the_ssh_builder(registry: TargetRegistry) -> None:
+    """`build --host D` and `--builder ssh:D` are one builder: the same plan, the same stage."""
+    from edgepack.builders.choice import engine_host, resolve_builder
+    from edgepack.errors import BadInputError
+    from edgepack.pipeline import plan_stages
+
+    assert resolve_builder(None, "me@jetson:/srv/ep") == resolve_builder(
+        "ssh:me@jetson:/srv/ep", None
+    )
+    assert resolve_builder("ssh:jetson", "jetson") == "ssh:jetson"
+    with pytest.raises(BadInputError, match="name different builders"):
+        resolve_builder("ssh:other", "jetson")
+    plans = [
+        _plan(registry, "int8_sq", builder=resolve_builder(builder, host))
+        for builder, host in (("ssh:jetson", None), (None, "jetson"))
+    ]
+    assert plans[0].builder == plans[1].builder == "ssh:jetson" and plans[0].valid
+    stages = [plan_stages(plan, engine_host=engine_host(plan.builder))[-1] for plan in plans]
+    assert stages[0].name == stages[1].name == "engine"
+    assert stages[0].config == stages[1].config and stages[0].config["device"] == "jetson"
+    local = _plan(registry, "int8_sq", builder="local")
+    assert not local.valid and any("built on the device itself" in p for p in local.problems)
+
+
+def test_runtime_ships_as_sources_for_the_device(registry: TargetRegistry, tmp_path: Path) -> None:
+    from edgepack.backends.base import StageContext
+    from edgepack.backends.edgellm.runtime import configure_arguments, explain_compile
+    from edgepack.cli.build import runtime_choice
+    from edgepack.errors import BadInputError
+    from edgepack.runtime.spec import RuntimeBuild, default_mode
+
+    plan = _plan(registry, "int8_sq")
+    assert default_mode(plan.target, "edgellm") == "device"
+    with pytest.raises(BadInputError, match="compiled on the device at deploy"):
+        runtime_choice("cross", plan, tmp_path)
+    ort = _plan(registry, "int4", backend="ort")
+    with pytest.raises(BadInputError, match="the ort runtime is compiled here"):
+        runtime_choice("device", ort, tmp_path)
+    stage = edgellm_backend.EDGELLM.runtime_stage(plan, RuntimeBuild("device"))
+    stage.run(StageContext(plan, {}, tmp_path, lambda line: None))
+    toolchain = (tmp_path / "src" / "toolchain.cmake").read_text()
+    assert "set(EMBEDDED_TARGET jetson-orin" in toolchain and "aarch64-linux-gnu-g++" in toolchain
+    info = json.loads((tmp_path / "build-info.json").read_text())
+    assert (info["mode"], info["embedded_target"]) == ("device", "jetson-orin")
+    assert configure_arguments("/r/runtime/src", "/opt/E")[0] == (
+        "-DCMAKE_TOOLCHAIN_FILE=/r/runtime/src/toolchain.cmake"
+    )
+    log = "-- x\nCMake Error at CMakeLists.txt:60 (message):\n  Edge-LLM built for X\nCall Stack\n"
+    assert explain_compile(log) == "Edge-LLM built for X"
+    assert explain_compile("a\nmain.cpp:3:1: error: nope\nb\n") == "main.cpp:3:1: error: nope"

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgepack.backends.base import BackendDescription, Stage
+from edgepack.backends.base import BackendDescription, DeviceCheck, Stage
 from edgepack.backends.edgellm.stages import UV, device_engine_stage, host_stages
 from edgepack.backends.edgellm.toolchain import EDGELLM_VERSION, MODELOPT_VERSION, TOOLENV
 from edgepack.errors import ToolMissingError
 
 if TYPE_CHECKING:
     from edgepack.plan import Plan
+    from edgepack.remote.connector import Connector
+    from edgepack.remote.facts import DeviceFacts
+    from edgepack.runtime.spec import RuntimeBuild
     from edgepack.targets import TargetProfile
 
 ORIN_JETPACK = "7.2"
@@ -72,6 +75,19 @@ class EdgeLlmBackend(BackendDescription):
     def device_engine_stage(self, plan: Plan, host: str) -> Stage:
         return device_engine_stage(plan, host)
 
+    def runtime_stage(self, plan: Plan, build: RuntimeBuild) -> Stage:
+        from edgepack.backends.edgellm.runtime import runtime_stage
+
+        return runtime_stage(plan, build)
+
+    def device_checks(
+        self, connector: Connector, facts: DeviceFacts, target: TargetProfile | None
+    ) -> list[DeviceCheck]:
+        from edgepack.backends.edgellm.device import doctor_rows
+        from edgepack.backends.edgellm.on_device import probe
+
+        return doctor_rows(probe(connector), facts, target)
+
 
 EDGELLM = EdgeLlmBackend(
     name="edgellm",
@@ -80,4 +96,5 @@ EDGELLM = EdgeLlmBackend(
     kv_dtypes=("fp16", "fp8"),
     build_ram_factor=3.5,
     needs=(UV,),
+    engine_on_device=True,
 )

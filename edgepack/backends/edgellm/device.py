@@ -12,10 +12,13 @@ memory (3–4x the parameter bytes, REFERENCE.md §3) exceeds what the device ha
 
 from __future__ import annotations
 
+import json
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgepack.backends.base import DeviceCheck
 from edgepack.backends.edgellm.toolchain import EDGELLM_VERSION, LLM_DIR
 from edgepack.builders.job import BuildJob, InputPath, OutputPath, ToolProbe, ToolSpec
 
@@ -23,7 +26,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from edgepack.plan import Plan
+    from edgepack.remote.connector import Connector
     from edgepack.remote.facts import DeviceFacts
+    from edgepack.targets import TargetProfile
 
 TOOLS = ("llm_build", "llm_inference", "llm_bench")
 PLUGIN_LIBRARY = "libNvInfer_edgellm_plugin.so"
@@ -92,13 +97,13 @@ def parse_probe(text: str) -> DeviceEdgeLlm:
     )
 
 
-def install_hint(target: Any) -> str:
-    """How to get Edge-LLM's tools on a device of ``target`` (a TargetProfile)."""
-    toolchain = target.toolchain
+def install_hint(target: TargetProfile | None) -> str:
+    """How to get Edge-LLM's tools on a device of ``target`` (its profile, where known)."""
+    toolchain = target.toolchain if target is not None else None
     return INSTALL_HINT.format(
         version=EDGELLM_VERSION,
-        target=toolchain.embedded_target or "auto",
-        cuda=toolchain.cuda or "<the device's CUDA>",
+        target=(toolchain.embedded_target if toolchain else None) or "auto",
+        cuda=(toolchain.cuda if toolchain else None) or "<the device's CUDA>",
     )
 
 
@@ -215,30 +220,71 @@ def parse_llm_build_log(log: str) -> dict[str, Any]:
     return {"tensorrt": found[1] if found else None, "log_lines": levels}
 
 
-def doctor_rows(found: DeviceEdgeLlm, hint: str) -> list[dict[str, str | None]]:
+def doctor_rows(
+    found: DeviceEdgeLlm, facts: DeviceFacts, target: TargetProfile | None
+) -> list[DeviceCheck]:
     """What ``edgepack doctor --host`` shows of Edge-LLM on a device: each tool, the release,
-    the plugin library, and how to get what is missing."""
-    rows: list[dict[str, str | None]] = [
-        {"item": tool, "found": found.tools.get(tool), "fix": None if tool in found.tools else hint}
+    the plugin library, and the TensorRT, CUDA and JetPack (L4T) under them, compared with the
+    device's profile where it is known; each missing piece with how to get it."""
+    hint = install_hint(target)
+    checks = [
+        DeviceCheck(tool, tool in found.tools, found.tools.get(tool, "not found"),
+                    "" if tool in found.tools else hint)
         for tool in TOOLS
-    ]
-    rows.append(
-        {
-            "item": "Edge-LLM release",
-            "found": found.version,
-            "fix": None
-            if found.version == EDGELLM_VERSION
-            else f"edgepack exports with Edge-LLM {EDGELLM_VERSION}; {hint}",
-        }
+    ]  # fmt: skip
+    release_ok = found.version == EDGELLM_VERSION
+    checks.append(
+        DeviceCheck(
+            "Edge-LLM release",
+            release_ok,
+            found.version or "unknown (no tensorrt_edgellm/_version.py in its checkout)",
+            "" if release_ok else f"edgepack exports with Edge-LLM {EDGELLM_VERSION}; {hint}",
+        )
     )
-    plugin_fix = (
-        None if found.plugin_readable else f"set EDGELLM_PLUGIN_PATH to its {PLUGIN_LIBRARY}"
+    where = found.plugin or "no EDGELLM_PLUGIN_PATH, no build/ in a checkout"
+    checks.append(
+        DeviceCheck(
+            f"{PLUGIN_LIBRARY} (EDGELLM_PLUGIN_PATH)",
+            found.plugin_readable,
+            where if found.plugin_readable else f"not readable: {where}",
+            ""
+            if found.plugin_readable
+            else f"set EDGELLM_PLUGIN_PATH to its {PLUGIN_LIBRARY} "
+            "(in the Edge-LLM build directory), or build Edge-LLM there",
+        )
     )
-    rows.append(
-        {
-            "item": PLUGIN_LIBRARY,
-            "found": found.plugin if found.plugin_readable else None,
-            "fix": plugin_fix,
-        }
+    return checks + stack_checks(facts, target)
+
+
+def stack_checks(facts: DeviceFacts, target: TargetProfile | None) -> list[DeviceCheck]:
+    """TensorRT, CUDA and JetPack (L4T) of the device against its profile's."""
+    from edgepack.remote.detect import same_release
+
+    toolchain = target.toolchain if target is not None else None
+    jetpack = toolchain.jetpack if toolchain else None
+    flash = f"flash JetPack {jetpack} (SDK Manager)" if jetpack else "install the JetPack it names"
+    rows = (
+        ("TensorRT", facts.tensorrt, toolchain.tensorrt if toolchain else None),
+        ("CUDA", facts.cuda, toolchain.cuda if toolchain else None),
+        ("JetPack (L4T)", facts.l4t, toolchain.l4t if toolchain else None),
     )
-    return rows
+    checks = []
+    for component, have, wanted in rows:
+        ok = have is not None and (wanted is None or same_release(wanted, have))
+        name = target.name if target is not None else "the device"
+        need = f"{component} {wanted}" if wanted else component
+        fix = "" if ok else f"{name} needs {need}: {flash}, or build for the device's own profile"
+        checks.append(DeviceCheck(component, ok, have or "not found", fix))
+    return checks
+
+
+def read_record(connector: Connector, directory: str, name: str) -> dict[str, Any] | None:
+    """A JSON record edgepack left in a directory on the device; None where absent or torn."""
+    data = connector.read_bytes(posixpath.join(directory, name))
+    if data is None:
+        return None
+    try:
+        record: dict[str, Any] = json.loads(data)
+    except ValueError:
+        return None
+    return record

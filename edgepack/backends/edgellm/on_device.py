@@ -28,6 +28,7 @@ from edgepack.backends.edgellm.device import (
     explain_llm_build,
     parse_llm_build_log,
     parse_probe,
+    read_record,
 )
 from edgepack.backends.edgellm.toolchain import DEVICE_ENGINE_RECORD, EDGELLM_VERSION, LLM_DIR
 from edgepack.cache import content_key
@@ -139,14 +140,7 @@ def llm_build_argv(manifest: Manifest, found: DeviceEdgeLlm, release: str, out: 
 
 
 def read_engine_record(connector: Connector, directory: str) -> dict[str, Any] | None:
-    data = connector.read_bytes(posixpath.join(directory, ENGINE_RECORD))
-    if data is None:
-        return None
-    try:
-        record: dict[str, Any] = json.loads(data)
-    except ValueError:
-        return None
-    return record
+    return read_record(connector, directory, ENGINE_RECORD)
 
 
 def _verified(connector: Connector, directory: str, record: dict[str, Any]) -> bool:
@@ -262,12 +256,17 @@ class EdgeLlmDeployStep:
 
     def __init__(self, logs_dir: Path) -> None:
         self.logs_dir = logs_dir
-        self._found: dict[str, DeviceEdgeLlm] = {}
+        self.found: dict[str, DeviceEdgeLlm] = {}
 
     def refusals(self, connector: Connector, manifest: Manifest, facts: DeviceFacts) -> list[str]:
         found, problems = preflight(connector, manifest, facts)
-        self._found[facts.host] = found
+        self.found[facts.host] = found
         return problems
+
+    def found_on(self, connector: Connector, facts: DeviceFacts) -> DeviceEdgeLlm:
+        if facts.host not in self.found:
+            self.found[facts.host] = probe(connector)
+        return self.found[facts.host]
 
     def before_switch(
         self,
@@ -277,12 +276,49 @@ class EdgeLlmDeployStep:
         release_dir: str,
         dry_run: bool,
     ) -> dict[str, Any] | None:
-        found = self._found.get(facts.host) or probe(connector)
+        found = self.found_on(connector, facts)
         report = ensure_engine(
             connector, manifest, facts, found, release_dir, self.logs_dir, dry_run
         )
         return report.as_dict()
 
 
-def deploy_steps(manifest: Manifest, logs_dir: Path) -> tuple[EdgeLlmDeployStep, ...]:
-    return (EdgeLlmDeployStep(logs_dir),) if is_edgellm(manifest) else ()
+class EdgeLlmRuntimeStep:
+    """After the engine: the bundle's C++ runtime compiled on the device (``runtime``)."""
+
+    name = "edgellm_runtime"
+
+    def __init__(self, engine: EdgeLlmDeployStep) -> None:
+        self.engine = engine
+
+    def refusals(self, connector: Connector, manifest: Manifest, facts: DeviceFacts) -> list[str]:
+        from edgepack.backends.edgellm.runtime import runtime_refusals
+
+        found = self.engine.found_on(connector, facts)
+        return runtime_refusals(connector, manifest, found, facts.host)
+
+    def before_switch(
+        self,
+        connector: Connector,
+        manifest: Manifest,
+        facts: DeviceFacts,
+        release_dir: str,
+        dry_run: bool,
+    ) -> dict[str, Any] | None:
+        from edgepack.backends.edgellm.runtime import ensure_runtime
+
+        found = self.engine.found_on(connector, facts)
+        device = fingerprint(facts, found)
+        return ensure_runtime(
+            connector, manifest, facts.root, device, found, release_dir, self.engine.logs_dir,
+            dry_run,
+        )  # fmt: skip
+
+
+def deploy_steps(
+    manifest: Manifest, logs_dir: Path
+) -> tuple[EdgeLlmDeployStep | EdgeLlmRuntimeStep, ...]:
+    if not is_edgellm(manifest):
+        return ()
+    engine = EdgeLlmDeployStep(logs_dir)
+    return engine, EdgeLlmRuntimeStep(engine)

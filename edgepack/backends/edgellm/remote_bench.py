@@ -19,6 +19,7 @@ import hashlib
 import json
 import posixpath
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from edgepack.backends.edgellm.bench_io import (
     parse_profile,
     request_file,
 )
+from edgepack.backends.edgellm.device import DeviceEdgeLlm
 from edgepack.backends.edgellm.on_device import (
     engine_dir,
     fingerprint,
@@ -43,7 +45,7 @@ from edgepack.errors import RemoteError
 from edgepack.quality.prompts import PromptSet
 from edgepack.remote.connector import Connector, shell
 from edgepack.remote.device_run import current_release_dir, run_with_telemetry, upload_prompt_set
-from edgepack.remote.facts import gather_facts
+from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.telemetry import summarize
 
 OUTPUTS = ("answers.json", "profile.json", "bench-decode.txt", "bench-prefill.txt")
@@ -62,13 +64,46 @@ export EDGELLM_PLUGIN_PATH="$plugin"
   --iterations "$iterations" --warmup "$warmup" > "$run/bench-prefill.txt" 2>&1 || exit 13"""
 
 
-def _read(connector: Connector, path: str) -> bytes:
+def read_release_file(connector: Connector, path: str) -> bytes:
     data = connector.read_bytes(path)
     if data is None:
         raise RemoteError(
             f"{connector.label}: {path} is missing", hint="deploy the bundle again (it verifies)"
         )
     return data
+
+
+@dataclass(frozen=True)
+class DeployedEdgeLlm:
+    """The current release on the device, its manifest, the device's Edge-LLM and the engine
+    built there for that release."""
+
+    facts: DeviceFacts
+    release: str
+    manifest: Manifest
+    found: DeviceEdgeLlm
+    engine: str
+    engine_record: dict[str, Any]
+
+
+def open_deployed(connector: Connector, root: str, needs: tuple[str, ...] = ()) -> DeployedEdgeLlm:
+    """What a bench on the device starts from; refused where the engine (or a tool) is missing."""
+    facts = gather_facts(connector, root)
+    release = current_release_dir(connector, facts)
+    manifest = Manifest.model_validate_json(
+        read_release_file(connector, posixpath.join(release, MANIFEST))
+    )
+    found = probe(connector)
+    engine = engine_dir(facts.root, manifest, fingerprint(facts, found))
+    record = read_engine_record(connector, engine)
+    missing = [tool for tool in needs if tool not in found.tools]
+    if record is None or missing or found.plugin is None:
+        raise RemoteError(
+            f"{connector.label}: no engine of this release for this device's Edge-LLM "
+            f"({engine})" + (f", or no {'/'.join(missing)}" if missing else ""),
+            hint=f"deploy the bundle again: `edgepack deploy --host {connector.label}` builds it",
+        )
+    return DeployedEdgeLlm(facts, release, manifest, found, engine, record)
 
 
 def bench_edgellm_remote(
@@ -78,20 +113,16 @@ def bench_edgellm_remote(
     cache_root: Path,
     interval_ms: int = 500,
 ) -> RunResult:
-    facts = gather_facts(connector, root)
-    release = current_release_dir(connector, facts)
-    manifest = Manifest.model_validate_json(_read(connector, posixpath.join(release, MANIFEST)))
-    found = probe(connector)
-    engine = engine_dir(facts.root, manifest, fingerprint(facts, found))
-    record = read_engine_record(connector, engine)
-    if record is None or "llm_inference" not in found.tools or "llm_bench" not in found.tools:
-        raise RemoteError(
-            f"{connector.label}: no engine of this release for this device's Edge-LLM "
-            f"({engine}), or no llm_inference/llm_bench",
-            hint=f"deploy the bundle again: `edgepack deploy --host {connector.label}` builds it",
-        )
+    deployed = open_deployed(connector, root, needs=("llm_inference", "llm_bench"))
+    facts, release, manifest, found = (
+        deployed.facts,
+        deployed.release,
+        deployed.manifest,
+        deployed.found,
+    )
+    engine, record = deployed.engine, deployed.engine_record
     prompts_file = posixpath.join(release, manifest.prompts_file)
-    prompt_bytes = _read(connector, prompts_file)
+    prompt_bytes = read_release_file(connector, prompts_file)
     prompts = PromptSet.model_validate_json(prompt_bytes)
     prompts_sha = hashlib.sha256(prompt_bytes).hexdigest()
     if options.prompts_file is not None:
@@ -126,10 +157,10 @@ def bench_edgellm_remote(
             hint=f"the whole log is on the device: {posixpath.join(run_dir, log or '')}",
         )
     files = {
-        name: _read(connector, posixpath.join(run_dir, name)).decode(errors="replace")
+        name: read_release_file(connector, posixpath.join(run_dir, name)).decode(errors="replace")
         for name in OUTPUTS
     }
-    tokenizer = _tokenizer(connector, release, manifest, cache_root)
+    tokenizer = release_tokenizer(connector, release, manifest, cache_root)
     result = _result(connector.label, manifest, release, prompts, files, tokenizer, options)
     result.settings.prompts_file, result.settings.prompts_sha256 = prompts_file, prompts_sha
     result.machine = {
@@ -144,14 +175,16 @@ def bench_edgellm_remote(
     return result
 
 
-def _tokenizer(connector: Connector, release: str, manifest: Manifest, cache_root: Path) -> Any:
+def release_tokenizer(
+    connector: Connector, release: str, manifest: Manifest, cache_root: Path
+) -> Any:
     from tokenizers import Tokenizer
 
     local = cache_root / "remote-releases" / manifest.bundle_id[:16] / "tokenizer.json"
     if not local.is_file():
         local.parent.mkdir(parents=True, exist_ok=True)
         remote = posixpath.join(release, manifest.engine_dir, LLM_DIR, "tokenizer.json")
-        local.write_bytes(_read(connector, remote))
+        local.write_bytes(read_release_file(connector, remote))
     return Tokenizer.from_file(str(local))
 
 
