@@ -30,13 +30,10 @@ BINFMT_ENTRY = "edgepack-aarch64"
 # it: class 64-bit, little-endian, version 1, type EXEC or DYN (the mask ignores the last bit).
 AARCH64_MAGIC = "7f454c460201010000000000000000000200b700"
 AARCH64_MASK = "ffffffffffffff00fffffffffffffffffeffffff"
-ARM64_PACKAGES = ("openssh-server",)
-ARM64_BUILD_PACKAGES = (
-    *ARM64_PACKAGES, "g++", "cmake", "make", "nlohmann-json3-dev", "libcli11-dev",
-)  # fmt: skip
-"""A device that compiles on itself (a Jetson builds its Edge-LLM runtime there): its own aarch64
-g++ and CMake, run under qemu like every program of the device, and the runtime's header-only
-libraries."""
+ARM64_PACKAGES = ("openssh-server", "g++", "cmake", "make", "nlohmann-json3-dev", "libcli11-dev")
+"""The device's sshd, and its own aarch64 g++ and CMake with the runtime's header-only libraries (a
+Jetson builds its Edge-LLM runtime on itself), run under qemu like every program of the device.
+Every aarch64 device of the suite unpacks this one root: one debootstrap (minutes under qemu)."""
 
 AARCH64_CPUINFO = "".join(
     f"processor\t: {index}\nBogoMIPS\t: 50.00\n"

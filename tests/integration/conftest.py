@@ -25,7 +25,6 @@ from edgepack.bundle import ID_EXCLUDED_FIELDS, Manifest, write_bundle
 from edgepack.cache import FileHashIndex, content_key
 from edgepack.remote.ssh import SSH_CONFIG_ENV
 from tests.integration.arm64_device import (
-    ARM64_BUILD_PACKAGES,
     ARM64_PACKAGES,
     DeviceRoot,
     aarch64_binfmt,
@@ -206,13 +205,7 @@ def _arm64_device_root(
 
 @pytest.fixture(scope="module")
 def arm64_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
-    """An arm64 Debian with openssh-server, aarch64 binaries handed to qemu by binfmt_misc."""
+    """An arm64 Debian with openssh-server and a compiler (``ARM64_PACKAGES``), aarch64 binaries
+    handed to qemu by binfmt_misc."""
     with _arm64_device_root(tmp_path_factory, ARM64_PACKAGES) as root:
-        yield root
-
-
-@pytest.fixture(scope="module")
-def arm64_build_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeviceRoot]:
-    """The same with the device's own compiler (``ARM64_BUILD_PACKAGES``)."""
-    with _arm64_device_root(tmp_path_factory, ARM64_BUILD_PACKAGES) as root:
         yield root

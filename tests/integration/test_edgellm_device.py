@@ -45,12 +45,12 @@ SALAD = "strugg (str, 1, 1, 1, 1) 1) 1) 1) 1) 1) 1) 1) 1) 1)"
 
 @pytest.fixture
 def jetson(
-    arm64_build_root: DeviceRoot,
+    arm64_root: DeviceRoot,
     netns_factory: Callable[[], NetnsDevice],
     sshd_factory: Callable[..., SshServer],
     ssh_client: SshClientSide,
 ) -> FixtureJetson:
-    root = arm64_build_root
+    root = arm64_root
     board = FixtureJetson(root)
     board.install()
     device = netns_factory()
