@@ -137,7 +137,7 @@ class StageCache:
 
 
 class FileHashIndex:
-    """sha256 of files, remembered by what ``stat`` says of them, so unchanged files are not re-read.
+    """sha256 of files, remembered by what ``stat`` says of them: unchanged files are not re-read.
 
     An entry holds for a path while its size, mtime, ctime and inode are what they were when it was
     hashed: a rewrite that restores the size and mtime (``touch -d``, a copy keeping times) still
@@ -159,7 +159,7 @@ class FileHashIndex:
 
     def sha256(self, path: Path) -> str:
         resolved = os.path.realpath(path)
-        fingerprint = self.fingerprint(os.stat(resolved))
+        fingerprint = self.fingerprint(Path(resolved).stat())
         known = self._entries.get(resolved)
         if known and all(known.get(field) == value for field, value in fingerprint.items()):
             return str(known["sha256"])
