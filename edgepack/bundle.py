@@ -9,6 +9,7 @@ with its manifest, so no half-written directory ever carries one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -335,8 +336,11 @@ LATEST_POINTER = "state/latest-bundle"
 
 def remember_latest(cache_root: Path, bundle_dir: Path) -> None:
     """Record the newest bundle, which deploy and bench use when --bundle is not given."""
-    pointer = cache_root / LATEST_POINTER
-    write_durably(pointer, str(bundle_dir.resolve()).encode())
+    pointer, target = cache_root / LATEST_POINTER, str(bundle_dir.resolve())
+    with contextlib.suppress(OSError):
+        if pointer.read_text(encoding="utf-8") == target:
+            return  # already so: no write and no fsync
+    write_durably(pointer, target.encode())
 
 
 def latest_bundle(cache_root: Path) -> Path:
