@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgepack.bench.stats import Spread
+
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 HEADER = ("| what | n | median | min–max | CV | vs peers | share of roofline |\n"
           "|---|---:|---:|---:|---:|---|---:|")  # fmt: skip
@@ -28,22 +30,6 @@ class Row:
     note: str = ""
     machine: str = ""
     """Where it was measured (set by the report from its result file): ratios only within one."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    n: int
-    median: float
-    min: float
-    max: float
-    cv: float
-
-    @classmethod
-    def of(cls, samples: tuple[float, ...]) -> Summary:
-        mean = statistics.fmean(samples)
-        stdev = statistics.stdev(samples) if len(samples) > 1 else 0.0
-        return cls(len(samples), statistics.median(samples), min(samples), max(samples),
-                   stdev / mean if mean else 0.0)  # fmt: skip
 
 
 def number(value: float) -> str:
@@ -77,7 +63,7 @@ def peer_cells(row: Row, peers: dict[str, Row], median: float) -> str:
 def table_line(row: Row, peers: dict[str, Row]) -> str:
     if not row.samples:
         return f"| {row.label} | 0 | {row.note or 'not measured'} | | | | |"
-    s = Summary.of(row.samples)
+    s = Spread.of(list(row.samples))
     spread = f"{number(s.min)}–{number(s.max)}" if s.n > 1 else "–"
     cv = f"{s.cv:.1%}" if s.n > 1 else "–"
     ratios, share = peer_cells(row, peers, s.median), roofline_share(row, s.median)
