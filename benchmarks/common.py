@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.needs import fail
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO_MODEL = "demo:smollm2-135m"
 TARGET = "host-x86_64-cpu"
@@ -41,8 +43,7 @@ def demo_bundle(workdir: Path, precision: str = "int4") -> Path:
     bundle = workdir / "bundles" / precision
     built = edgepack(*build_args(precision, bundle))
     if built.returncode != 0:
-        print(f"error: {last_line(built.stderr)}", file=sys.stderr)
-        raise SystemExit(built.returncode)
+        fail(last_line(built.stderr).removeprefix("error: "), built.returncode)
     return bundle
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from benchmarks.common import DEMO_MODEL, TARGET, edgepack, last_line
 from benchmarks.demo_precisions import LLAMA_CPP, TABLE
-from benchmarks.needs import require_module
+from benchmarks.needs import fail, require_module
 from benchmarks.report import Row
 
 
@@ -36,7 +36,7 @@ def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
                        "--max-new-tokens", str(params["max_new_tokens"]),
                        "--json-out", str(run_file))  # fmt: skip
     if not run_file.is_file():
-        raise SystemExit(f"error: llama.cpp bench failed: {last_line(benched.stderr)}")
+        fail(f"the llama.cpp bench failed: {last_line(benched.stderr)}", benched.returncode or 1)
     planned = edgepack("plan", "--target", TARGET, "--precision", "int4", "--model", DEMO_MODEL,
                        "--json")  # fmt: skip
     bandwidth = json.loads(planned.stdout)["roofline"]["bandwidth_gbps"] if planned.stdout else None

@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import build_args, demo_bundle, edgepack, timed_samples
+from benchmarks.common import build_args, demo_bundle, edgepack, last_line, timed_samples
+from benchmarks.needs import fail
 from benchmarks.report import Row
 
 TABLE = "Pipeline: warm rebuild (every stage cached)"
@@ -34,8 +35,9 @@ def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     rebuild = build_args(params["precision"], bundle)
 
     def build() -> None:
-        if edgepack(*rebuild, echo=False).returncode != 0:
-            raise SystemExit("error: the warm rebuild failed")
+        done = edgepack(*rebuild, echo=False)
+        if done.returncode != 0:
+            fail(f"the warm rebuild failed: {last_line(done.stderr)}", done.returncode)
 
     timed = {REBUILD: timed_samples(build, params["repeats"])}
     for label, command in FLOORS.items():
