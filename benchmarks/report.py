@@ -83,9 +83,11 @@ def machine_line(result: dict[str, Any]) -> str:
     cpu = machine.get("cpu_model", "machine not recorded")
     cores, threads = machine.get("usable_cores", "?"), result.get("threads") or "?"
     load = result.get("load_average")
-    cores = f"{cores} cores (load average {load:.1f} at the end)" if load is not None else cores
+    cores = f"{cores} cores" + (
+        f" (load average {load:.1f} at the end)" if load is not None else ""
+    )
     versions = versions or "versions not recorded"
-    return (f"- `{result['name']}`: {cpu}, {cores} cores, {threads} threads; {versions}; "
+    return (f"- `{result['name']}`: {cpu}, {cores}, {threads} threads; {versions}; "
             f"params {result.get('params', {})}")  # fmt: skip
 
 
