@@ -1,19 +1,19 @@
 """edgepack deploy vs `scp -r` vs `rsync -a` on the same shaped link; write JSON and a table.
 
-    sudo python benchmarks/deploy_vs_scp_rsync.py --bundle DIR [--rate 20mbit] [--out DIR]
+    sudo python -m benchmarks run [--quick] deploy_vs_scp_rsync
 
 The device is a network namespace running its own sshd, joined to this host by a veth pair whose
 host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Each tool copies the
 bundle three times: first copy, the same again (no change), and a copy with one file changed.
-edgepack also has a transfer cut (nftables drop) at half the payload and then restarted. Bytes are
+edgepack also has a transfer cut (nftables drop) at half the payload and then restarted (not with
+--quick). The bundle is the demo int4 bundle (built, cached, first). Bytes are
 what the host sent on the veth (`tx_bytes`: TCP/IP and SSH framing included); `ideal_s` is the
-payload at the link rate. Needs root, `ip netns`, tc, nft, sshd, scp and rsync. Nothing is asserted:
-the numbers go to `deploy_vs_scp_rsync.json` and `.md` for people to read.
+payload at the link rate: the roofline of each copy. Needs root, `ip netns`, tc, nft, sshd, scp and
+rsync. Nothing is asserted.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.needs import fail, require_programs, require_root, run_main
+from benchmarks.common import demo_bundle
+from benchmarks.needs import fail, require_programs, require_root
+from benchmarks.report import Row
 from edgepack.bundle import MANIFEST, verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import ExitCode
@@ -218,54 +218,38 @@ def _cut_at(device: NetnsDevice, root: Path, threshold: int) -> None:
     device.cut()
 
 
-def markdown(rows: list[dict[str, Any]], rate: str, bundle: str) -> str:
-    lines = [
-        f"# deploy vs scp -r vs rsync -a ({rate} tbf-shaped veth to a namespace device)",
-        "",
-        f"Bundle: `{bundle}`. Wire bytes: what the host sent on the veth (TCP/IP and SSH framing "
-        "included). Ideal: the bytes that must move, at the link rate.",
-        "",
-        "| tool | scenario | wall s | ideal s | wire MB sent | payload MB | ok |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['tool']} | {row['scenario']} | {row['seconds']:.2f} | {row['ideal_s']:.2f} "
-            f"| {row['wire_bytes_sent'] / 1e6:.2f} | {row['payload_bytes'] / 1e6:.2f} "
-            f"| {'yes' if row['ok'] else 'no: ' + row.get('error', '')} |"
-        )
-    return "\n".join(lines) + "\n"
+def params(quick: bool) -> dict[str, Any]:
+    return {"rate": "20mbit", "tools": list(TOOLS), "resume": not quick}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True, help="a built bundle directory")
-    parser.add_argument("--rate", default="20mbit", help="tc tbf rate of the link")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
-    parser.add_argument("--no-resume", action="store_true", help="skip the cut-and-resume run")
-    args = parser.parse_args()
-    tools = args.tools.split(",")
-    check_needs(tools, not args.no_resume)
-    bundle = args.bundle.resolve()
+def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    check_needs(params["tools"], params["resume"])
+    bundle = demo_bundle(workdir).resolve()
     verify_bundle(bundle)
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory() as temporary,
-        shaped_device(args.rate, Path(temporary)) as link,
+        shaped_device(params["rate"], Path(temporary)) as link,
     ):
         changed = changed_copy(bundle, link.work)
-        for tool in tools:
+        for tool in params["tools"]:
             rows += three_copies(link, tool, bundle, changed)
-        if not args.no_resume:
+        if params["resume"]:
             rows += cut_and_resume(link, bundle)
-    args.out.mkdir(parents=True, exist_ok=True)
-    result = {"rate": args.rate, "bundle": str(bundle), "rows": rows}
-    (args.out / f"{NAME}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(rows, args.rate, bundle.name)
-    (args.out / f"{NAME}.md").write_text(table)
-    print(table)
+    return {"rate": params["rate"], "bundle": str(bundle), "rows": rows}
 
 
-if __name__ == "__main__":
-    run_main(main)
+def rows(result: dict[str, Any]) -> list[Row]:
+    """Wall seconds per tool and scenario; edgepack's against scp's and rsync's, the link rate's
+    time for the bytes that must move as the roofline."""
+    data = result["data"]
+    table = f"Deploy: {data['rate']} tbf-shaped link to a namespace device"
+    found = []
+    for row in data["rows"]:
+        peers = [f"{tool}: {row['scenario']}" for tool in TOOLS if tool != row["tool"]]
+        ok = row["ok"] or row["scenario"] == "cut at half"
+        found.append(Row(table, f"{row['tool']}: {row['scenario']}", "s",
+                         (row["seconds"],) if ok else (), tuple(peers) if row["tool"] == "edgepack"
+                         else (), row["ideal_s"] or None, higher_is_better=False,
+                         note=f"failed: {row.get('error')}"))  # fmt: skip
+    return found

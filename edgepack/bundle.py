@@ -9,6 +9,7 @@ with its manifest, so no half-written directory ever carries one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -242,22 +243,31 @@ def write_bundle(
     hashes: FileHashIndex,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Manifest:
-    """Copy ``contents`` (bundle-relative name → file or directory) and seal it with a manifest."""
+    """Copy ``contents`` (bundle-relative name → file or directory) and seal it with a manifest.
+
+    Where ``destination`` already holds this very bundle (the same id, every file as listed,
+    nothing else) it is kept as it is: a warm rebuild copies and syncs nothing."""
     destination = destination.resolve()
+    pairs = [pair for name, source in contents.items() for pair in _source_files(source, name)]
+    records = sorted((_record(file, relative, hashes) for file, relative in pairs),
+                     key=lambda r: r.path)  # fmt: skip
+    sealed = manifest.model_copy(update={"files": records})
+    sealed = sealed.model_copy(
+        update={
+            "bundle_id": sealed.content_id(),
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+    )
+    current = _current_bundle(destination, sealed.bundle_id, hashes)
+    if current is not None:
+        progress("the bundle is already current")
+        return current
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        records = []
-        for name, source in contents.items():
-            progress(f"copying {name}")
-            records += _copy_item(source, staging / name, name, hashes)
-        sealed = manifest.model_copy(update={"files": sorted(records, key=lambda r: r.path)})
-        sealed = sealed.model_copy(
-            update={
-                "bundle_id": sealed.content_id(),
-                "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            }
-        )
+        for file, relative in pairs:
+            progress(f"copying {relative}")
+            _copy_file(file, staging / relative)
         (staging / MANIFEST).write_text(sealed.model_dump_json(indent=2), encoding="utf-8")
         fsync_tree(staging)  # the bundle's bytes are on disk before its name is
         replace_directory(staging, destination)
@@ -267,34 +277,43 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _copy_item(source: Path, target: Path, name: str, hashes: FileHashIndex) -> list[FileRecord]:
-    if source.is_dir():
-        pairs = [
-            (
-                file,
-                target / file.relative_to(source),
-                f"{name}/{file.relative_to(source).as_posix()}",
-            )
-            for file in sorted(source.rglob("*"))
-            if file.is_file()
-        ]
-    else:
-        pairs = [(source, target, name)]
-    records = []
-    for file, copied, relative in pairs:
-        copied.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(file, copied)
-        shutil.copymode(file, copied)  # the runtime binary stays executable
-        status = copied.stat()
-        records.append(
-            FileRecord(
-                path=relative,
-                size=status.st_size,
-                sha256=hashes.sha256(file),
-                executable=bool(status.st_mode & 0o111),
-            )
-        )
-    return records
+def _source_files(source: Path, name: str) -> list[tuple[Path, str]]:
+    """(file, bundle-relative path) of every file ``source`` puts into the bundle as ``name``."""
+    if not source.is_dir():
+        return [(source, name)]
+    files = (file for file in sorted(source.rglob("*")) if file.is_file())
+    return [(file, f"{name}/{file.relative_to(source).as_posix()}") for file in files]
+
+
+def _record(file: Path, relative: str, hashes: FileHashIndex) -> FileRecord:
+    status = file.stat()
+    return FileRecord(path=relative, size=status.st_size, sha256=hashes.sha256(file),
+                      executable=bool(status.st_mode & 0o111))  # fmt: skip
+
+
+def _copy_file(file: Path, copied: Path) -> None:
+    copied.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(file, copied)
+    shutil.copymode(file, copied)  # the runtime binary stays executable
+
+
+def _current_bundle(destination: Path, bundle_id: str, hashes: FileHashIndex) -> Manifest | None:
+    """The manifest at ``destination`` if it is ``bundle_id``'s and its files are intact (checked
+    through the hash index: a file whose stat moved is read again), else None."""
+    try:
+        existing = read_manifest(destination)
+    except BundleError:
+        return None
+    if existing.bundle_id != bundle_id or existing.content_id() != bundle_id:
+        return None
+    if _payload_files(destination) != [record.path for record in existing.files]:
+        return None
+    intact = all(
+        _entry_kind(destination, r.path) is None
+        and _record(destination / r.path, r.path, hashes) == r
+        for r in existing.files
+    )
+    return existing if intact else None
 
 
 def bundle_summary(manifest: Manifest) -> dict[str, Any]:
@@ -317,8 +336,11 @@ LATEST_POINTER = "state/latest-bundle"
 
 def remember_latest(cache_root: Path, bundle_dir: Path) -> None:
     """Record the newest bundle, which deploy and bench use when --bundle is not given."""
-    pointer = cache_root / LATEST_POINTER
-    write_durably(pointer, str(bundle_dir.resolve()).encode())
+    pointer, target = cache_root / LATEST_POINTER, str(bundle_dir.resolve())
+    with contextlib.suppress(OSError):
+        if pointer.read_text(encoding="utf-8") == target:
+            return  # already so: no write and no fsync
+    write_durably(pointer, target.encode())
 
 
 def latest_bundle(cache_root: Path) -> Path:

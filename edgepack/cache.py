@@ -137,7 +137,12 @@ class StageCache:
 
 
 class FileHashIndex:
-    """sha256 of files, remembered by (path, size, mtime) so unchanged files are not re-read."""
+    """sha256 of files, remembered by what ``stat`` says of them: unchanged files are not re-read.
+
+    An entry holds for a path while its size, mtime, ctime and inode are what they were when it was
+    hashed: a rewrite that restores the size and mtime (``touch -d``, a copy keeping times) still
+    moves the ctime, and a file replaced by rename has a new inode.
+    """
 
     def __init__(self, index_file: Path) -> None:
         self.index_file = index_file
@@ -147,18 +152,19 @@ class FileHashIndex:
                 self._entries = json.loads(index_file.read_text())
         self._dirty = False
 
+    @staticmethod
+    def fingerprint(stat: os.stat_result) -> dict[str, int]:
+        return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}  # fmt: skip
+
     def sha256(self, path: Path) -> str:
-        stat = path.stat()
-        resolved = str(path.resolve())
+        resolved = os.path.realpath(path)
+        fingerprint = self.fingerprint(Path(resolved).stat())
         known = self._entries.get(resolved)
-        if known and known["size"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
+        if known and all(known.get(field) == value for field, value in fingerprint.items()):
             return str(known["sha256"])
         digest = sha256_file(path)
-        self._entries[resolved] = {
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "sha256": digest,
-        }
+        self._entries[resolved] = {**fingerprint, "sha256": digest}
         self._dirty = True
         return digest
 

@@ -7,6 +7,7 @@ are bad input and raise at once; everything else becomes a problem or a warning 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -189,7 +190,7 @@ class PlanRequest:
     calib_samples: int | None = None
 
 
-def _require_name(value: str, known: dict[str, Any], what: str, flag: str) -> None:
+def _require_name(value: str, known: Mapping[str, Any], what: str, flag: str) -> None:
     if value not in known:
         raise BadInputError(
             f"unknown {what} {value!r}{did_you_mean(value, known)}",

@@ -1,22 +1,44 @@
-"""The closed registry of backends. Importing it imports no heavy library."""
+"""The closed registry of backends. Importing it imports no heavy library, and a backend's own
+modules are imported the first time it is looked up: a build for ort never loads TensorRT's."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepack.backends.base import Backend, EngineLoader, Requirement, Stage, StageContext
-from edgepack.backends.edgellm import EDGELLM
 from edgepack.backends.names import BACKEND_NAMES, BackendName
-from edgepack.backends.ort import ORT
-from edgepack.backends.trtllm import TRTLLM
-from edgepack.backends.trtrtx import TRTRTX
 from edgepack.errors import BundleError
 
 if TYPE_CHECKING:
     from edgepack.bundle import Manifest
 
-BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (ORT, EDGELLM, TRTLLM, TRTRTX)}
+
+class _Registry(Mapping[str, Backend]):
+    """``BACKEND_NAMES`` → the backend, each imported from ``edgepack.backends.<name>`` (its
+    ``NAME.upper()`` attribute) when first asked for."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Backend] = {}
+
+    def __getitem__(self, name: str) -> Backend:
+        if name not in self._loaded:
+            if name not in BACKEND_NAMES:
+                raise KeyError(name)
+            module = importlib.import_module(f"edgepack.backends.{name}")
+            self._loaded[name] = getattr(module, name.upper())
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BACKEND_NAMES)
+
+    def __len__(self) -> int:
+        return len(BACKEND_NAMES)
+
+
+BACKENDS: Mapping[str, Backend] = _Registry()
 
 
 def engine_loader_for(manifest: Manifest, engine_dir: Path) -> EngineLoader:

@@ -7,7 +7,6 @@ and inputs so the pipeline can key their outputs by content. Nothing here import
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import shutil
 from collections.abc import Callable, Mapping
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgepack.errors import BadInputError, EdgepackError, ToolMissingError
 from edgepack.precisions import UNQUANTIZED_BYTES, WEIGHT_FORMATS
+from edgepack.versions import distribution_version
 
 if TYPE_CHECKING:
     from edgepack.bench.engine import BenchEngine
@@ -51,10 +51,7 @@ class Requirement:
     def version(self) -> str | None:
         if self.kind != "python" or self.distribution is None:
             return None
-        try:
-            return importlib.metadata.version(self.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return None
+        return distribution_version(self.distribution)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Annotated
@@ -36,25 +36,20 @@ from edgepack.errors import (
     set_debug,
 )
 
-app = typer.Typer(
-    name="edgepack",
-    help="Take a Hugging Face LLM to an edge device and prove it works there.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.command("plan")(plan_cli.plan)
-app.command("build")(build_cli.build)
-app.add_typer(bundle_cli.app, name="bundle")
-app.command("bench")(bench_cli.bench)
-app.command("gate")(gate_cli.gate)
-app.command("deploy")(deploy_cli.deploy)
-app.command("rollback")(deploy_cli.rollback)
-app.command("report")(report_cli.report)
-app.command("doctor")(doctor_cli.doctor)
-app.add_typer(targets_cli.app, name="targets")
-app.add_typer(runtime_cli.app, name="runtime")
+COMMANDS: dict[str, Callable[..., object] | typer.Typer] = {
+    "plan": plan_cli.plan,
+    "build": build_cli.build,
+    "bundle": bundle_cli.app,
+    "bench": bench_cli.bench,
+    "gate": gate_cli.gate,
+    "deploy": deploy_cli.deploy,
+    "rollback": deploy_cli.rollback,
+    "report": report_cli.report,
+    "doctor": doctor_cli.doctor,
+    "targets": targets_cli.app,
+    "runtime": runtime_cli.app,
+}
+"""The top-level commands (a function) and command groups (a Typer app), in --help's order."""
 
 
 def reflowed(doc: str) -> str:
@@ -81,16 +76,12 @@ def _reflow_help(typer_app: typer.Typer) -> None:
             _reflow_help(group.typer_instance)
 
 
-_reflow_help(app)
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"edgepack {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def _global_options(
     debug: Annotated[
         bool, typer.Option("--debug", help=f"Show tracebacks (also ${DEBUG_ENV}=1).")
@@ -111,6 +102,31 @@ def _global_options(
 
     set_debug(debug)
     allow_insecure(insecure_host_keys)
+
+
+def make_app(only: str | None = None) -> typer.Typer:
+    """The command line: every command, or only the one named ``only`` (``run`` makes that one
+    when the command line names it: Click then inspects one command's options, not all 15)."""
+    made = typer.Typer(
+        name="edgepack",
+        help="Take a Hugging Face LLM to an edge device and prove it works there.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for name, command in COMMANDS.items():
+        if only in (None, name):
+            if isinstance(command, typer.Typer):
+                made.add_typer(command, name=name)
+            else:
+                made.command(name)(command)
+    made.callback()(_global_options)
+    _reflow_help(made)
+    return made
+
+
+app = make_app()
 
 
 def _report(error: EdgepackError) -> int:
@@ -186,7 +202,9 @@ def run(argv: list[str] | None = None) -> int:
     set_debug(False)
     try:
         with _sigterm_interrupts():
-            code = app(args=argv, prog_name="edgepack", standalone_mode=False)
+            args = sys.argv[1:] if argv is None else argv
+            chosen = make_app(args[0]) if args and args[0] in COMMANDS else app
+            code = chosen(args=args, prog_name="edgepack", standalone_mode=False)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else ExitCode.FAILURE
     except typer.TyperException as error:  # usage errors: one line, and where the help is

@@ -9,22 +9,25 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.__main__ import BENCHMARKS
+from benchmarks.deploy_vs_scp_rsync import check_needs
 from benchmarks.needs import INSTALL, require_module
 from edgepack.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = sorted(p for p in (REPO / "benchmarks").glob("*.py") if p.name != "needs.py")
-DEPLOY = REPO / "benchmarks" / "deploy_vs_scp_rsync.py"
+DEPLOY = [sys.executable, "-m", "benchmarks", "run", "deploy_vs_scp_rsync"]
 NO_PYTEST = (
-    "import runpy, sys; sys.modules['pytest'] = None; sys.argv = [sys.argv[1], '--help']; "
-    "runpy.run_path(sys.argv[0], run_name='__main__')"
+    "import importlib, runpy, sys; sys.modules['pytest'] = None; "
+    "importlib.import_module('benchmarks.' + sys.argv[1]); "
+    "sys.argv = ['benchmarks', 'run', '--help']; "
+    "runpy.run_module('benchmarks', run_name='__main__')"
 )
 
 
-@pytest.mark.parametrize("script", BENCHMARKS, ids=[path.name for path in BENCHMARKS])
-def test_a_benchmark_starts_without_pytest(script: Path) -> None:
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_a_benchmark_starts_without_pytest(name: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", NO_PYTEST, str(script)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-c", NO_PYTEST, name], capture_output=True, text=True, cwd=REPO
     )
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
@@ -50,8 +53,8 @@ def test_a_missing_program_is_one_line_with_its_install_command(
     tmp_path: Path, missing: str, install: str
 ) -> None:
     done = subprocess.run(
-        [sys.executable, str(DEPLOY), "--bundle", str(tmp_path)],
-        capture_output=True, text=True, env={"PATH": _path_without(tmp_path, missing)},
+        DEPLOY, capture_output=True, text=True, cwd=REPO,
+        env={"PATH": _path_without(tmp_path, missing)},
     )  # fmt: skip
     assert done.returncode == ExitCode.TOOL_MISSING, done.stderr
     lines = done.stderr.splitlines()
@@ -61,15 +64,20 @@ def test_a_missing_program_is_one_line_with_its_install_command(
     assert "Traceback" not in done.stderr
 
 
-def test_the_programs_of_tools_not_compared_are_not_demanded(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, str(DEPLOY), "--bundle", str(tmp_path), "--tools", "edgepack",
-         "--no-resume"],
-        capture_output=True, text=True, env={"PATH": _path_without(tmp_path, "rsync")},
-    )  # fmt: skip
-    assert "rsync" not in done.stderr and "nft" not in done.stderr, done.stderr
-    # it gets as far as the bundle (or, not root, the root check): one line, no traceback
-    assert done.returncode != 0 and len(done.stderr.splitlines()) == 1, done.stderr
+def test_the_programs_of_tools_not_compared_are_not_demanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "rsync"))
+    try:
+        check_needs(["edgepack"], resume=False)
+    except SystemExit as stopped:  # not root: the root check, not a missing program
+        assert stopped.code == ExitCode.FAILURE
+    err = capsys.readouterr().err
+    assert "rsync" not in err and "nft" not in err, err
+    with pytest.raises(SystemExit) as stopped:
+        check_needs(["edgepack", "rsync -a"], resume=False)
+    assert stopped.value.code == ExitCode.TOOL_MISSING
+    assert "rsync is not installed" in capsys.readouterr().err
 
 
 def test_a_missing_python_package_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,10 +11,11 @@ import typer.main
 import typer.rich_utils
 
 from edgepack.cli import plan as plan_cli
-from edgepack.cli.main import DEBUG_ENV, app
+from edgepack.cli.main import DEBUG_ENV, app, make_app
 from edgepack.errors import ExitCode
 from edgepack.plan import Limits
 from edgepack.resources import TARGETS_PATH_ENV
+from tests.unit.conftest import ANSI
 
 # An ssh builder is not contacted at plan time: the plan is valid wherever it is made.
 ADA_FP8 = (
@@ -45,6 +46,25 @@ def test_help(cli, argv, expected) -> None:
     assert result.code == ExitCode.OK
     for word in expected:
         assert word in result.out
+
+
+@pytest.mark.parametrize(
+    "argv", [["build", "--help"], ["targets", "list", "--help"], ["--debug", "plan", "--help"]]
+)
+def test_a_named_command_helps_as_in_the_whole_app(cli, capsys, argv) -> None:
+    """``run`` builds only the command the line names; what it says is the whole app's."""
+    narrowed = cli(*argv)
+    with pytest.raises(SystemExit):
+        app(args=argv, prog_name="edgepack")
+    whole = ANSI.sub("", capsys.readouterr().out)
+    assert narrowed.code == ExitCode.OK and narrowed.out == whole
+
+
+def test_a_named_command_is_the_only_one_built() -> None:
+    assert [c.name for c in make_app("build").registered_commands] == ["build"]
+    assert make_app("build").registered_groups == []
+    assert [g.name for g in make_app("targets").registered_groups] == ["targets"]
+    assert len(app.registered_commands) + len(app.registered_groups) == 11
 
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

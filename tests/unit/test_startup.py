@@ -56,3 +56,13 @@ def test_commands_load_no_heavy_library(argv) -> None:
     modules = _modules_after(code)
     for name in HEAVY:
         assert name not in modules, f"edgepack {' '.join(argv)} imports {name}"
+
+
+def test_a_backend_is_imported_when_first_looked_up() -> None:
+    registry = _modules_after("import edgepack.backends")
+    assert not {"edgepack.backends.ort", "edgepack.backends.trtllm"} & registry
+    ort = _modules_after("from edgepack.backends import BACKENDS\nBACKENDS['ort']")
+    assert "edgepack.backends.ort.backend" in ort
+    assert not {"edgepack.backends.trtllm", "edgepack.backends.edgellm"} & ort
+    every = _modules_after("from edgepack.backends import BACKENDS\nlist(BACKENDS.values())")
+    assert {"edgepack.backends.trtllm", "edgepack.backends.trtrtx"} <= every

@@ -11,13 +11,14 @@ answer is cached per pair of versions under the edgepack cache.
 from __future__ import annotations
 
 import ast
-import importlib.metadata
 import importlib.util
 import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from edgepack.versions import distribution_version
 
 BUILDER_FILE = ("models", "builder.py")
 TRANSFORMERS_AUTO_FILE = ("models", "auto", "modeling_auto.py")
@@ -61,10 +62,7 @@ def _package_file(package: str, parts: tuple[str, ...]) -> Path | None:
 
 
 def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return distribution_version(distribution)
 
 
 def _is_first_architecture(node: ast.expr) -> bool:

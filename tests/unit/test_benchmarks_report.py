@@ -1,0 +1,130 @@
+"""docs/BENCHMARKS.md is computed from the result files: its numbers are the JSON's samples'
+n, median, min–max, CV, ratios to the peers' medians and roofline shares; --quick does less."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.__main__ import BENCHMARKS, benchmark, report
+
+MACHINE = {"cpu_model": "Test CPU", "usable_cores": 2, "python": "3.11.7", "libraries": {}}
+
+
+def _result(name: str, data: Any) -> dict[str, Any]:
+    return {"name": name, "machine": MACHINE, "versions": {"edgepack": "0.0"}, "threads": 2,
+            "params": {}, "data": data}  # fmt: skip
+
+
+def _engine(precision: str, decode: list[float], ttft: list[float]) -> dict[str, Any]:
+    metrics = {"decode_tok_s": {"samples": decode}, "ttft_s": {"samples": ttft},
+               "decode_tok_s_batched": None}  # fmt: skip
+    plan = {"roofline": {"bandwidth_gbps": 10.0, "weight_bytes_read_per_step": 1e8}}
+    return {"precision": precision, "plan": plan, "run": {"metrics": metrics, "settings": {}}}
+
+
+def _llamacpp(decode: list[float]) -> dict[str, Any]:
+    metrics = {"decode_tok_s": {"samples": decode}, "ttft_s": {"samples": [0.5]}}
+    return {"run": {"metrics": metrics, "bundle": {"engine_bytes": 2e8}}, "bandwidth_gbps": 10.0}
+
+
+def _page(tmp_path: Path, results: list[dict[str, Any]]) -> list[str]:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for result in results:
+        (folder / f"{result['name']}.json").write_text(json.dumps(result))
+    out = tmp_path / "BENCHMARKS.md"
+    report(folder, out)
+    return out.read_text().splitlines()
+
+
+def _row(lines: list[str], label: str) -> list[str]:
+    (line,) = [line for line in lines if line.startswith(f"| {label} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_engine_rows_match_the_samples_and_the_peer(tmp_path: Path) -> None:
+    lines = _page(tmp_path, [
+        _result("demo_precisions", [_engine("int4", [40.0, 50.0, 60.0], [0.2, 0.3]),
+                                    {"precision": "fp16", "error": "no fp16 on CPU"}]),
+        _result("llamacpp_baseline", _llamacpp([80.0, 100.0, 120.0, 100.0])),
+    ])  # fmt: skip
+    # median 50, min–max 40–60, CV = stdev 10 / mean 50; 50/100 of llama.cpp; 50 / (10e9/1e8)
+    assert _row(lines, "ort int4: decode tok/s b1") == [
+        "ort int4: decode tok/s b1", "3", "50.0 tok/s", "40.0–60.0", "20.0%",
+        "0.50× llama.cpp q4_1: decode tok/s b1", "50%",
+    ]  # fmt: skip
+    assert _row(lines, "ort int4: TTFT")[1:4] == ["2", "0.250 s", "0.200–0.300"]
+    assert _row(lines, "llama.cpp q4_1: decode tok/s b1")[1:3] == ["4", "100 tok/s"]
+    assert _row(lines, "llama.cpp q4_1: decode tok/s b1")[6] == "200%"  # 100 / (10e9 / 2e8)
+    assert _row(lines, "ort fp16")[2] == "failed: no fp16 on CPU"
+
+
+def test_no_ratio_to_a_peer_measured_on_another_machine(tmp_path: Path) -> None:
+    elsewhere = {**_result("llamacpp_baseline", _llamacpp([100.0])),
+                 "machine": {**MACHINE, "cpu_model": "Other CPU"}}  # fmt: skip
+    lines = _page(tmp_path, [
+        _result("demo_precisions", [_engine("int4", [50.0], [0.2])]), elsewhere,
+    ])  # fmt: skip
+    assert _row(lines, "ort int4: decode tok/s b1")[5] == (
+        "– llama.cpp q4_1: decode tok/s b1 (measured on another machine)"
+    )
+
+
+def test_deploy_rows_compare_edgepack_with_scp_and_rsync(tmp_path: Path) -> None:
+    def copy(tool: str, scenario: str, seconds: float, ideal: float) -> dict[str, Any]:
+        return {"tool": tool, "scenario": scenario, "seconds": seconds, "ideal_s": ideal,
+                "ok": True}  # fmt: skip
+
+    rows = [copy("edgepack", "first copy", 80.0, 72.0), copy("scp -r", "first copy", 64.0, 72.0),
+            copy("rsync -a", "first copy", 100.0, 72.0), copy("edgepack", "no change", 2.0, 0.0),
+            copy("rsync -a", "no change", 0.5, 0.0)]  # fmt: skip
+    lines = _page(tmp_path, [_result("deploy_vs_scp_rsync", {"rate": "20mbit", "rows": rows})])
+    assert _row(lines, "edgepack: first copy")[1:] == [
+        "1", "80.0 s", "–", "–",
+        "1.25× scp -r: first copy, 0.80× rsync -a: first copy", "90%",
+    ]  # fmt: skip
+    assert _row(lines, "edgepack: no change")[5:] == ["4.00× rsync -a: no change", "–"]
+    assert "## Deploy: 20mbit tbf-shaped link to a namespace device" in lines
+
+
+def test_warm_rebuild_rows(tmp_path: Path) -> None:
+    wall = {"edgepack build, all cached": [0.3, 0.5, 0.4], "python -c pass": [0.02, 0.02],
+            "edgepack --version": [0.1, 0.1]}  # fmt: skip
+    cpu = {label: [s / 2 for s in samples] for label, samples in wall.items()}
+    lines = _page(tmp_path, [_result("warm_rebuild", {"wall_s": wall, "cpu_s": cpu})])
+    assert _row(lines, "edgepack build, all cached")[1:6] == [
+        "3", "0.400 s", "0.300–0.500", "25.0%", "20.00× python -c pass, 4.00× edgepack --version"
+    ]  # fmt: skip
+    assert _row(lines, "edgepack build, all cached (CPU time)")[1:3] == ["3", "0.200 s"]
+    assert any("`warm_rebuild`: Test CPU, 2 cores, 2 threads" in line for line in lines)
+
+
+def test_the_committed_results_regenerate(tmp_path: Path) -> None:
+    """Every committed result file is one the report reads."""
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    out = tmp_path / "BENCHMARKS.md"
+    report(committed, out)
+    names = {path.stem for path in committed.glob("*.json")}
+    assert names and names <= set(BENCHMARKS)
+    assert all(f"`{name}`" in out.read_text() for name in names)
+
+
+def _cost(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return float(len(value)) if isinstance(value, list) else 0.0
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_quick_parameters_are_smaller(name: str) -> None:
+    module = benchmark(name)
+    quick, full = module.params(True), module.params(False)
+    assert quick.keys() == full.keys()
+    assert all(_cost(quick[key]) <= _cost(full[key]) for key in full)
+    assert any(_cost(quick[key]) < _cost(full[key]) for key in full)

@@ -1,0 +1,92 @@
+"""The file hash index: a file is re-read only when its size, mtime, ctime or inode moved."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from edgepack import cache
+from edgepack.cache import FileHashIndex, sha256_file
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every file the index hashes (reads), in order."""
+    seen: list[Path] = []
+
+    def counting(path: Path, chunk_size: int = 1 << 20) -> str:
+        seen.append(path)
+        return sha256_file(path, chunk_size)
+
+    monkeypatch.setattr(cache, "sha256_file", counting)
+    return seen
+
+
+def test_an_unchanged_file_is_read_once_across_processes(tmp_path: Path, reads: list[Path]) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"w" * 4096)
+    index = FileHashIndex(tmp_path / "index.json")
+    first = index.sha256(weights)
+    assert index.sha256(weights) == first
+    index.save()
+    assert FileHashIndex(tmp_path / "index.json").sha256(weights) == first
+    assert reads == [weights]
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    """New bytes of the same length, the old mtime put back: only the ctime tells."""
+    before = path.stat()
+    for _ in range(200):  # the ctime clock ticks coarsely: write until it has moved
+        path.write_bytes(data)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if path.stat().st_ctime_ns != before.st_ctime_ns:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the ctime never moved")
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_is_rehashed(
+    tmp_path: Path, reads: list[Path]
+) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    index = FileHashIndex(tmp_path / "index.json")
+    old = index.sha256(weights)
+    _rewrite_keeping_size_and_mtime(weights, b"b" * 64)
+    after = weights.stat()
+    assert after.st_size == 64
+    new = index.sha256(weights)
+    assert new == sha256_file(weights) != old
+    assert len(reads) == 2
+
+
+def test_a_file_replaced_by_rename_is_rehashed(tmp_path: Path, reads: list[Path]) -> None:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 64)
+    index = FileHashIndex(tmp_path / "index.json")
+    old = index.sha256(weights)
+    stat = weights.stat()
+    replacement = tmp_path / "new.tmp"
+    replacement.write_bytes(b"c" * 64)
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replacement.replace(weights)
+    assert weights.stat().st_ino != stat.st_ino
+    assert index.sha256(weights) == sha256_file(weights) != old
+    assert len(reads) == 2
+
+
+def test_an_index_of_the_old_format_rehashes_once(tmp_path: Path, reads: list[Path]) -> None:
+    """Entries written before ctime and inode were kept are not trusted."""
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"x")
+    stat = weights.stat()
+    old_entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "0" * 64}
+    (tmp_path / "index.json").write_text(f'{{"{os.path.realpath(weights)}": {old_entry}}}'
+                                         .replace("'", '"'))  # fmt: skip
+    index = FileHashIndex(tmp_path / "index.json")
+    assert index.sha256(weights) == sha256_file(weights)
+    assert index.sha256(weights) == sha256_file(weights)
+    assert len(reads) == 1
