@@ -15,6 +15,7 @@ from edgepack.backends.ort import runner
 from edgepack.backends.ort.runner import OrtEngine
 from edgepack.bench.engine import GenerationSample, decode_rate
 from edgepack.bench.local import BenchOptions, measure_engine
+from edgepack.bench.result import RunResult
 from edgepack.resources import data_dir
 
 EOS = 2
@@ -182,15 +183,14 @@ class StaticBatchEngine:
         return None
 
 
+def bench(engine: StaticBatchEngine, options: BenchOptions) -> RunResult:
+    prompts = data_dir("prompts") / "default.json"
+    return measure_engine(lambda: engine, prompts, options, {}, "unknown")
+
+
 def test_bench_reports_the_engine_s_batched_rate_not_its_answers_spread() -> None:
     engine = StaticBatchEngine(step_s=0.02)
-    result = measure_engine(
-        lambda: engine,
-        data_dir("prompts") / "default.json",
-        BenchOptions(runs=2, warmup=0, batch_size=3, max_new_tokens=64),
-        {},
-        "unknown",
-    )
+    result = bench(engine, BenchOptions(runs=2, warmup=0, batch_size=3, max_new_tokens=64))
     batched = result.metrics.decode_tok_s_batched
     assert batched is not None
     assert batched.median == pytest.approx(3 / 0.02)  # three tokens a step, one step per 20 ms
@@ -201,13 +201,7 @@ def test_bench_reports_the_engine_s_batched_rate_not_its_answers_spread() -> Non
 
 def test_batch_1_bench_makes_no_batched_runs() -> None:
     engine = StaticBatchEngine(step_s=0.02)
-    result = measure_engine(
-        lambda: engine,
-        data_dir("prompts") / "default.json",
-        BenchOptions(runs=1, warmup=0, batch_size=1, max_new_tokens=16),
-        {},
-        "unknown",
-    )
+    result = bench(engine, BenchOptions(runs=1, warmup=0, batch_size=1, max_new_tokens=16))
     assert result.metrics.decode_tok_s_batched is None
     assert len(engine.calls) == 12  # the twelve prompts, once each
 
