@@ -118,7 +118,9 @@ class LlamaCppEngine:
             int(t) for t in self._model.tokenize(rendered.encode(), add_bos=False, special=True)
         ]
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> GenerationSample:
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = False
+    ) -> GenerationSample:
         prompt = _single(prompts, "llama.cpp")
         eos_id = self._model.token_eos()
         started = time.perf_counter()
@@ -128,7 +130,7 @@ class LlamaCppEngine:
         for token in self._model.generate(prompt, top_k=1, top_p=1.0, temp=0.0, reset=True):
             if not ids and not eos:
                 first = time.perf_counter()
-            if token == eos_id:
+            if token == eos_id and not ignore_eos:
                 eos = True
                 break
             ids.append(int(token))
@@ -202,8 +204,12 @@ class OllamaEngine:
     def encode_chat(self, user_message: str) -> str:
         return user_message
 
-    def generate(self, prompts: list[str], max_new_tokens: int) -> GenerationSample:
+    def generate(
+        self, prompts: list[str], max_new_tokens: int, ignore_eos: bool = False
+    ) -> GenerationSample:
         text = _single(prompts, "Ollama")
+        if ignore_eos:
+            raise BadInputError("Ollama's /api/chat cannot be told to ignore end-of-sequence")
         reply = self._server.post("/api/chat", {
             "model": self._server.model,
             "messages": [{"role": "user", "content": text}],

@@ -28,10 +28,26 @@ class GenerationSample:
         return len(self.prompt_tokens)
 
     @property
+    def decoded_tokens(self) -> int:
+        """Tokens produced by decode steps: all but each sequence's first (prefill makes that)."""
+        return sum(max(count - 1, 0) for count in self.new_tokens)
+
+    @property
     def decode_tokens_per_s(self) -> float:
-        """Tokens produced by decode steps (all but each sequence's first) per second, summed."""
-        decoded = sum(max(count - 1, 0) for count in self.new_tokens)
-        return decoded / self.decode_s if self.decode_s > 0 else 0.0
+        """Tokens produced by decode steps per second of decode wall time, all sequences summed."""
+        return decode_rate([self])
+
+
+def decode_rate(samples: list[GenerationSample]) -> float:
+    """Decode tok/s over generations: their decode-step tokens over their decode wall time.
+
+    Each sample's decode time runs from its first token to its last sequence's last, so a batch
+    whose answers stop at different lengths is charged for the steps its finished sequences sit
+    through; the bench's batched runs ignore end-of-sequence for that reason (README: bench).
+    """
+    seconds = sum(sample.decode_s for sample in samples)
+    tokens = sum(sample.decoded_tokens for sample in samples)
+    return tokens / seconds if seconds > 0 else 0.0
 
 
 class BenchEngine(Protocol[PromptT]):
@@ -45,7 +61,11 @@ class BenchEngine(Protocol[PromptT]):
 
     def encode_chat(self, user_message: str) -> PromptT: ...
 
-    def generate(self, prompts: list[PromptT], max_new_tokens: int) -> GenerationSample: ...
+    def generate(
+        self, prompts: list[PromptT], max_new_tokens: int, *, ignore_eos: bool = False
+    ) -> GenerationSample:
+        """Greedy answers; with ``ignore_eos`` each sequence makes exactly ``max_new_tokens``."""
+        ...
 
     def score_text(self, text: str) -> tuple[list[int], list[float]] | None:
         """Token ids of ``text`` and the log-probability of each after the first, if exposed."""

@@ -1,9 +1,13 @@
 """Benchmark a bundle on this machine: load times, TTFT, prefill and decode speed, memory, texts.
 
 Procedure: verify the bundle; time a first load with the engine files evicted from the page cache,
-then warm loads; warm up; then ``runs`` repetitions, each generating every prompt alone (batch 1)
-and every prompt again in batches of ``batch_size``. One run is one sample of each figure (totals
-over its prompts), so the spread shows run-to-run noise; the per-prompt numbers are kept raw.
+then warm loads; warm up; then ``runs`` repetitions, each generating every prompt alone (batch 1,
+each answer stopping at its end-of-sequence token: these are the answers the gate judges) and
+every prompt again in batches of ``batch_size`` with end-of-sequence ignored, so that every
+sequence of a batch makes ``max_new_tokens`` and no decode step is spent on a finished one (a
+static batch runs until its longest answer ends; README, "What bench's tok/s count"). One run is
+one sample of each figure (totals over its prompts), so the spread shows run-to-run noise; the
+per-prompt numbers are kept raw.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgepack.bench.engine import BenchEngine, GenerationSample, PromptT
+from edgepack.bench.engine import BenchEngine, GenerationSample, PromptT, decode_rate
 from edgepack.bench.machine import machine_facts
 from edgepack.bench.result import (
     BenchSettings,
@@ -181,10 +185,14 @@ def _measure(
     for index in range(options.warmup):
         progress("warmup", index, options.warmup)
         engine.generate([encoded[0]], options.max_new_tokens)
-    batches = [
-        encoded[start : start + options.batch_size]
-        for start in range(0, len(encoded), options.batch_size)
-    ]
+    batches = (
+        [
+            encoded[start : start + options.batch_size]
+            for start in range(0, len(encoded), options.batch_size)
+        ]
+        if options.batch_size > 1
+        else []
+    )
     steps_per_run = len(encoded) + len(batches)
     total = options.runs * steps_per_run
     runs = []
@@ -197,17 +205,10 @@ def _measure(
         batched = []
         for offset, batch in enumerate(batches):
             progress("generating batched", done + len(encoded) + offset, total)
-            batched.append(engine.generate(batch, options.max_new_tokens))
+            batched.append(engine.generate(batch, options.max_new_tokens, ignore_eos=True))
         runs.append(_RunSamples(single, batched))
     progress("generating", total, total)
     return runs
-
-
-def _decode_rate(samples: list[GenerationSample]) -> float:
-    """Tokens after the first, over the time spent producing them."""
-    tokens = sum(sum(n - 1 for n in s.new_tokens if n > 1) for s in samples)
-    seconds = sum(s.decode_s for s in samples)
-    return tokens / seconds if seconds > 0 else 0.0
 
 
 def _metrics(runs: list[_RunSamples], batch_size: int) -> Metrics:
@@ -223,8 +224,8 @@ def _metrics(runs: list[_RunSamples], batch_size: int) -> Metrics:
         prefill_tok_s=per_run(
             lambda r: sum(sum(s.prompt_tokens) for s in r.single) / sum(s.ttft_s for s in r.single)
         ),
-        decode_tok_s=per_run(lambda r: _decode_rate(r.single)),
-        decode_tok_s_batched=per_run(lambda r: _decode_rate(r.batched)) if batched else None,
+        decode_tok_s=per_run(lambda r: decode_rate(r.single)),
+        decode_tok_s_batched=per_run(lambda r: decode_rate(r.batched)) if batched else None,
         e2e_s=per_run(lambda r: mean([s.total_s for s in r.single])),
         batched_e2e_s=per_run(lambda r: mean([s.total_s for s in r.batched])) if batched else None,
         peak_rss_bytes=_peak_rss_bytes(),

@@ -11,6 +11,9 @@ How onnxruntime-genai (0.18) behaves, which the code below relies on:
 - A batch of unequal prompts is right-padded with the pad token id (what ``Tokenizer.encode_batch``
   does too); left padding gives wrong outputs. Each sequence from ``get_sequence`` holds the padded
   prompt, then its new tokens; a finished sequence is filled with the pad token.
+- The end-of-sequence token that ends a sequence is not stored in it (a batch-1 answer of 13
+  tokens took 14 ``generate_next_token`` calls, the last one picking the EOS): a sequence shorter
+  than ``max_new_tokens`` ended with one, which a decode step produced and the count includes.
 - ``get_output("logits")`` after ``append_tokens`` holds the logits of every prompt position.
 """
 
@@ -67,6 +70,16 @@ class OrtEngine:
         engine = cls(engine_dir, model, tokenizer, time.perf_counter() - started)
         engine.threads = intra_op_threads
         return engine
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``onnxruntime_genai.Model``, for a bare loop beside this runner's."""
+        return self._model
+
+    @property
+    def pad_token_id(self) -> int:
+        """The token a batch's shorter prompts are right-padded with."""
+        return self._pad_id
 
     def __enter__(self) -> OrtEngine:
         return self
@@ -129,7 +142,7 @@ class OrtEngine:
         sequences = [
             generator.get_sequence(index)[width:].tolist() for index in range(len(prompts))
         ]
-        return self._sample(prompts, sequences, started, first_token, finished)
+        return self._sample(prompts, sequences, max_new_tokens, (started, first_token, finished))
 
     def score(self, token_ids: list[int]) -> list[float]:
         """Log-probability of each token after the first, given the tokens before it."""
@@ -179,14 +192,14 @@ class OrtEngine:
         self,
         prompts: list[list[int]],
         sequences: list[list[int]],
-        started: float,
-        first_token: float,
-        finished: float,
+        max_new_tokens: int,
+        times: tuple[float, float, float],
     ) -> GenerationSample:
+        started, first_token, finished = times
         outputs: list[list[int]] = []
         stopped: list[bool] = []
         for sequence in sequences:
-            tokens, hit_eos = self._cut_at_eos(sequence)
+            tokens, hit_eos = self._cut_at_eos(sequence, max_new_tokens)
             outputs.append(tokens)
             stopped.append(hit_eos)
         return GenerationSample(
@@ -202,11 +215,13 @@ class OrtEngine:
             stopped_at_eos=stopped,
         )
 
-    def _cut_at_eos(self, sequence: list[int]) -> tuple[list[int], bool]:
+    def _cut_at_eos(self, sequence: list[int], max_new_tokens: int) -> tuple[list[int], bool]:
+        """The answer before its end-of-sequence token, and whether it ended with one."""
         for index, token in enumerate(sequence):
             if token in self._eos_ids:
                 return sequence[:index], True
-        return sequence, False
+        # Stopped short of the limit without a stored EOS: the generator dropped it (see above).
+        return sequence, len(sequence) < max_new_tokens
 
     def _render_chat(self, messages: list[dict[str, str]]) -> str:
         native = getattr(self._tokenizer, "apply_chat_template", None)

@@ -157,10 +157,13 @@ class TrtRtxEngine:
     def encode_text(self, text: str) -> list[int]:
         return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=False)]
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> GenerationSample:
+    def generate(
+        self, prompts: list[list[int]], max_new_tokens: int, ignore_eos: bool = False
+    ) -> GenerationSample:
         from edgepack.bench.engine import GenerationSample
 
-        result = greedy_decode(self._session, self._layout, prompts, max_new_tokens, self._eos_ids)
+        eos_ids = set() if ignore_eos else self._eos_ids
+        result = greedy_decode(self._session, self._layout, prompts, max_new_tokens, eos_ids)
         self._session.save_runtime_cache()
         return GenerationSample(
             prompt_tokens=[len(prompt) for prompt in prompts],
