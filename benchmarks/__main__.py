@@ -17,8 +17,11 @@ from benchmarks.needs import fail, run_main
 from benchmarks.report import BENCHMARKS_MD, Row, machine_of, markdown
 from edgepack.errors import ExitCode
 
-BENCHMARKS = ("demo_precisions", "llamacpp_baseline", "deploy_vs_scp_rsync", "warm_rebuild")
-"""Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``."""
+BENCHMARKS = (
+    "demo_precisions", "llamacpp_baseline", "bench_harness", "deploy_vs_scp_rsync", "warm_rebuild",
+)  # fmt: skip
+"""Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``;
+the page shows them in this order."""
 
 
 def benchmark(name: str) -> ModuleType:
@@ -49,6 +52,7 @@ def run(names: list[str], quick: bool, workdir: Path) -> int:
 
 def report(results: Path = RESULTS, out: Path = BENCHMARKS_MD) -> None:
     found = [r for r in read_results(results) if r.get("name") in BENCHMARKS]
+    found.sort(key=lambda result: BENCHMARKS.index(result["name"]))
     rows: list[Row] = [replace(row, machine=machine_of(r)) for r in found
                        for row in benchmark(r["name"]).rows(r)]  # fmt: skip
     out.write_text(markdown(found, rows), encoding="utf-8")

@@ -4,13 +4,17 @@ n, median, min–max, CV, ratios to the peers' medians and roofline shares; --qu
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.__main__ import BENCHMARKS, benchmark, report
+from benchmarks.bench_harness import SERIES
+from benchmarks.report import number
 
+COMMITTED = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 MACHINE = {"cpu_model": "Test CPU", "usable_cores": 2, "python": "3.11.7", "libraries": {}}
 
 
@@ -103,12 +107,42 @@ def test_warm_rebuild_rows(tmp_path: Path) -> None:
     assert any("`warm_rebuild`: Test CPU, 2 cores, 2 threads" in line for line in lines)
 
 
+def test_bench_harness_rows_compare_bench_with_the_bare_loop(tmp_path: Path) -> None:
+    samples = {"bench_1": [40.0, 50.0, 60.0], "bare_1": [100.0, 100.0], "bench_3": [90.0],
+               "bench_eos_3": [30.0, 30.0], "bare_3": [120.0, 80.0, 100.0]}  # fmt: skip
+    lines = _page(tmp_path, [_result("bench_harness", {"settings": {}, "samples": samples})])
+    assert _row(lines, "edgepack bench: decode tok/s b1")[1:6] == [
+        "3", "50.0 tok/s", "40.0–60.0", "20.0%", "0.50× bare loop: decode tok/s b1"
+    ]  # fmt: skip
+    assert _row(lines, "edgepack bench: decode tok/s b3 (total)")[5] == (
+        "0.90× bare loop: decode tok/s b3 (total)"
+    )
+    assert _row(lines, "bench before #16, EOS-stopped batch: decode tok/s b3 (total)")[5] == (
+        "0.30× bare loop: decode tok/s b3 (total)"
+    )
+    assert _row(lines, "bare loop: decode tok/s b3 (total)")[1:3] == ["3", "100 tok/s"]
+
+
+def test_the_committed_bench_harness_rows_are_its_recorded_samples(tmp_path: Path) -> None:
+    recorded = json.loads((COMMITTED / "bench_harness.json").read_text())
+    samples = recorded["data"]["samples"]
+    lines = _page(tmp_path, [recorded])
+    assert set(samples) == set(SERIES)
+    for series, (label, peer) in SERIES.items():
+        median = statistics.median(samples[series])
+        cells = _row(lines, label)
+        assert cells[1:3] == [str(len(samples[series])), f"{number(median)} tok/s"]
+        assert cells[3] == f"{number(min(samples[series]))}–{number(max(samples[series]))}"
+        if peer:
+            ratio = median / statistics.median(samples[peer])
+            assert cells[5] == f"{ratio:.2f}× {SERIES[peer][0]}"
+
+
 def test_the_committed_results_regenerate(tmp_path: Path) -> None:
     """Every committed result file is one the report reads."""
-    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     out = tmp_path / "BENCHMARKS.md"
-    report(committed, out)
-    names = {path.stem for path in committed.glob("*.json")}
+    report(COMMITTED, out)
+    names = {path.stem for path in COMMITTED.glob("*.json")}
     assert names and names <= set(BENCHMARKS)
     assert all(f"`{name}`" in out.read_text() for name in names)
 
