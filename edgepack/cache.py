@@ -27,6 +27,8 @@ CACHE_DIR_ENV = "EDGEPACK_CACHE_DIR"
 ENTRY_FILE = "entry.json"
 OUTPUT_DIR = "output"
 STALE_TEMP_SECONDS = 24 * 3600
+HASH_INDEX_FILE = "file-hashes.json"
+"""The cache root's :class:`FileHashIndex`."""
 
 
 def default_cache_root() -> Path:

@@ -77,7 +77,7 @@ def deploy(
     stopped. Several hosts are deployed concurrently; one failing does not stop the others.
     """
     from edgepack.bundle import latest_bundle, verify_bundle
-    from edgepack.cache import default_cache_root
+    from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
     from edgepack.errors import BadInputError
     from edgepack.remote.fleet import deploy_fleet, remember_deploy
     from edgepack.remote.hosts import resolve_hosts
@@ -89,7 +89,9 @@ def deploy(
     cache_root = cache_dir or default_cache_root()
     specs = resolve_hosts(host or [], inventory)
     bundle_dir = bundle or latest_bundle(cache_root)
-    manifest = verify_bundle(bundle_dir)
+    hashes = FileHashIndex(cache_root / HASH_INDEX_FILE)
+    manifest = verify_bundle(bundle_dir, hashes)
+    hashes.save()
     registry = TargetRegistry.default(targets_dir or [])
     from edgepack.backends.edgellm.on_device import deploy_steps
 

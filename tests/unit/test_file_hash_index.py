@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from edgepack import cache
+from edgepack.bundle import verify_bundle
 from edgepack.cache import FileHashIndex, sha256_file
+from edgepack.errors import BundleError
+from tests.integration.conftest import make_bundle
 
 
 @pytest.fixture
@@ -90,3 +93,20 @@ def test_an_index_of_the_old_format_rehashes_once(tmp_path: Path, reads: list[Pa
     assert index.sha256(weights) == sha256_file(weights)
     assert index.sha256(weights) == sha256_file(weights)
     assert len(reads) == 1
+
+
+def test_verify_bundle_with_an_index_reads_unchanged_files_once_and_catches_a_change(
+    tmp_path: Path, reads: list[Path]
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"a" * 64, "cfg.json": b"{}"})
+    reads.clear()  # making the bundle hashed its sources
+    index = FileHashIndex(tmp_path / "index.json")
+    verify_bundle(bundle, index)
+    index.save()
+    hashed = len(reads)
+    assert hashed == 3  # the two engine files and prompts.json
+    verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
+    assert len(reads) == hashed
+    _rewrite_keeping_size_and_mtime(bundle / "engine" / "weights.bin", b"b" * 64)
+    with pytest.raises(BundleError, match=r"weights\.bin: sha256 differs"):
+        verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
