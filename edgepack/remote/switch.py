@@ -40,13 +40,14 @@ ln -sfn -- "releases/$2" "current.tmp-$4"
 """
 
 # Makes the switch durable, records it in the history, then removes what is no longer wanted:
-# releases with their venv sidecars, the venvs no kept release names, the lock last.
+# releases with their venv sidecars and fingerprint records, the venvs no kept release names, the
+# lock last.
 FINISH_SCRIPT = (
     """sync -- "$1" 2>/dev/null || sync
 printf '%s\\n' "$2" >> "$1/history"
 root=$1
 shift 2
-for doomed; do rm -rf -- "$doomed.venv" "$doomed"; done
+for doomed; do rm -rf -- "$doomed.venv" "$doomed" "$root/.fingerprints/${doomed##*/}"; done
 set -- "$root"
 """
     + PRUNE_VENVS

@@ -148,7 +148,7 @@ def deploy(
         report.steps = _steps(connector, plan, manifest, facts, options, dry_run=True)
         return report
     with device_lock(connector, facts.root, options.break_lock) as lock:
-        plan = make_plan(connector, bundle, facts.root, progress)
+        plan = make_plan(connector, bundle, facts.root, progress, remember=False)
         _check_space(plan, facts)
         if plan.no_change:
             progress.phase(host, "no change")

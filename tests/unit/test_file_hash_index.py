@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from edgepack.bundle import verify_bundle
 from edgepack.cache import FileHashIndex, sha256_file
 from edgepack.errors import BundleError
 from tests.integration.conftest import make_bundle
+from tests.unit.file_edits import rewrite_keeping_size_and_mtime
 
 
 @pytest.fixture
@@ -39,18 +39,6 @@ def test_an_unchanged_file_is_read_once_across_processes(tmp_path: Path, reads: 
     assert reads == [weights]
 
 
-def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
-    """New bytes of the same length, the old mtime put back: only the ctime tells."""
-    before = path.stat()
-    for _ in range(200):  # the ctime clock ticks coarsely: write until it has moved
-        path.write_bytes(data)
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-        if path.stat().st_ctime_ns != before.st_ctime_ns:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the ctime never moved")
-
-
 def test_a_rewrite_with_the_same_size_and_mtime_is_rehashed(
     tmp_path: Path, reads: list[Path]
 ) -> None:
@@ -58,7 +46,7 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_rehashed(
     weights.write_bytes(b"a" * 64)
     index = FileHashIndex(tmp_path / "index.json")
     old = index.sha256(weights)
-    _rewrite_keeping_size_and_mtime(weights, b"b" * 64)
+    rewrite_keeping_size_and_mtime(weights, b"b" * 64)
     after = weights.stat()
     assert after.st_size == 64
     new = index.sha256(weights)
@@ -107,6 +95,6 @@ def test_verify_bundle_with_an_index_reads_unchanged_files_once_and_catches_a_ch
     assert hashed == 3  # the two engine files and prompts.json
     verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
     assert len(reads) == hashed
-    _rewrite_keeping_size_and_mtime(bundle / "engine" / "weights.bin", b"b" * 64)
+    rewrite_keeping_size_and_mtime(bundle / "engine" / "weights.bin", b"b" * 64)
     with pytest.raises(BundleError, match=r"weights\.bin: sha256 differs"):
         verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
