@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from edgepack.bundle import Manifest
 from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.current import already_current
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import (
     VenvReport,
@@ -132,6 +133,10 @@ def deploy(
     started = time.monotonic()
     host = connector.label
     bundle = LocalBundle.of(bundle_dir, manifest)
+    if not options.dry_run and not options.steps:
+        found = _already_current(connector, bundle, options, progress, started)
+        if found is not None:
+            return found
     progress.phase(host, "gathering facts")
     facts = gather_facts(connector, options.root)
     _refuse_incompatible(manifest, facts, registry)
@@ -141,14 +146,14 @@ def deploy(
         _refuse_if(facts, step.refusals(connector, manifest, facts), f"see `edgepack doctor "
                    f"--host {facts.host}` for what the device has")  # fmt: skip
     if options.dry_run:
-        plan = make_plan(connector, bundle, facts.root, progress)
+        plan = make_plan(connector, bundle, facts.root, progress, remember=False)
         _check_space(plan, facts)
         report = _report(plan, manifest, "dry run", started)
         report.venv = _venv(connector, plan, manifest, facts, options, dry_run=True)
         report.steps = _steps(connector, plan, manifest, facts, options, dry_run=True)
         return report
     with device_lock(connector, facts.root, options.break_lock) as lock:
-        plan = make_plan(connector, bundle, facts.root, progress, remember=False)
+        plan = make_plan(connector, bundle, facts.root, progress)
         _check_space(plan, facts)
         if plan.no_change:
             progress.phase(host, "no change")
@@ -170,6 +175,25 @@ def deploy(
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
     report.steps = steps
+    return report
+
+
+def _already_current(
+    connector: Connector,
+    bundle: LocalBundle,
+    options: DeployOptions,
+    progress: DeployProgress,
+    started: float,
+) -> DeployReport | None:
+    """The "no change" report, in one read-only round trip, when the bundle is current as a
+    deploy would leave it (then it takes no lock and gathers no facts); None: deploy it."""
+    progress.phase(connector.label, "checking the current release")
+    current = already_current(connector, bundle, options.root, options.venv)
+    if current is None:
+        return None
+    progress.phase(connector.label, "no change")
+    report = _report(current.plan, bundle.manifest, "no change", started)
+    report.venv = current.venv
     return report
 
 
