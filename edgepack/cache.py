@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 CACHE_DIR_ENV = "EDGEPACK_CACHE_DIR"
 ENTRY_FILE = "entry.json"
 OUTPUT_DIR = "output"
@@ -85,6 +83,8 @@ class StageCache:
 
         With ``force`` the stage runs again and its output replaces the old entry.
         """
+        from filelock import FileLock  # not needed by commands that only read the cache (deploy)
+
         self.locks.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.locks / f"{key}.lock")):
             existing = self.lookup(key)
