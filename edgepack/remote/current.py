@@ -20,7 +20,7 @@ from edgepack.remote.device_env import (
     venv_wheels,
 )
 from edgepack.remote.facts import PLATFORM_SNIPPET, PROBE_SNIPPET, PYTHON_LIMIT_S, parse_facts
-from edgepack.remote.fingerprints import LISTING_SNIPPET, Listing
+from edgepack.remote.fingerprints import SNIPPET, Listing
 from edgepack.remote.layout import CURRENT, RELEASES, is_generation
 from edgepack.remote.sync_plan import DeployPlan, FileStep, LocalBundle, RemoteState
 
@@ -28,7 +28,7 @@ from edgepack.remote.sync_plan import DeployPlan, FileStep, LocalBundle, RemoteS
 # picks the venv's wheels. Prints nothing past the root while a deploy holds the lock.
 CURRENT_SCRIPT = (
     PROBE_SNIPPET
-    + LISTING_SNIPPET
+    + SNIPPET
     + r"""
 cd "$root" 2>/dev/null && [ ! -e .deploy-lock ] || exit 0
 current=$(readlink current) || exit 0

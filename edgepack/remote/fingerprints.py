@@ -10,33 +10,57 @@ stale record, simply means hashing.
 
 from __future__ import annotations
 
-import posixpath
 import re
 import uuid
 from dataclasses import dataclass, field
 
 from edgepack.bundle import path_problem
 from edgepack.remote.connector import Connector, shell
-from edgepack.remote.layout import FINGERPRINTS
 
-# listing DIR RECORD: "fp=SIZE MTIME CTIME INODE ./PATH" for every file under DIR (one stat call;
-# "file=SIZE ./PATH" where stat cannot print ns times), then RECORD as "record=" lines.
-LISTING_SNIPPET = """listing() {
+# fp_format DIR: sets $format to the stat format of fingerprints ("fp=SIZE MTIME CTIME INODE
+# PATH") where stat prints ns times for DIR, else to "file=SIZE PATH".
+# clock ROOT: prints the device's file clock ("now=", the ctime of a file made now).
+# listing DIR RECORD: every file under DIR as fp_format has it (one stat call), then RECORD as
+# "record=" lines.
+# write_record ROOT NAME TOKEN: stdin becomes ROOT/.fingerprints/NAME, atomically.
+SNIPPET = """fp_format() {
   case $(stat -c %.9Y -- "$1" 2>/dev/null) in
     *[!0-9.]* | "") format='file=%s %n' ;;
     *.?????????) format='fp=%s %.9Y %.9Z %i %n' ;;
     *) format='file=%s %n' ;;
   esac
+}
+clock() {
+  mkdir -p -- "$1/.fingerprints" 2>/dev/null || return 0
+  : > "$1/.fingerprints/.clock-$$" &&
+    printf 'now=%s\\n' "$(stat -c %.9Z -- "$1/.fingerprints/.clock-$$" 2>/dev/null)"
+  rm -f -- "$1/.fingerprints/.clock-$$"
+}
+listing() {
+  fp_format "$1"
   (cd "$1" && find . -type f -exec stat -c "$format" {} +)
   [ "${format%%=*}" = fp ] && [ -f "$2" ] && sed 's/^/record=/' "$2"
   return 0
+}
+write_record() {
+  mkdir -p -- "$1/.fingerprints" && cat > "$1/.fingerprints/$2.tmp-$3" &&
+    mv -f -- "$1/.fingerprints/$2.tmp-$3" "$1/.fingerprints/$2"
+  rm -f -- "$1/.fingerprints/$2.tmp-$3"
 }"""
 
-# $1 the record's directory, $2 its name, $3 a token: the record from stdin, replaced atomically.
-WRITE_SCRIPT = """mkdir -p -- "$1" && cat > "$1/$2.tmp-$3" && mv -f -- "$1/$2.tmp-$3" "$1/$2"
-status=$?
-rm -f -- "$1/$2.tmp-$3"
-exit $status"""
+# $1 the deploy root, $2 a directory, then files in it: the clock, their fingerprints, then their
+# sha256s ("sha256=DIGEST  PATH"). Each stat comes before the hash: a later write moves it.
+HASH_SCRIPT = (
+    SNIPPET
+    + """
+clock "$1"
+cd "$2" || exit 1
+shift 2
+fp_format .
+[ "${format%%=*}" = fp ] && stat -c "$format" -- "$@"
+sha256sum -- "$@" | sed 's/^/sha256=/'
+exit 0"""
+)
 
 _TIME = re.compile(r"(\d+)\.(\d{9})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -54,6 +78,8 @@ class Listing:
     """Path → (fingerprint, sha256) as the record has them."""
     now_ns: int | None = None
     """The device's file clock before the listing: newer files are not recorded yet."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """Path → sha256 as ``sha256sum`` printed it."""
 
     def add(self, key: str, value: str) -> None:
         """One ``key=value`` line of the listing; other keys are ignored."""
@@ -70,6 +96,9 @@ class Listing:
                 self.recorded[parts[5]] = (" ".join(parts[:4]), parts[4])
         elif key == "now":
             self.now_ns = _nanoseconds(value)
+        elif key == "sha256":
+            digest, _, path = value.partition("  ")
+            self.digests[path] = digest
 
     def _add_file(self, path: str, size: str, stat: str | None) -> None:
         path = path.removeprefix("./")
@@ -112,14 +141,28 @@ def _ctime_ns(stat: str) -> int:
     return ctime if ctime is not None else 1 << 62  # never older than the clock: never recorded
 
 
-def record_path(root: str, release: str) -> str:
-    return posixpath.join(root, FINGERPRINTS, release)
+def hash_files(
+    connector: Connector, root: str, directory: str, paths: list[str]
+) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """sha256 of each existing file of ``paths`` (relative to ``directory``), in one command, and
+    the record entries it makes."""
+    if not paths:
+        return {}, {}
+    listing = Listing()
+    result = connector.run(shell(HASH_SCRIPT, root, directory, *paths), check=False, timeout=None)
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        listing.add(key, value)
+    return listing.digests, listing.record(listing.digests)
+
+
+def record_text(entries: dict[str, tuple[str, str]]) -> bytes:
+    lines = (f"{stat} {digest} {path}\n" for path, (stat, digest) in sorted(entries.items()))
+    return "".join(lines).encode()
 
 
 def write_record(
     connector: Connector, root: str, release: str, entries: dict[str, tuple[str, str]]
 ) -> None:
-    text = "".join(f"{stat} {digest} {path}\n" for path, (stat, digest) in sorted(entries.items()))
-    directory = posixpath.join(root, FINGERPRINTS)
-    script = shell(WRITE_SCRIPT, directory, release, uuid.uuid4().hex[:8])
-    connector.run(script, stdin=text.encode(), check=False)
+    script = shell(SNIPPET + '\nwrite_record "$@"', root, release, uuid.uuid4().hex[:8])
+    connector.run(script, stdin=record_text(entries), check=False)

@@ -23,7 +23,6 @@ PREVIOUS = "previous"
 PARTIAL = ".partial"
 LOCK = ".deploy-lock"
 HISTORY = "history"
-FINGERPRINTS = ".fingerprints"
 GENERATION = "~"
 """``<short-id>~<token>``: a repaired copy of a release, made beside the broken one."""
 

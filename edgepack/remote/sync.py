@@ -35,6 +35,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
+from edgepack.remote.fingerprints import hash_files
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
     under,
@@ -52,6 +53,7 @@ from edgepack.remote.sync_plan import (
 from edgepack.targets import TargetRegistry
 
 SPACE_RESERVE_BYTES = 16 << 20
+RACY_RETRIES, RACY_WAIT_S = 2, 0.01
 
 
 class SilentProgress:
@@ -163,14 +165,14 @@ def deploy(
             if report.venv is not None:  # the venv link follows the release's own venv
                 switch_to(connector, plan.root, plan.release, plan.device)
             return report
-        sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
+        sent, record = _apply(connector, plan, bundle, progress) if plan.files_change else (0, {})
         venv = _venv(connector, plan, manifest, facts, options)
         steps = _steps(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
         previous = switch_to(connector, plan.root, plan.release, plan.device, plan.replaces)
         after = after_switch(plan.device, plan.release, previous, plan.replaces)
         pruned = doomed_releases(after, options.keep) + ([plan.replaces] if plan.replaces else [])
-        finish(connector, plan.root, plan.release, pruned, lock)
+        finish(connector, plan.root, plan.release, pruned, lock, record)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
@@ -213,7 +215,7 @@ def upload_release(
         _check_free_space(connector, plan)
         sent = 0
         if plan.state != "installed" or plan.files_change:
-            sent = _apply(connector, plan, bundle, progress)
+            sent, _ = _apply(connector, plan, bundle, progress)
     return plan.final_dir, sent
 
 
@@ -379,19 +381,27 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> N
     )
 
 
+Record = dict[str, tuple[str, str]]
+"""Fingerprint record entries (remote/fingerprints.py): path → (fingerprint, sha256)."""
+
+
 def _apply(
     connector: Connector, plan: DeployPlan, bundle: LocalBundle, progress: DeployProgress
-) -> int:
-    """Fill the partial release, verify it on the device, make it durable, rename it into place."""
+) -> tuple[int, Record]:
+    """Fill the partial release, verify it on the device, make it durable, rename it into place.
+    Returns the bytes sent and the fingerprints of the files it verified."""
     host, staging = plan.host, plan.partial_dir
     links = [s for s in plan.steps if s.action == "link"]
     if links:
         progress.phase(host, f"linking {len(links)} unchanged files")
     _prepare(connector, plan, links)
-    with _Verifier(connector, staging) as verifier:
+    executable = {r.path for r in bundle.manifest.files if r.executable}
+    # Modes change before the hashes: a chmod moves the ctime its fingerprint records.
+    in_place = [s.path for s in plan.steps if not s.bytes_to_send and s.path in executable]
+    _mark_executables(connector, staging, in_place)
+    with _Verifier(connector, plan.root, staging) as verifier:
         verifier.add([s.path for s in links])
-        sent = _upload(connector, plan, bundle.directory, progress, verifier)
-        _mark_executables(connector, staging, bundle.manifest)
+        sent = _upload(connector, plan, bundle.directory, progress, verifier, executable)
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
         digests = verifier.finish()
     _check_digests(connector, plan, digests)
@@ -400,13 +410,12 @@ def _apply(
     connector.flush([staging])
     connector.rename(staging, plan.final_dir)
     connector.flush([posixpath.dirname(plan.final_dir)])
-    return sent
+    return sent, verifier.entries
 
 
-def _mark_executables(connector: Connector, staging: str, manifest: Manifest) -> None:
-    executables = [under(staging, r.path) for r in manifest.files if r.executable]
-    if executables:
-        connector.run(["chmod", "a+x", "--", *executables])
+def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> None:
+    if paths:
+        connector.run(["chmod", "a+x", "--", *(under(staging, path) for path in paths)])
 
 
 class _Verifier:
@@ -415,9 +424,10 @@ class _Verifier:
     One worker thread; each device command hashes every file queued since the previous one.
     """
 
-    def __init__(self, connector: Connector, directory: str) -> None:
-        self.connector, self.directory = connector, directory
+    def __init__(self, connector: Connector, root: str, directory: str) -> None:
+        self.connector, self.root, self.directory = connector, root, directory
         self.digests: dict[str, str] = {}
+        self.entries: Record = {}
         self.count = 0
         self._pending: list[str] = []
         self._ready = threading.Condition()
@@ -442,7 +452,20 @@ class _Verifier:
         self._close()
         if self._error is not None:
             raise self._error
+        self._fingerprint_the_last_written()
         return self.digests
+
+    def _fingerprint_the_last_written(self) -> None:
+        """Files written within the file clock's tick before their hash are not recorded (a write
+        in that tick after the stat would not move their ctime); a file system clock ticks every
+        few ms, so hashing them again a moment later records them."""
+        for _ in range(RACY_RETRIES):
+            racy = [path for path in self.digests if path not in self.entries]
+            if not racy:
+                return
+            time.sleep(RACY_WAIT_S)
+            digests, entries = hash_files(self.connector, self.root, self.directory, racy)
+            self.entries |= {p: e for p, e in entries.items() if digests[p] == self.digests[p]}
 
     def _close(self) -> None:
         with self._ready:
@@ -453,7 +476,9 @@ class _Verifier:
     def _work(self) -> None:
         while batch := self._next_batch():
             try:
-                self.digests |= self.connector.sha256(self.directory, batch)
+                digests, entries = hash_files(self.connector, self.root, self.directory, batch)
+                self.digests |= digests
+                self.entries |= entries
             except BaseException as error:  # re-raised by finish() in the deploying thread
                 self._error = error
                 return
@@ -472,6 +497,7 @@ def _upload(
     bundle_dir: Path,
     progress: DeployProgress,
     verifier: _Verifier,
+    executable: set[str],
 ) -> int:
     """Send what is missing, largest file first: its hash on the device overlaps the rest."""
     total, done = plan.bytes_to_send, 0
@@ -487,6 +513,9 @@ def _upload(
             progress.phase(plan.host, f"{verb} {step.path}")
             remote = under(plan.partial_dir, step.path)
             connector.put(bundle_dir / step.path, remote, step.offset, moved)
+            _mark_executables(
+                connector, plan.partial_dir, [step.path] if step.path in executable else []
+            )
             verifier.add([step.path])
     return done
 

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
 from edgepack.cache import sha256_file
 from edgepack.remote.connector import Connector, shell
-from edgepack.remote.fingerprints import LISTING_SNIPPET, Listing, write_record
+from edgepack.remote.fingerprints import SNIPPET, Listing, write_record
 from edgepack.remote.layout import GENERATION, PARTIAL, RELEASES, is_generation, under
 
 Action = Literal["keep", "link", "resume", "upload"]
@@ -133,14 +133,10 @@ done
 # The files of releases/$2 with their fingerprints and its fingerprint record (see
 # remote/fingerprints.py); with $3 "remember", first the device's file clock ("now=").
 FILES_SCRIPT = (
-    LISTING_SNIPPET
+    SNIPPET
     + """
 [ -d "$1/releases/$2" ] || exit 0
-if [ "$3" = remember ] && mkdir -p -- "$1/.fingerprints" 2>/dev/null; then
-  clock=$1/.fingerprints/.clock-$$
-  : > "$clock" && printf 'now=%s\\n' "$(stat -c %.9Z -- "$clock" 2>/dev/null)"
-  rm -f -- "$clock"
-fi
+[ "$3" = remember ] && clock "$1"
 listing "$1/releases/$2" "$1/.fingerprints/$2"
 exit 0"""
 )

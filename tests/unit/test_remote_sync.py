@@ -213,6 +213,11 @@ def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry)
     deployed = tmp_path / "device" / "releases" / report.release / "runtime"
     assert os.access(deployed / "bin" / "tool", os.X_OK)
     assert not os.access(deployed / "notes.txt", os.X_OK)
+    device = Recording()  # the modes were set before the hashes and their fingerprints
+    assert _deploy(tmp_path / "with-runtime", tmp_path / "device", registry, device).status == (
+        "no change"
+    )
+    assert len(device.commands) == 1
 
 
 def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
@@ -240,17 +245,21 @@ def test_a_current_bundle_is_recognised_in_one_round_trip_that_hashes_nothing(
     root = tmp_path / "dev"
     first = _deploy(bundle, root, registry)
     record = root / ".fingerprints" / first.release
-    record.unlink(missing_ok=True)
-    full = Recording()
-    slow = _deploy(bundle, root, registry, full)  # the whole deploy, which records the sha256s
-    assert slow.status == "no change" and "engine/weights.bin" in full.hashed()
     assert len(record.read_text().splitlines()) == 4  # the three files and manifest.json
     device = Recording()
-    fast = _deploy(bundle, root, registry, device)
+    fast = _deploy(bundle, root, registry, device)  # right after the deploy that verified them
     assert len(device.commands) == 1 and device.hashed() == []
-    _same_report(fast, slow)
     assert fast.files == {"keep": 4, "link": 0, "resume": 0, "upload": 0}
     assert not (root / LOCK).exists()
+
+    record.unlink()
+    full = Recording()
+    slow = _deploy(bundle, root, registry, full)  # the whole deploy, which records them again
+    assert slow.status == "no change" and "engine/weights.bin" in full.hashed()
+    _same_report(fast, slow)
+    again = Recording()
+    _same_report(_deploy(bundle, root, registry, again), slow)
+    assert len(again.commands) == 1
 
 
 def test_a_same_size_change_on_the_device_is_found_and_repaired_as_before(
@@ -267,8 +276,14 @@ def test_a_same_size_change_on_the_device_is_found_and_repaired_as_before(
     assert (repaired.status, repaired.bytes_sent) == ("deployed", 5000)
     assert repaired.release.startswith(first.release + "~")
     verify_bundle(root / "current")
-    assert [p.name for p in (root / ".fingerprints").iterdir()] == []  # the broken copy's went
+    # The broken copy's record went with it; the repaired copy's was written as it was verified.
+    assert [p.name for p in (root / ".fingerprints").iterdir()] == [repaired.release]
+    # Removing the broken copy moved the link counts, so the ctimes, of the files the repaired
+    # copy shares with it: one full deploy hashes those again, and the next is one round trip.
     assert _deploy(bundle, root, registry).status == "no change"
+    device = Recording()
+    assert _deploy(bundle, root, registry, device).status == "no change"
+    assert len(device.commands) == 1
 
 
 def test_a_recorded_sha256_that_is_not_the_manifests_is_hashed_again(
