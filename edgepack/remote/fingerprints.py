@@ -62,6 +62,9 @@ sha256sum -- "$@" | sed 's/^/sha256=/'
 exit 0"""
 )
 
+Record = dict[str, tuple[str, str]]
+"""A fingerprint record's entries: path → (fingerprint "size mtime ctime inode", sha256)."""
+
 _TIME = re.compile(r"(\d+)\.(\d{9})")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -74,7 +77,7 @@ class Listing:
     """Every file under it (strays included) → its size."""
     stats: dict[str, str] = field(default_factory=dict)
     """Path → "size mtime ctime inode" (absent where stat could not print ns times)."""
-    recorded: dict[str, tuple[str, str]] = field(default_factory=dict)
+    recorded: Record = field(default_factory=dict)
     """Path → (fingerprint, sha256) as the record has them."""
     now_ns: int | None = None
     """The device's file clock before the listing: newer files are not recorded yet."""
@@ -118,7 +121,7 @@ class Listing:
                 found[path] = digest
         return found
 
-    def record(self, digests: dict[str, str]) -> dict[str, tuple[str, str]]:
+    def record(self, digests: dict[str, str]) -> Record:
         """What the record should hold once ``digests`` were measured: files changed since the
         listing began are left out (a write within the same clock tick would not move them)."""
         if self.now_ns is None:
@@ -143,7 +146,7 @@ def _ctime_ns(stat: str) -> int:
 
 def hash_files(
     connector: Connector, root: str, directory: str, paths: list[str]
-) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+) -> tuple[dict[str, str], Record]:
     """sha256 of each existing file of ``paths`` (relative to ``directory``), in one command, and
     the record entries it makes."""
     if not paths:
@@ -156,13 +159,11 @@ def hash_files(
     return listing.digests, listing.record(listing.digests)
 
 
-def record_text(entries: dict[str, tuple[str, str]]) -> bytes:
+def record_text(entries: Record) -> bytes:
     lines = (f"{stat} {digest} {path}\n" for path, (stat, digest) in sorted(entries.items()))
     return "".join(lines).encode()
 
 
-def write_record(
-    connector: Connector, root: str, release: str, entries: dict[str, tuple[str, str]]
-) -> None:
+def write_record(connector: Connector, root: str, release: str, entries: Record) -> None:
     script = shell(SNIPPET + '\nwrite_record "$@"', root, release, uuid.uuid4().hex[:8])
     connector.run(script, stdin=record_text(entries), check=False)

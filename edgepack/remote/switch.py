@@ -15,7 +15,7 @@ from edgepack.remote.device_env import (
     VENV_LINK,
 )
 from edgepack.remote.facts import gather_facts
-from edgepack.remote.fingerprints import SNIPPET, record_text
+from edgepack.remote.fingerprints import SNIPPET, Record, record_text
 from edgepack.remote.layout import (
     CURRENT,
     GENERATION,
@@ -121,7 +121,7 @@ def finish(
     release: str,
     doomed: list[str],
     lock: DeviceLock,
-    record: dict[str, tuple[str, str]] | None = None,
+    record: Record | None = None,
 ) -> None:
     """Append ``release`` to the history, write its fingerprint ``record`` (if any), prune
     ``doomed`` and release the lock: one command."""

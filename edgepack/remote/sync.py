@@ -35,7 +35,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.fingerprints import hash_files
+from edgepack.remote.fingerprints import Record, hash_files
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
     under,
@@ -379,10 +379,6 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> N
             *(s.path for s in plan.steps if s.bytes_to_send),
         )
     )
-
-
-Record = dict[str, tuple[str, str]]
-"""Fingerprint record entries (remote/fingerprints.py): path → (fingerprint, sha256)."""
 
 
 def _apply(
