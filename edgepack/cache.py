@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 CACHE_DIR_ENV = "EDGEPACK_CACHE_DIR"
 ENTRY_FILE = "entry.json"
 OUTPUT_DIR = "output"
 STALE_TEMP_SECONDS = 24 * 3600
+HASH_INDEX_FILE = "file-hashes.json"
+"""The cache root's :class:`FileHashIndex`."""
 
 
 def default_cache_root() -> Path:
@@ -83,6 +83,8 @@ class StageCache:
 
         With ``force`` the stage runs again and its output replaces the old entry.
         """
+        from filelock import FileLock  # not needed by commands that only read the cache (deploy)
+
         self.locks.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.locks / f"{key}.lock")):
             existing = self.lookup(key)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from edgepack import __version__
 from edgepack.backends import BACKENDS, Stage, StageContext
 from edgepack.bundle import ENGINE_DIR, PROMPTS_FILE, Manifest, write_bundle
-from edgepack.cache import CacheEntry, FileHashIndex, StageCache, content_key
+from edgepack.cache import HASH_INDEX_FILE, CacheEntry, FileHashIndex, StageCache, content_key
 from edgepack.errors import BadInputError, ToolMissingError
 from edgepack.models import ModelSource
 from edgepack.plan import Plan
@@ -252,7 +252,7 @@ def build_bundle(
 ) -> BuildResult:
     """Run the pipeline and seal its output into a bundle at ``destination``."""
     events = events or PipelineEvents()
-    hashes = FileHashIndex(cache.root / "file-hashes.json")
+    hashes = FileHashIndex(cache.root / HASH_INDEX_FILE)
     model_hash = hashes.tree_hash(source.directory)
     runs = run_pipeline(
         plan,

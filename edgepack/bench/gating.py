@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgepack.bench.result import RunResult
 from edgepack.bundle import Manifest, read_manifest
-from edgepack.cache import FileHashIndex
+from edgepack.cache import HASH_INDEX_FILE, FileHashIndex
 from edgepack.errors import BadInputError, QualityGateError
 from edgepack.models import resolve_model_source
 from edgepack.quality.gate import gate_run
@@ -28,7 +28,7 @@ class GateSubject:
     def of_model(cls, reference_model: str, cache_root: Path, klass: str) -> GateSubject:
         """A source model named as ``--model`` is (folder, demo name, cached hub id)."""
         source = resolve_model_source(reference_model, cache_root)
-        hashes = FileHashIndex(cache_root / "file-hashes.json")
+        hashes = FileHashIndex(cache_root / HASH_INDEX_FILE)
         model_hash = hashes.tree_hash(source.directory)
         hashes.save()
         return cls(source.directory, model_hash, klass)

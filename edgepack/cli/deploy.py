@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,8 +16,9 @@ from edgepack.cli.output import console, err_console, human_bytes, print_json
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from edgepack.bundle import Manifest
     from edgepack.remote.fleet import HostOutcome
-    from edgepack.remote.sync import DeployReport
+    from edgepack.remote.sync import DeployReport, ReleaseStep
 
 HostsOption = Annotated[
     list[str] | None,
@@ -77,11 +79,11 @@ def deploy(
     stopped. Several hosts are deployed concurrently; one failing does not stop the others.
     """
     from edgepack.bundle import latest_bundle, verify_bundle
-    from edgepack.cache import default_cache_root
+    from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
     from edgepack.errors import BadInputError
     from edgepack.remote.fleet import deploy_fleet, remember_deploy
     from edgepack.remote.hosts import resolve_hosts
-    from edgepack.remote.sync import DeployOptions
+    from edgepack.remote.sync import DeployOptions, SilentProgress
     from edgepack.targets import TargetRegistry
 
     if keep < 1:
@@ -89,16 +91,17 @@ def deploy(
     cache_root = cache_dir or default_cache_root()
     specs = resolve_hosts(host or [], inventory)
     bundle_dir = bundle or latest_bundle(cache_root)
-    manifest = verify_bundle(bundle_dir)
+    hashes = FileHashIndex(cache_root / HASH_INDEX_FILE)
+    manifest = verify_bundle(bundle_dir, hashes)
+    hashes.save()
     registry = TargetRegistry.default(targets_dir or [])
-    from edgepack.backends.edgellm.on_device import deploy_steps
-
-    steps = deploy_steps(manifest, cache_root / "logs")
     options = DeployOptions(
-        root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv, steps=steps
-    )
-    with TransferBars(disabled=json_output) as bars:
-        outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, bars, timeout)
+        root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv,
+        steps=_release_steps(manifest, cache_root),
+    )  # fmt: skip
+    bars = nullcontext(SilentProgress()) if json_output else TransferBars()
+    with bars as progress:
+        outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, progress, timeout)
     remember_deploy(cache_root, specs, outcomes)
     if json_output:
         print_json([outcome.as_dict() for outcome in outcomes])
@@ -106,6 +109,16 @@ def deploy(
         for outcome in outcomes:
             _print_outcome(outcome, manifest.short_id)
     _exit_with_failures(outcomes)
+
+
+def _release_steps(manifest: Manifest, cache_root: Path) -> tuple[ReleaseStep, ...]:
+    """The backend's work on the device; only Edge-LLM bundles have any (its import is not
+    free, and a no-change deploy is meant to take a fraction of a second)."""
+    if manifest.recipe.get("backend") != "edgellm":
+        return ()
+    from edgepack.backends.edgellm.on_device import deploy_steps
+
+    return deploy_steps(manifest, cache_root / "logs")
 
 
 def _print_host_error(host: str, message: str, hint: str | None) -> None:
@@ -219,7 +232,7 @@ def rollback(
 class TransferBars:
     """Rich progress: one bar per host, bytes and rate, the phase as its description."""
 
-    def __init__(self, disabled: bool) -> None:
+    def __init__(self) -> None:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -237,7 +250,6 @@ class TransferBars:
             TransferSpeedColumn(),
             TimeElapsedColumn(),
             console=console,
-            disable=disabled,
             transient=True,
         )
         self.tasks: dict[str, TaskID] = {}

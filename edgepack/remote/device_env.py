@@ -250,14 +250,12 @@ def ensure_venv(
     dry_run: bool = False,
 ) -> VenvReport | None:
     """Install the bundle's wheels into ``<root>/venv`` (reusing an identical venv)."""
-    minor = python_minor(facts)
-    if not carried_pythons(manifest) or minor is None or facts.python is None:
+    if facts.python is None or (picked := venv_wheels(manifest, facts)) is None:
         return None  # venv_problems() refused the other cases before anything was sent
-    chosen = choose_wheels(carried_wheels(manifest), minor, facts.arch, parse_glibc(facts.glibc))
-    key = venv_key(manifest, chosen, facts.python_version or "")
+    chosen, key = picked
     path = posixpath.join(facts.root, VENV_LINK)
     if dry_run:
-        return VenvReport(path, facts.python_version or "", len(chosen), "planned")
+        return venv_report(facts, chosen, "planned")
     wheels = [posixpath.join(release_dir, wheel.path) for wheel in chosen]
     script = shell(ENSURE_VENV, facts.root, key, facts.python, UNPACK_WHEELS, release_dir, *wheels)
     result = connector.run(script, timeout=900, check=False)
@@ -272,4 +270,18 @@ def ensure_venv(
             f"{result.error_line()}; `current` was not switched",
             hint=hint,
         )
-    return VenvReport(path, facts.python_version or "", len(chosen), result.stdout.strip())
+    return venv_report(facts, chosen, result.stdout.strip())
+
+
+def venv_wheels(manifest: Manifest, facts: DeviceFacts) -> tuple[list[WheelFile], str] | None:
+    """The wheels deploy installs on this device and their venv's key; None: it installs none."""
+    minor = python_minor(facts)
+    if not carried_pythons(manifest) or minor is None:
+        return None
+    chosen = choose_wheels(carried_wheels(manifest), minor, facts.arch, parse_glibc(facts.glibc))
+    return chosen, venv_key(manifest, chosen, facts.python_version or "")
+
+
+def venv_report(facts: DeviceFacts, chosen: list[WheelFile], status: str) -> VenvReport:
+    path = posixpath.join(facts.root, VENV_LINK)
+    return VenvReport(path, facts.python_version or "", len(chosen), status)

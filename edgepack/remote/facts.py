@@ -15,9 +15,12 @@ from pydantic import BaseModel
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import FREE_KB_SNIPPET, Connector, shell
 
-FACTS_SCRIPT = (
-    FREE_KB_SNIPPET
-    + r"""
+PYTHON_LIMIT_S = 20
+"""Seconds the device's python3 may take to say what it is."""
+
+# $1 the deploy root, $2 the python3 time limit: `say KEY VALUE` prints a fact, `limited` runs a
+# command under the limit, `$root` is the deploy root resolved as the device's shell sees it.
+PROBE_SNIPPET = r"""
 say() { [ -n "$2" ] && printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')"; }
 has() { command -v "$1" >/dev/null 2>&1; }
 root=$1
@@ -28,15 +31,24 @@ limited() { if has timeout; then timeout "$limit" "$@"; else "$@"; fi; }
 case "$root" in "~") root=$HOME ;; "~/"*) root=$HOME/${root#"~/"} ;; esac
 case "$root" in /*) ;; *) root=$(pwd)/$root ;; esac
 say root "$root"
-say free_kb "$(free_kb "$root")"
-say arch "$(uname -m)"
+"""
+
+# What picks the wheels for the device (with python_version).
+PLATFORM_SNIPPET = r"""say arch "$(uname -m)"
+say glibc "$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc //p')"
+"""
+
+FACTS_SCRIPT = (
+    FREE_KB_SNIPPET
+    + PROBE_SNIPPET
+    + PLATFORM_SNIPPET
+    + r"""say free_kb "$(free_kb "$root")"
 say kernel "$(uname -r)"
 say hostname "$(uname -n)"
 [ -r /etc/os-release ] && say os "$(. /etc/os-release && echo "$PRETTY_NAME")"
 say cpu_model "$(grep -m1 -E '^(model name|Hardware|Model)[[:space:]]*:' /proc/cpuinfo |
   cut -d: -f2-)"
 say cpu_cores "$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
-say glibc "$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc //p')"
 say mem_total_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 say mem_available_kb "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
 [ -r /proc/device-tree/model ] && say device_model "$(tr -d '\0' < /proc/device-tree/model)"
@@ -182,6 +194,8 @@ def _gpu(csv_line: str) -> GpuFacts:
     )
 
 
-def gather_facts(connector: Connector, root: str, python_limit_s: int = 20) -> DeviceFacts:
+def gather_facts(
+    connector: Connector, root: str, python_limit_s: int = PYTHON_LIMIT_S
+) -> DeviceFacts:
     result = connector.run(shell(FACTS_SCRIPT, root, str(python_limit_s)), timeout=60)
     return parse_facts(connector.label, result.stdout)

@@ -7,6 +7,7 @@ current  -> releases/<id>      switched by renaming a new symlink over it
 previous -> releases/<id>      what `edgepack rollback` switches back to
 history                        release names in the order they became current
 .deploy-lock/                  one deploy at a time per root
+.fingerprints/<release>        its files' sha256s by their stat (remote/fingerprints.py)
 """
 
 from __future__ import annotations

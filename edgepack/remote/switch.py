@@ -15,6 +15,7 @@ from edgepack.remote.device_env import (
     VENV_LINK,
 )
 from edgepack.remote.facts import gather_facts
+from edgepack.remote.fingerprints import SNIPPET, Record, record_text
 from edgepack.remote.layout import (
     CURRENT,
     GENERATION,
@@ -39,14 +40,19 @@ fi
 ln -sfn -- "releases/$2" "current.tmp-$4"
 """
 
-# Makes the switch durable, records it in the history, then removes what is no longer wanted:
-# releases with their venv sidecars, the venvs no kept release names, the lock last.
+# Makes the switch durable, records it in the history (and with $3 "record", stdin as the
+# release's fingerprint record, $4 a token), then removes what is no longer wanted:
+# releases with their venv sidecars and fingerprint records, the venvs no kept release names, the
+# lock last.
 FINISH_SCRIPT = (
-    """sync -- "$1" 2>/dev/null || sync
+    SNIPPET
+    + """
+sync -- "$1" 2>/dev/null || sync
 printf '%s\\n' "$2" >> "$1/history"
+[ "$3" = record ] && write_record "$1" "$2" "$4"
 root=$1
-shift 2
-for doomed; do rm -rf -- "$doomed.venv" "$doomed"; done
+shift 4
+for doomed; do rm -rf -- "$doomed.venv" "$doomed" "$root/.fingerprints/${doomed##*/}"; done
 set -- "$root"
 """
     + PRUNE_VENVS
@@ -110,11 +116,19 @@ def doomed_releases(state: RemoteState, keep: int) -> list[str]:
 
 
 def finish(
-    connector: Connector, root: str, release: str, doomed: list[str], lock: DeviceLock
+    connector: Connector,
+    root: str,
+    release: str,
+    doomed: list[str],
+    lock: DeviceLock,
+    record: Record | None = None,
 ) -> None:
-    """Append ``release`` to the history, prune ``doomed`` and release the lock: one command."""
+    """Append ``release`` to the history, write its fingerprint ``record`` (if any), prune
+    ``doomed`` and release the lock: one command."""
     paths = [posixpath.join(root, RELEASES, name) for name in doomed]
-    connector.run(shell(FINISH_SCRIPT, root, release, *paths, lock.path))
+    flag, token = ("record" if record else ""), uuid.uuid4().hex[:8]
+    script = shell(FINISH_SCRIPT, root, release, flag, token, *paths, lock.path)
+    connector.run(script, stdin=record_text(record) if record else None)
     lock.released = True
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 from edgepack.bundle import Manifest
 from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.current import already_current
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import (
     VenvReport,
@@ -34,6 +35,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
+from edgepack.remote.fingerprints import Record, hash_files
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
     under,
@@ -51,6 +53,7 @@ from edgepack.remote.sync_plan import (
 from edgepack.targets import TargetRegistry
 
 SPACE_RESERVE_BYTES = 16 << 20
+RACY_RETRIES, RACY_WAIT_S = 2, 0.01
 
 
 class SilentProgress:
@@ -132,6 +135,10 @@ def deploy(
     started = time.monotonic()
     host = connector.label
     bundle = LocalBundle.of(bundle_dir, manifest)
+    if not options.dry_run and not options.steps:
+        found = _already_current(connector, bundle, options, progress, started)
+        if found is not None:
+            return found
     progress.phase(host, "gathering facts")
     facts = gather_facts(connector, options.root)
     _refuse_incompatible(manifest, facts, registry)
@@ -141,7 +148,7 @@ def deploy(
         _refuse_if(facts, step.refusals(connector, manifest, facts), f"see `edgepack doctor "
                    f"--host {facts.host}` for what the device has")  # fmt: skip
     if options.dry_run:
-        plan = make_plan(connector, bundle, facts.root, progress)
+        plan = make_plan(connector, bundle, facts.root, progress, remember=False)
         _check_space(plan, facts)
         report = _report(plan, manifest, "dry run", started)
         report.venv = _venv(connector, plan, manifest, facts, options, dry_run=True)
@@ -158,18 +165,37 @@ def deploy(
             if report.venv is not None:  # the venv link follows the release's own venv
                 switch_to(connector, plan.root, plan.release, plan.device)
             return report
-        sent = _apply(connector, plan, bundle, progress) if plan.files_change else 0
+        sent, record = _apply(connector, plan, bundle, progress) if plan.files_change else (0, {})
         venv = _venv(connector, plan, manifest, facts, options)
         steps = _steps(connector, plan, manifest, facts, options)
         status: Literal["deployed", "switched"] = "deployed" if plan.files_change else "switched"
         previous = switch_to(connector, plan.root, plan.release, plan.device, plan.replaces)
         after = after_switch(plan.device, plan.release, previous, plan.replaces)
         pruned = doomed_releases(after, options.keep) + ([plan.replaces] if plan.replaces else [])
-        finish(connector, plan.root, plan.release, pruned, lock)
+        finish(connector, plan.root, plan.release, pruned, lock, record)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)
     report.bytes_sent, report.previous, report.pruned, report.venv = sent, previous, pruned, venv
     report.steps = steps
+    return report
+
+
+def _already_current(
+    connector: Connector,
+    bundle: LocalBundle,
+    options: DeployOptions,
+    progress: DeployProgress,
+    started: float,
+) -> DeployReport | None:
+    """The "no change" report, in one read-only round trip, when the bundle is current as a
+    deploy would leave it (then it takes no lock and gathers no facts); None: deploy it."""
+    progress.phase(connector.label, "checking the current release")
+    current = already_current(connector, bundle, options.root, options.venv)
+    if current is None:
+        return None
+    progress.phase(connector.label, "no change")
+    report = _report(current.plan, bundle.manifest, "no change", started)
+    report.venv = current.venv
     return report
 
 
@@ -189,7 +215,7 @@ def upload_release(
         _check_free_space(connector, plan)
         sent = 0
         if plan.state != "installed" or plan.files_change:
-            sent = _apply(connector, plan, bundle, progress)
+            sent, _ = _apply(connector, plan, bundle, progress)
     return plan.final_dir, sent
 
 
@@ -357,17 +383,21 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> N
 
 def _apply(
     connector: Connector, plan: DeployPlan, bundle: LocalBundle, progress: DeployProgress
-) -> int:
-    """Fill the partial release, verify it on the device, make it durable, rename it into place."""
+) -> tuple[int, Record]:
+    """Fill the partial release, verify it on the device, make it durable, rename it into place.
+    Returns the bytes sent and the fingerprints of the files it verified."""
     host, staging = plan.host, plan.partial_dir
     links = [s for s in plan.steps if s.action == "link"]
     if links:
         progress.phase(host, f"linking {len(links)} unchanged files")
     _prepare(connector, plan, links)
-    with _Verifier(connector, staging) as verifier:
+    executable = {r.path for r in bundle.manifest.files if r.executable}
+    # Modes change before the hashes: a chmod moves the ctime its fingerprint records.
+    in_place = [s.path for s in plan.steps if not s.bytes_to_send and s.path in executable]
+    _mark_executables(connector, staging, in_place)
+    with _Verifier(connector, plan.root, staging) as verifier:
         verifier.add([s.path for s in links])
-        sent = _upload(connector, plan, bundle.directory, progress, verifier)
-        _mark_executables(connector, staging, bundle.manifest)
+        sent = _upload(connector, plan, bundle.directory, progress, verifier, executable)
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
         digests = verifier.finish()
     _check_digests(connector, plan, digests)
@@ -376,13 +406,12 @@ def _apply(
     connector.flush([staging])
     connector.rename(staging, plan.final_dir)
     connector.flush([posixpath.dirname(plan.final_dir)])
-    return sent
+    return sent, verifier.entries
 
 
-def _mark_executables(connector: Connector, staging: str, manifest: Manifest) -> None:
-    executables = [under(staging, r.path) for r in manifest.files if r.executable]
-    if executables:
-        connector.run(["chmod", "a+x", "--", *executables])
+def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> None:
+    if paths:
+        connector.run(["chmod", "a+x", "--", *(under(staging, path) for path in paths)])
 
 
 class _Verifier:
@@ -391,9 +420,10 @@ class _Verifier:
     One worker thread; each device command hashes every file queued since the previous one.
     """
 
-    def __init__(self, connector: Connector, directory: str) -> None:
-        self.connector, self.directory = connector, directory
+    def __init__(self, connector: Connector, root: str, directory: str) -> None:
+        self.connector, self.root, self.directory = connector, root, directory
         self.digests: dict[str, str] = {}
+        self.entries: Record = {}
         self.count = 0
         self._pending: list[str] = []
         self._ready = threading.Condition()
@@ -418,7 +448,20 @@ class _Verifier:
         self._close()
         if self._error is not None:
             raise self._error
+        self._fingerprint_the_last_written()
         return self.digests
+
+    def _fingerprint_the_last_written(self) -> None:
+        """Files written within the file clock's tick before their hash are not recorded (a write
+        in that tick after the stat would not move their ctime); a file system clock ticks every
+        few ms, so hashing them again a moment later records them."""
+        for _ in range(RACY_RETRIES):
+            racy = [path for path in self.digests if path not in self.entries]
+            if not racy:
+                return
+            time.sleep(RACY_WAIT_S)
+            digests, entries = hash_files(self.connector, self.root, self.directory, racy)
+            self.entries |= {p: e for p, e in entries.items() if digests[p] == self.digests[p]}
 
     def _close(self) -> None:
         with self._ready:
@@ -429,7 +472,9 @@ class _Verifier:
     def _work(self) -> None:
         while batch := self._next_batch():
             try:
-                self.digests |= self.connector.sha256(self.directory, batch)
+                digests, entries = hash_files(self.connector, self.root, self.directory, batch)
+                self.digests |= digests
+                self.entries |= entries
             except BaseException as error:  # re-raised by finish() in the deploying thread
                 self._error = error
                 return
@@ -448,6 +493,7 @@ def _upload(
     bundle_dir: Path,
     progress: DeployProgress,
     verifier: _Verifier,
+    executable: set[str],
 ) -> int:
     """Send what is missing, largest file first: its hash on the device overlaps the rest."""
     total, done = plan.bytes_to_send, 0
@@ -463,6 +509,9 @@ def _upload(
             progress.phase(plan.host, f"{verb} {step.path}")
             remote = under(plan.partial_dir, step.path)
             connector.put(bundle_dir / step.path, remote, step.offset, moved)
+            _mark_executables(
+                connector, plan.partial_dir, [step.path] if step.path in executable else []
+            )
             verifier.add([step.path])
     return done
 

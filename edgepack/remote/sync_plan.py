@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
 from edgepack.cache import sha256_file
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.fingerprints import SNIPPET, Listing, write_record
 from edgepack.remote.layout import GENERATION, PARTIAL, RELEASES, is_generation, under
 
 Action = Literal["keep", "link", "resume", "upload"]
@@ -129,31 +130,21 @@ done
 [ -f history ] && tail -n 200 history | sed 's/^/history=/'
 """
 
-# The files of releases/$2, "size path" each, and the sha256 of those whose size is the one stdin
-# names for them ("size path" lines). Symlinks and other non-files are never part of a release.
-FILES_SCRIPT = """cd "$1/releases/$2" 2>/dev/null || exit 0
-find . -type f -exec stat -c "file=%s %n" {} +
-set --
-while read -r size path; do
-  [ -f "$path" ] && [ "$(stat -c %s -- "$path")" = "$size" ] && set -- "$@" "$path"
-done
-[ $# -eq 0 ] || sha256sum -- "$@" | sed 's/^/sha256=/'
+# The files of releases/$2 with their fingerprints and its fingerprint record (see
+# remote/fingerprints.py); with $3 "remember", first the device's file clock ("now=").
+FILES_SCRIPT = (
+    SNIPPET
+    + """
+[ -d "$1/releases/$2" ] || exit 0
+[ "$3" = remember ] && clock "$1"
+listing "$1/releases/$2" "$1/.fingerprints/$2"
 exit 0"""
+)
 
 
 def read_state(connector: Connector, root: str) -> RemoteState:
-    state, _, _ = _read_device(connector, root, STATE_SCRIPT + "exit 0", [])
-    return state
-
-
-def _read_device(
-    connector: Connector, root: str, script: str, args: list[str], stdin: bytes | None = None
-) -> tuple[RemoteState, dict[str, int], dict[str, str]]:
-    """Run a state script; returns the state, file sizes and sha256 digests it printed."""
     state = RemoteState(None, None, {})
-    sizes: dict[str, int] = {}
-    digests: dict[str, str] = {}
-    output = connector.run(shell(script, root, *args), stdin=stdin, timeout=None).stdout
+    output = connector.run(shell(STATE_SCRIPT + "exit 0", root), timeout=None).stdout
     for line in output.splitlines():
         key, _, value = line.partition("=")
         if key == "release":
@@ -163,13 +154,7 @@ def _read_device(
             state.history.append(value)
         elif key in ("current", "previous") and value:
             setattr(state, key, value)
-        elif key == "file":
-            size, _, name = value.partition(" ")
-            sizes[name.removeprefix("./")] = int(size)
-        elif key == "sha256":
-            digest, _, name = value.partition("  ")
-            digests[name] = digest
-    return state, sizes, digests
+    return state
 
 
 Where = Literal["current", "installed", "partial", "new"]
@@ -193,18 +178,20 @@ def make_plan(
     root: str,
     progress: DeployProgress,
     token: str = "",
+    remember: bool = True,
 ) -> DeployPlan:
     """What to do per file; a complete copy that no longer matches is repaired beside itself,
     in a fresh partial named ``<id>~<token>`` once complete (``current`` never points at a
-    directory being changed)."""
+    directory being changed). ``remember``: record the sha256s it measured (under the lock)."""
     host = connector.label
     release = bundle.manifest.short_id
     progress.phase(host, "checking files on the device")
     state = read_state(connector, root)
     where, source = _where(state, release)
-    sizes, digests = _read_files(connector, root, source, bundle)
-    directory = posixpath.join(root, RELEASES, source or release + PARTIAL)
     complete = where in ("current", "installed")
+    # A partial is renamed once complete: a record kept under its name would be left behind.
+    sizes, digests = _read_files(connector, root, source, bundle, remember and complete)
+    directory = posixpath.join(root, RELEASES, source or release + PARTIAL)
     wanted = {path for path, _, _ in bundle.files}
     elsewhere = _files_in_other_releases(connector, root, state, release)
     steps = []
@@ -234,14 +221,25 @@ def make_plan(
 
 
 def _read_files(
-    connector: Connector, root: str, source: str | None, bundle: LocalBundle
+    connector: Connector, root: str, source: str | None, bundle: LocalBundle, remember: bool
 ) -> tuple[dict[str, int], dict[str, str]]:
+    """Sizes of the files of releases/``source``, and the sha256 of those of the bundle's size:
+    recorded ones whose fingerprint still matches, the others hashed there (and recorded)."""
     if source is None:
         return {}, {}
-    expected = "".join(f"{size} {path}\n" for path, size, _ in bundle.files).encode()
-    _, sizes, digests = _read_device(connector, root, FILES_SCRIPT, [source], expected)
-    # A name the bundle could not hold (a newline, `..`) is no file of this release.
-    return {p: n for p, n in sizes.items() if path_problem(p) is None}, digests
+    listing = Listing()
+    script = shell(FILES_SCRIPT, root, source, "remember" if remember else "")
+    for line in connector.run(script, timeout=None).stdout.splitlines():
+        listing.add(*line.partition("=")[::2])
+    wanted = {path: (size, digest) for path, size, digest in bundle.files}
+    digests = listing.trusted(wanted)
+    unread = [p for p, (size, _) in wanted.items() if listing.sizes.get(p) == size]
+    unread = [p for p in unread if p not in digests]
+    digests |= connector.sha256(posixpath.join(root, RELEASES, source), unread)
+    entries = listing.record(digests)
+    if remember and entries and entries != listing.recorded:
+        write_record(connector, root, source, entries)
+    return listing.sizes, digests
 
 
 def _resumable(

@@ -90,6 +90,39 @@ def test_first_deploy_then_no_change_then_one_changed_file(
     assert current_of(root) == f"releases/{report['release']}"
 
 
+def test_a_same_size_change_under_a_current_release_is_repaired_over_ssh(
+    sshd_factory: Callable[..., SshServer],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sshd_factory("dev")
+    root = tmp_path / "device-root"
+    big = os.urandom(3 * MB)
+    bundle = bundles("b", {"model.onnx.data": big, "genai_config.json": b"{}"})
+    args = ["--host", "dev", "--root", str(root), "--bundle", str(bundle)]
+    code, [first] = deploy(capsys, *args)
+    assert code == 0, first
+    record = root / ".fingerprints" / first["release"]
+    assert len(record.read_text().splitlines()) == 4  # written as the device verified the files
+    code, [again] = deploy(capsys, *args)
+    assert (code, again["status"], again["files"]["keep"]) == (0, "no change", 4)
+
+    weights = root / "current" / "engine" / "model.onnx.data"
+    before = weights.stat()
+    with weights.open("r+b") as file:  # one byte flipped in place: same size, same inode
+        file.seek(MB)
+        file.write(bytes([big[MB] ^ 0xFF]))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    code, [repaired] = deploy(capsys, *args)
+    assert (code, repaired["status"], repaired["bytes_sent"]) == (0, "deployed", 3 * MB)
+    assert repaired["release"].startswith(first["release"] + "~")
+    assert (root / "current" / "engine" / "model.onnx.data").read_bytes() == big
+    assert not record.exists()  # went with the broken copy
+    code, [settled] = deploy(capsys, *args)
+    assert (code, settled["status"]) == (0, "no change")
+
+
 def test_targets_detect_over_ssh(
     sshd_factory: Callable[..., SshServer], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from edgepack.bundle import read_manifest, verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
+from tests.unit.file_edits import rewrite_keeping_size_and_mtime
 from tests.unit.test_cache_bundle import _manifest, _sealed_bundle
-from tests.unit.test_file_hash_index import _rewrite_keeping_size_and_mtime
 
 
 def _rewrite(tmp_path: Path) -> Path:
@@ -30,7 +30,7 @@ def test_a_current_bundle_is_not_copied_again(tmp_path: Path) -> None:
 def test_a_tampered_file_makes_it_rewrite(tmp_path: Path) -> None:
     bundle = _sealed_bundle(tmp_path)
     engine = bundle / "engine" / "model.onnx"
-    _rewrite_keeping_size_and_mtime(engine, b"y" * 1000)  # only the ctime tells
+    rewrite_keeping_size_and_mtime(engine, b"y" * 1000)  # only the ctime tells
     _rewrite(tmp_path)
     assert engine.read_bytes() == b"x" * 1000
     verify_bundle(bundle)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from edgepack.bundle import FileRecord, Manifest, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.device_wheels import check_device_pythons, pinned_requirements, write_edgepack_wheel
 from edgepack.errors import BadInputError, ExitCode, RemoteError
-from edgepack.remote.connector import LocalConnector
+from edgepack.remote.connector import CommandResult, LocalConnector
 from edgepack.remote.device_env import (
     WheelFile,
     choose_wheels,
@@ -192,12 +193,30 @@ def _wheel_bundle(
     return bundle
 
 
-def _deploy(bundle: Path, root: Path, registry: TargetRegistry, **options: object) -> DeployReport:
+class _Counting(LocalConnector):
+    count = 0
+
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        self.count += 1
+        return super().execute(argv, stdin, timeout)
+
+
+def _deploy(
+    bundle: Path,
+    root: Path,
+    registry: TargetRegistry,
+    device: LocalConnector | None = None,
+    **options: object,
+) -> DeployReport:
     from edgepack.bundle import verify_bundle
 
     manifest = verify_bundle(bundle)
     settings = DeployOptions(root=str(root), **options)  # type: ignore[arg-type]
-    return deploy(LocalConnector(), bundle, manifest, settings, registry, SilentProgress())
+    return deploy(
+        device or LocalConnector(), bundle, manifest, settings, registry, SilentProgress()
+    )
 
 
 def test_deploy_installs_the_wheels_into_a_venv_offline_and_reuses_it(
@@ -301,3 +320,27 @@ def test_rollback_switches_the_venv_with_its_release_and_cleanup_keeps_what_rele
     kept = sorted(p.name for p in (root / "venvs").iterdir())
     gamma_venv = str((root / "venv").readlink()).removeprefix("venvs/")
     assert kept == sorted([venv_of["alpha"].removeprefix("venvs/"), gamma_venv])
+
+
+def test_a_current_release_with_its_venv_in_place_is_one_round_trip_and_a_wrong_link_is_not(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    python = gather_facts(LocalConnector(), str(tmp_path)).python_version or ""
+    bundle = _wheel_bundle(tmp_path, [".".join(python.split(".")[:2])])
+    root = tmp_path / "device"
+    _deploy(bundle, root, registry)
+    (root / ".fingerprints" / (root / "current").readlink().name).unlink(missing_ok=True)
+    slow = _deploy(bundle, root, registry)  # the whole deploy: records the files' sha256s
+    fast_device = _Counting()
+    fast = _deploy(bundle, root, registry, device=fast_device)
+    assert fast_device.count == 1
+    assert fast.venv == slow.venv and fast.venv is not None and fast.venv.status == "reused"
+    assert {**fast.as_dict(), "seconds": 0} == {**slow.as_dict(), "seconds": 0}
+
+    linked = (root / "venv").readlink()
+    (root / "venv").unlink()
+    (root / "venv").symlink_to("venvs/elsewhere")
+    repaired_device = _Counting()
+    repaired = _deploy(bundle, root, registry, device=repaired_device)
+    assert repaired_device.count > 1 and repaired.status == "no change"
+    assert (root / "venv").readlink() == linked  # put back as the deploy leaves it

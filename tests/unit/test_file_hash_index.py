@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from edgepack import cache
+from edgepack.bundle import verify_bundle
 from edgepack.cache import FileHashIndex, sha256_file
+from edgepack.errors import BundleError
+from tests.integration.conftest import make_bundle
+from tests.unit.file_edits import rewrite_keeping_size_and_mtime
 
 
 @pytest.fixture
@@ -36,18 +39,6 @@ def test_an_unchanged_file_is_read_once_across_processes(tmp_path: Path, reads: 
     assert reads == [weights]
 
 
-def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
-    """New bytes of the same length, the old mtime put back: only the ctime tells."""
-    before = path.stat()
-    for _ in range(200):  # the ctime clock ticks coarsely: write until it has moved
-        path.write_bytes(data)
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-        if path.stat().st_ctime_ns != before.st_ctime_ns:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the ctime never moved")
-
-
 def test_a_rewrite_with_the_same_size_and_mtime_is_rehashed(
     tmp_path: Path, reads: list[Path]
 ) -> None:
@@ -55,7 +46,7 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_rehashed(
     weights.write_bytes(b"a" * 64)
     index = FileHashIndex(tmp_path / "index.json")
     old = index.sha256(weights)
-    _rewrite_keeping_size_and_mtime(weights, b"b" * 64)
+    rewrite_keeping_size_and_mtime(weights, b"b" * 64)
     after = weights.stat()
     assert after.st_size == 64
     new = index.sha256(weights)
@@ -90,3 +81,20 @@ def test_an_index_of_the_old_format_rehashes_once(tmp_path: Path, reads: list[Pa
     assert index.sha256(weights) == sha256_file(weights)
     assert index.sha256(weights) == sha256_file(weights)
     assert len(reads) == 1
+
+
+def test_verify_bundle_with_an_index_reads_unchanged_files_once_and_catches_a_change(
+    tmp_path: Path, reads: list[Path]
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"a" * 64, "cfg.json": b"{}"})
+    reads.clear()  # making the bundle hashed its sources
+    index = FileHashIndex(tmp_path / "index.json")
+    verify_bundle(bundle, index)
+    index.save()
+    hashed = len(reads)
+    assert hashed == 3  # the two engine files and prompts.json
+    verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
+    assert len(reads) == hashed
+    rewrite_keeping_size_and_mtime(bundle / "engine" / "weights.bin", b"b" * 64)
+    with pytest.raises(BundleError, match=r"weights\.bin: sha256 differs"):
+        verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))

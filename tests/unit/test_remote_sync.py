@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from edgepack.bundle import Manifest, verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import EdgepackError, ExitCode, RemoteError
-from edgepack.remote.connector import LocalConnector
+from edgepack.remote.connector import CommandResult, LocalConnector
 from edgepack.remote.fleet import on_each_host
 from edgepack.remote.hosts import HostSpec, parse_host
 from edgepack.remote.layout import LOCK
@@ -25,13 +26,38 @@ from edgepack.remote.sync import (
 )
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
+from tests.unit.file_edits import rewrite_keeping_size_and_mtime
 
 MB = 1_000_000
 
 
-def _deploy(bundle: Path, root: Path, registry: TargetRegistry, **options: object) -> DeployReport:
+class Recording(LocalConnector):
+    """The local device, keeping the argument vector of every command it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[tuple[str, ...]] = []
+
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        self.commands.append(tuple(argv))
+        return super().execute(argv, stdin, timeout)
+
+    def hashed(self) -> list[str]:
+        """Every path a sha256sum command was given (after the script, $0 and the directory)."""
+        return [arg for c in self.commands if "sha256sum" in c[2] for arg in c[5:]]
+
+
+def _deploy(
+    bundle: Path,
+    root: Path,
+    registry: TargetRegistry,
+    device: LocalConnector | None = None,
+    **options: object,
+) -> DeployReport:
     manifest: Manifest = verify_bundle(bundle)
-    with LocalConnector() as device:
+    with device or LocalConnector() as device:
         return deploy(
             device, bundle, manifest, DeployOptions(root=str(root), **options),  # type: ignore[arg-type]
             registry, SilentProgress(),
@@ -187,6 +213,11 @@ def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry)
     deployed = tmp_path / "device" / "releases" / report.release / "runtime"
     assert os.access(deployed / "bin" / "tool", os.X_OK)
     assert not os.access(deployed / "notes.txt", os.X_OK)
+    device = Recording()  # the modes were set before the hashes and their fingerprints
+    assert _deploy(tmp_path / "with-runtime", tmp_path / "device", registry, device).status == (
+        "no change"
+    )
+    assert len(device.commands) == 1
 
 
 def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
@@ -201,3 +232,98 @@ def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
     os.utime(root / LOCK, (0, 0))
     assert _deploy(bundle, root, registry).status == "deployed"
     assert not (root / LOCK).exists()
+
+
+def _same_report(first: DeployReport, second: DeployReport) -> None:
+    assert {**first.as_dict(), "seconds": 0} == {**second.as_dict(), "seconds": 0}
+
+
+def test_a_current_bundle_is_recognised_in_one_round_trip_that_hashes_nothing(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    first = _deploy(bundle, root, registry)
+    record = root / ".fingerprints" / first.release
+    assert len(record.read_text().splitlines()) == 4  # the three files and manifest.json
+    device = Recording()
+    fast = _deploy(bundle, root, registry, device)  # right after the deploy that verified them
+    assert len(device.commands) == 1 and device.hashed() == []
+    assert fast.files == {"keep": 4, "link": 0, "resume": 0, "upload": 0}
+    assert not (root / LOCK).exists()
+
+    record.unlink()
+    full = Recording()
+    slow = _deploy(bundle, root, registry, full)  # the whole deploy, which records them again
+    assert slow.status == "no change" and "engine/weights.bin" in full.hashed()
+    _same_report(fast, slow)
+    again = Recording()
+    _same_report(_deploy(bundle, root, registry, again), slow)
+    assert len(again.commands) == 1
+
+
+def test_a_same_size_change_on_the_device_is_found_and_repaired_as_before(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    first = _deploy(bundle, root, registry)
+    assert _deploy(bundle, root, registry).status == "no change"  # recorded by now
+    rewrite_keeping_size_and_mtime(root / "current" / "engine" / "weights.bin", b"x" * 5000)
+    device = Recording()
+    repaired = _deploy(bundle, root, registry, device)
+    assert "engine/weights.bin" in device.hashed()
+    assert (repaired.status, repaired.bytes_sent) == ("deployed", 5000)
+    assert repaired.release.startswith(first.release + "~")
+    verify_bundle(root / "current")
+    # The broken copy's record went with it; the repaired copy's was written as it was verified.
+    assert [p.name for p in (root / ".fingerprints").iterdir()] == [repaired.release]
+    # Removing the broken copy moved the link counts, so the ctimes, of the files the repaired
+    # copy shares with it: one full deploy hashes those again, and the next is one round trip.
+    assert _deploy(bundle, root, registry).status == "no change"
+    device = Recording()
+    assert _deploy(bundle, root, registry, device).status == "no change"
+    assert len(device.commands) == 1
+
+
+def test_a_recorded_sha256_that_is_not_the_manifests_is_hashed_again(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
+    root = tmp_path / "dev"
+    release = _deploy(bundle, root, registry).release
+    _deploy(bundle, root, registry)
+    record = root / ".fingerprints" / release
+    good = record.read_text()
+    wrong = "".join(
+        f"{line.replace(line.split(' ')[4], '0' * 64)}\n"
+        if line.endswith(" engine/weights.bin")
+        else f"{line}\n"
+        for line in good.splitlines()
+    )
+    assert wrong != good
+    record.write_text(wrong)  # the stat fields still match the file
+    device = Recording()
+    report = _deploy(bundle, root, registry, device)
+    assert report.status == "no change" and len(device.commands) > 1
+    assert device.hashed() == ["engine/weights.bin"]
+    assert record.read_text() == good
+
+
+def test_the_shortcut_is_not_taken_for_a_release_that_is_not_current_nor_on_a_dry_run(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    root = tmp_path / "dev"
+    one = make_bundle(tmp_path / "one", {"weights.bin": b"1" * 100})
+    two = make_bundle(tmp_path / "two", {"weights.bin": b"2" * 100})
+    first = _deploy(one, root, registry)
+    _deploy(one, root, registry)  # one's record is complete
+    second = _deploy(two, root, registry)
+    assert second.status == "deployed"
+    back = _deploy(one, root, registry)  # one's record still matches, but current is two
+    assert (back.status, back.previous) == ("switched", second.release)
+    assert _current(root) == f"releases/{first.release}"
+    _deploy(one, root, registry)
+    dry = Recording()
+    assert _deploy(one, root, registry, dry, dry_run=True).status == "dry run"
+    assert len(dry.commands) > 1
