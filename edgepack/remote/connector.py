@@ -54,9 +54,12 @@ class CommandResult:
 
 
 # Flushes files and directories to the device's disk: each directory argument with every file and
-# directory under it, each file argument itself. `sync FILE...` is fsync (coreutils 8.24+, busybox
-# 1.30+); where it takes no arguments, a plain `sync` flushes everything instead.
+# directory under it, each file argument itself. `sync -f PATH` is syncfs(2) of PATH's file system:
+# one journal commit for everything dirty there, where an fsync per file costs one each (0.67 s for
+# the demo bundle's 32 files). Without -f, `sync FILE...` is fsync (coreutils 8.24+, busybox 1.30+);
+# where it takes no arguments, a plain `sync` flushes everything instead.
 SYNC_SCRIPT = """flush() {
+  sync -f -- "$1" && return
   if [ -d "$1" ]; then
     find "$1" -type f -exec sync -- {} + && find "$1" -type d -exec sync -- {} +
   else
