@@ -49,6 +49,8 @@ say hostname "$(uname -n)"
 say cpu_model "$(grep -m1 -E '^(model name|Hardware|Model)[[:space:]]*:' /proc/cpuinfo |
   cut -d: -f2-)"
 say cpu_cores "$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
+has lscpu && say physical_cores "$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u |
+  grep -c . | grep -v '^0$')"
 say mem_total_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 say mem_available_kb "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
 [ -r /proc/device-tree/model ] && say device_model "$(tr -d '\0' < /proc/device-tree/model)"
@@ -115,6 +117,8 @@ class DeviceFacts(BaseModel):
     os: str = ""
     cpu_model: str = ""
     cpu_cores: int | None = None
+    physical_cores: int | None = None
+    """Online cores without SMT siblings (lscpu): ONNX Runtime's own default thread count."""
     memory_bytes: int | None = None
     memory_available_bytes: int | None = None
     device_model: str | None = None
@@ -162,7 +166,7 @@ def parse_facts(host: str, text: str) -> DeviceFacts:
 
 
 def _typed(host: str, values: dict[str, str]) -> dict[str, Any]:
-    numbers = {"cpu_cores", "cpu_freq_khz", "cpu_max_freq_khz", "gpu_freq_hz"}
+    numbers = {"cpu_cores", "physical_cores", "cpu_freq_khz", "cpu_max_freq_khz", "gpu_freq_hz"}
     kib = {"free_kb": "free_bytes", "mem_total_kb": "memory_bytes"}
     kib["mem_available_kb"] = "memory_available_bytes"
     fields: dict[str, Any] = {"host": host}

@@ -390,6 +390,9 @@ def bench_runtime_remote(
         "--json", "--warmup", str(options.warmup), "--repeat", str(options.runs),
         "--max-new-tokens", str(options.max_new_tokens),
     ]  # fmt: skip
+    threads = device_threads(facts)
+    if threads:
+        argv += ["--threads", str(threads)]
     workload = shell(PASSES_SCRIPT, run_dir, str(options.batch_size), *argv)
     done, logs = run_with_telemetry(connector, run_dir, workload, interval_ms)
     if done.status != 0:
@@ -401,8 +404,16 @@ def bench_runtime_remote(
     single = _pass_output(connector, run_dir, SINGLE_OUTPUT)
     batched = _pass_output(connector, run_dir, BATCHED_OUTPUT) if options.batch_size > 1 else None
     result = runtime_result(connector.label, facts, release, options, single, batched)
+    result.settings.threads = threads
     result.telemetry = summarize(logs, interval_ms, result.metrics.decode_tok_s.median)
     return result
+
+
+def device_threads(facts: DeviceFacts) -> int | None:
+    """The runtime's intra-op threads on the device: one per physical core, as edgepack's Python
+    runner uses here (``engine_threads``). Passed explicitly because ONNX Runtime's own count can
+    go wrong: under qemu-user it read one core of two and ran at half speed."""
+    return facts.physical_cores or facts.cpu_cores
 
 
 def check_limits(manifest: Manifest, options: BenchOptions) -> None:

@@ -88,6 +88,16 @@ def test_jetson_facts_detect_orin_and_derive_its_sm(registry: TargetRegistry) ->
     assert "jetson-orin-nano-8gb" not in names  # 64 GB is over its max_memory_gb
 
 
+def test_physical_cores_are_a_fact_and_the_probe_counts_them_here() -> None:
+    """lscpu's (core, socket) pairs: SMT siblings count once; a device without lscpu (or whose
+    lscpu finds no /sys) leaves the fact out rather than saying 0."""
+    assert parse_facts("d", "root=/r\narch=x86_64\nphysical_cores=6\n").physical_cores == 6
+    assert parse_facts("d", "root=/r\narch=x86_64\n").physical_cores is None
+    here = gather_facts(LocalConnector("here"), "/tmp")
+    assert here.physical_cores is not None
+    assert 1 <= here.physical_cores <= (here.cpu_cores or 0)
+
+
 def test_dgpu_facts_detect_by_gpu_name(registry: TargetRegistry) -> None:
     text = "root=/r\narch=x86_64\nmem_total_kb=131072000\n"
     text += "gpu=NVIDIA RTX 6000 Ada Generation, 8.9, 49140, 550.54\n"

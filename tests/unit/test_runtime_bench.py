@@ -25,6 +25,7 @@ from edgepack.remote.runtime_bench import (
     DeployedRelease,
     RuntimeRun,
     bench_runtime_remote,
+    device_threads,
     parse_runtime_json,
     runtime_result,
 )
@@ -329,3 +330,13 @@ def test_runner_option_is_checked_before_any_work(
     result = cli("bench", *argv)
     assert result.code == ExitCode.BAD_INPUT
     assert message in result.flat_err
+
+
+def test_the_runtime_computes_with_one_thread_per_physical_core_of_the_device(
+    facts: DeviceFacts,
+) -> None:
+    """The device's physical cores where lscpu told them, else its online CPUs: never ONNX
+    Runtime's own count, which under qemu-user read one core of two."""
+    assert device_threads(facts.model_copy(update={"physical_cores": 8})) == 8
+    assert device_threads(facts) == 12
+    assert device_threads(facts.model_copy(update={"cpu_cores": None})) is None
