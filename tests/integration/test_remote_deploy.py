@@ -56,24 +56,37 @@ def bundles(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def first_deploy(
+    sshd_factory: Callable[..., SshServer],
+    bundles: Callable[..., Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[Path, bytes, list[str], dict[str, Any]]:
+    """A bundle with a 3 MB weights file deployed to a fresh device "dev": its root, the weights,
+    the deploy arguments and the report."""
+    sshd_factory("dev")
+    root = tmp_path / "device-root"
+    big = os.urandom(3 * MB)
+    bundle = bundles("b1", {"model.onnx.data": big, "genai_config.json": b"{}"})
+    args = ["--host", "dev", "--root", str(root), "--bundle", str(bundle)]
+    code, [report] = deploy(capsys, *args)
+    assert code == 0, report
+    return root, big, args, report
+
+
 def test_first_deploy_then_no_change_then_one_changed_file(
     sshd_factory: Callable[..., SshServer],
     bundles: Callable[..., Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sshd_factory("dev")
-    root = tmp_path / "device-root"
-    big = os.urandom(3 * MB)
-    first = bundles("b1", {"model.onnx.data": big, "genai_config.json": b"{}"})
-    code, [report] = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(first))
-    assert code == 0, report
+    root, big, args, report = first_deploy(sshd_factory, bundles, tmp_path, capsys)
     assert report["status"] == "deployed"
     assert report["bytes_sent"] == report["bytes_total"]
     assert current_of(root) == f"releases/{report['release']}"
     assert (root / "current" / "engine" / "model.onnx.data").read_bytes() == big
 
-    code, [again] = deploy(capsys, "--host", "dev", "--root", str(root), "--bundle", str(first))
+    code, [again] = deploy(capsys, *args)
     assert (code, again["status"], again["bytes_sent"]) == (0, "no change", 0)
 
     second = bundles("b2", {"model.onnx.data": big, "genai_config.json": b'{"changed": 1}'})
@@ -96,13 +109,7 @@ def test_a_same_size_change_under_a_current_release_is_repaired_over_ssh(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sshd_factory("dev")
-    root = tmp_path / "device-root"
-    big = os.urandom(3 * MB)
-    bundle = bundles("b", {"model.onnx.data": big, "genai_config.json": b"{}"})
-    args = ["--host", "dev", "--root", str(root), "--bundle", str(bundle)]
-    code, [first] = deploy(capsys, *args)
-    assert code == 0, first
+    root, big, args, first = first_deploy(sshd_factory, bundles, tmp_path, capsys)
     record = root / ".fingerprints" / first["release"]
     assert len(record.read_text().splitlines()) == 4  # written as the device verified the files
     code, [again] = deploy(capsys, *args)

@@ -27,8 +27,8 @@ from edgepack.remote.device_env import (
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
 from edgepack.remote.switch import rollback
-from edgepack.remote.sync import DeployOptions, DeployReport, SilentProgress, deploy
 from edgepack.targets import TargetRegistry
+from tests.unit.local_deploy import local_deploy
 
 # Names as pip downloaded them for CPython 3.11 and 3.12 on x86_64.
 CARRIED = [
@@ -203,29 +203,13 @@ class _Counting(LocalConnector):
         return super().execute(argv, stdin, timeout)
 
 
-def _deploy(
-    bundle: Path,
-    root: Path,
-    registry: TargetRegistry,
-    device: LocalConnector | None = None,
-    **options: object,
-) -> DeployReport:
-    from edgepack.bundle import verify_bundle
-
-    manifest = verify_bundle(bundle)
-    settings = DeployOptions(root=str(root), **options)  # type: ignore[arg-type]
-    return deploy(
-        device or LocalConnector(), bundle, manifest, settings, registry, SilentProgress()
-    )
-
-
 def test_deploy_installs_the_wheels_into_a_venv_offline_and_reuses_it(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
     python = gather_facts(LocalConnector(), str(tmp_path)).python_version or ""
     bundle = _wheel_bundle(tmp_path, [".".join(python.split(".")[:2])])
     root = tmp_path / "device"
-    report = _deploy(bundle, root, registry)
+    report = local_deploy(bundle, root, registry)
     assert report.venv is not None
     assert (report.venv.status, report.venv.wheels) == ("created", 1)
     venv_python = root / "venv" / "bin" / "python"
@@ -237,7 +221,7 @@ def test_deploy_installs_the_wheels_into_a_venv_offline_and_reuses_it(
     ).stdout.strip()  # fmt: skip
     assert found.startswith(str(root / "venv" / "lib")), found  # not this checkout's edgepack
     assert found.endswith("site-packages/edgepack/_data/targets")
-    again = _deploy(bundle, root, registry)
+    again = local_deploy(bundle, root, registry)
     assert again.venv is not None
     assert (again.status, again.venv.status) == ("no change", "reused")
     assert len(list((root / "venvs").iterdir())) == 1
@@ -249,10 +233,10 @@ def test_a_device_python_without_wheels_is_refused_before_any_byte(
     bundle = _wheel_bundle(tmp_path, ["3.99"])
     root = tmp_path / "device"
     with pytest.raises(RemoteError, match=r"wheels for CPython 3\.99") as refused:
-        _deploy(bundle, root, registry)
+        local_deploy(bundle, root, registry)
     assert "--device-python" in (refused.value.hint or "")
     assert not root.exists()
-    report = _deploy(bundle, root, registry, venv=False)  # the engine alone still deploys
+    report = local_deploy(bundle, root, registry, venv=False)  # the engine alone still deploys
     assert report.venv is None and (root / "current" / "engine" / "model.onnx").is_file()
 
 
@@ -265,7 +249,7 @@ def test_wheels_for_a_newer_glibc_are_refused_before_any_byte(
     bundle = _wheel_bundle(tmp_path, [minor], future_glibc=True)
     root = tmp_path / "device"
     with pytest.raises(RemoteError) as refused:
-        _deploy(bundle, root, registry)
+        local_deploy(bundle, root, registry)
     assert (
         f"futurelib wheel needs glibc 2.99, the device has {facts.glibc}" in refused.value.message
     )
@@ -279,11 +263,11 @@ def test_a_failed_install_leaves_current_where_it_was(
     python = gather_facts(LocalConnector(), str(tmp_path)).python_version or ""
     minor = ".".join(python.split(".")[:2])
     root = tmp_path / "device"
-    first = _deploy(_wheel_bundle(tmp_path / "one", [minor]), root, registry)
+    first = local_deploy(_wheel_bundle(tmp_path / "one", [minor]), root, registry)
     linked = (root / "venv").readlink()
     broken = _wheel_bundle(tmp_path / "two", [minor], broken_wheel=True)
     with pytest.raises(RemoteError, match="installing the bundle's wheels") as failed:
-        _deploy(broken, root, registry)
+        local_deploy(broken, root, registry)
     assert "`current` was not switched" in failed.value.message
     assert (root / "current").readlink() == Path(f"releases/{first.release}")
     assert (root / "venv").readlink() == linked
@@ -299,7 +283,7 @@ def test_rollback_switches_the_venv_with_its_release_and_cleanup_keeps_what_rele
     reports = {}
     for name in ("alpha", "beta"):
         bundle = _wheel_bundle(_mkdir(tmp_path / name), [minor], extra_wheel=name)
-        reports[name] = _deploy(bundle, root, registry)
+        reports[name] = local_deploy(bundle, root, registry)
     venv_of = {
         name: str((root / "releases" / f"{r.release}.venv").readlink()).removeprefix("../")
         for name, r in reports.items()
@@ -314,7 +298,7 @@ def test_rollback_switches_the_venv_with_its_release_and_cleanup_keeps_what_rele
     assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "alpha"
 
     gamma = _wheel_bundle(_mkdir(tmp_path / "gamma"), [minor], extra_wheel="gamma")
-    third = _deploy(gamma, root, registry, keep=1)
+    third = local_deploy(gamma, root, registry, keep=1)
     # beta is neither current (gamma) nor previous (alpha): it goes, and its venv with it.
     assert reports["beta"].release in third.pruned
     kept = sorted(p.name for p in (root / "venvs").iterdir())
@@ -328,11 +312,11 @@ def test_a_current_release_with_its_venv_in_place_is_one_round_trip_and_a_wrong_
     python = gather_facts(LocalConnector(), str(tmp_path)).python_version or ""
     bundle = _wheel_bundle(tmp_path, [".".join(python.split(".")[:2])])
     root = tmp_path / "device"
-    _deploy(bundle, root, registry)
+    local_deploy(bundle, root, registry)
     (root / ".fingerprints" / (root / "current").readlink().name).unlink(missing_ok=True)
-    slow = _deploy(bundle, root, registry)  # the whole deploy: records the files' sha256s
+    slow = local_deploy(bundle, root, registry)  # the whole deploy: records the files' sha256s
     fast_device = _Counting()
-    fast = _deploy(bundle, root, registry, device=fast_device)
+    fast = local_deploy(bundle, root, registry, device=fast_device)
     assert fast_device.count == 1
     assert fast.venv == slow.venv and fast.venv is not None and fast.venv.status == "reused"
     assert {**fast.as_dict(), "seconds": 0} == {**slow.as_dict(), "seconds": 0}
@@ -341,6 +325,6 @@ def test_a_current_release_with_its_venv_in_place_is_one_round_trip_and_a_wrong_
     (root / "venv").unlink()
     (root / "venv").symlink_to("venvs/elsewhere")
     repaired_device = _Counting()
-    repaired = _deploy(bundle, root, registry, device=repaired_device)
+    repaired = local_deploy(bundle, root, registry, device=repaired_device)
     assert repaired_device.count > 1 and repaired.status == "no change"
     assert (root / "venv").readlink() == linked  # put back as the deploy leaves it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.bundle import Manifest, verify_bundle, write_bundle
+from edgepack.bundle import verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import CommandResult, LocalConnector
@@ -27,6 +27,7 @@ from edgepack.remote.sync import (
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
 from tests.unit.file_edits import rewrite_keeping_size_and_mtime
+from tests.unit.local_deploy import local_deploy
 
 MB = 1_000_000
 
@@ -49,21 +50,6 @@ class Recording(LocalConnector):
         return [arg for c in self.commands if "sha256sum" in c[2] for arg in c[5:]]
 
 
-def _deploy(
-    bundle: Path,
-    root: Path,
-    registry: TargetRegistry,
-    device: LocalConnector | None = None,
-    **options: object,
-) -> DeployReport:
-    manifest: Manifest = verify_bundle(bundle)
-    with device or LocalConnector() as device:
-        return deploy(
-            device, bundle, manifest, DeployOptions(root=str(root), **options),  # type: ignore[arg-type]
-            registry, SilentProgress(),
-        )  # fmt: skip
-
-
 def _current(root: Path) -> str:
     return str((root / "current").readlink())
 
@@ -78,7 +64,7 @@ def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
     partial = root / "releases" / f"{release}.partial" / "engine"
     partial.mkdir(parents=True)
     (partial / "weights.bin").write_bytes(data[: MB + 123])
-    report = _deploy(bundle, root, registry)
+    report = local_deploy(bundle, root, registry)
     assert report.files["resume"] == 1
     assert report.bytes_sent == report.bytes_total - (MB + 123)
     assert (root / "current" / "engine" / "weights.bin").read_bytes() == data
@@ -88,7 +74,7 @@ def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
     partial.mkdir(parents=True)
     (partial / "weights.bin").write_bytes(b"garbage" * 1000)  # not the bundle's first bytes
     (partial / "stray.tmp").write_bytes(b"left over")
-    report = _deploy(other, root, registry)
+    report = local_deploy(other, root, registry)
     assert report.files["resume"] == 0 and report.files["upload"] >= 1
     assert not (root / "current" / "engine" / "stray.tmp").exists()
     verify_bundle(root / "current")  # the release on the device is a valid bundle
@@ -97,7 +83,7 @@ def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
 def test_dry_run_changes_nothing(tmp_path: Path, registry: TargetRegistry) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 1000})
     root = tmp_path / "dev"
-    report = _deploy(bundle, root, registry, dry_run=True)
+    report = local_deploy(bundle, root, registry, dry_run=True)
     assert report.status == "dry run"
     assert {c["action"] for c in report.changes} == {"upload"}
     assert not (root / "releases").exists()
@@ -110,7 +96,7 @@ def test_keep_prunes_old_releases_but_never_current_or_previous(
     releases = []
     for index in range(4):
         bundle = make_bundle(tmp_path / f"b{index}", {"weights.bin": bytes([index]) * 100})
-        releases.append(_deploy(bundle, root, registry, keep=2).release)
+        releases.append(local_deploy(bundle, root, registry, keep=2).release)
     assert sorted(p.name for p in (root / "releases").iterdir()) == sorted(releases[2:])
     with LocalConnector() as device:
         assert rollback(device, str(root)) == (releases[3], releases[2])
@@ -128,22 +114,22 @@ def test_a_live_lock_is_respected_and_a_stale_one_taken_over(
     owner = {"host": "other-laptop", "pid": 1, "token": "x", "time": 0}
     (root / LOCK / "owner").write_text(json.dumps(owner))
     with pytest.raises(RemoteError, match="another deploy holds"):
-        _deploy(bundle, root, registry)
-    assert _deploy(bundle, root, registry, break_lock=True).status == "deployed"
+        local_deploy(bundle, root, registry)
+    assert local_deploy(bundle, root, registry, break_lock=True).status == "deployed"
 
     dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "token": "y", "time": 0}
     (root / LOCK).mkdir()
     (root / LOCK / "owner").write_text(json.dumps(dead))
-    assert _deploy(bundle, root, registry).status == "no change"
+    assert local_deploy(bundle, root, registry).status == "no change"
     assert not (root / LOCK).exists()
 
 
 def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: TargetRegistry) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
     root = tmp_path / "dev"
-    first = _deploy(bundle, root, registry)
+    first = local_deploy(bundle, root, registry)
     (root / "current" / "engine" / "weights.bin").write_bytes(b"bitrot")
-    repaired = _deploy(bundle, root, registry)
+    repaired = local_deploy(bundle, root, registry)
     assert repaired.status == "deployed"
     assert repaired.bytes_sent == 5000
     # Repaired beside the broken copy, which goes once `current` has moved to the repaired one.
@@ -151,7 +137,7 @@ def test_a_corrupted_current_release_is_repaired(tmp_path: Path, registry: Targe
     assert _current(root) == f"releases/{repaired.release}"
     assert sorted(p.name for p in (root / "releases").iterdir()) == [repaired.release]
     verify_bundle(root / "current")
-    assert _deploy(bundle, root, registry).status == "no change"
+    assert local_deploy(bundle, root, registry).status == "no change"
 
 
 class _FailingUploads(LocalConnector):
@@ -166,7 +152,7 @@ def test_a_failed_repair_never_leaves_current_pointing_at_nothing(
 ) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
     root = tmp_path / "dev"
-    first = _deploy(bundle, root, registry)
+    first = local_deploy(bundle, root, registry)
     (root / "current" / "engine" / "weights.bin").write_bytes(b"bitrot")
     manifest = verify_bundle(bundle)
     with _FailingUploads() as device, pytest.raises(RemoteError, match="connection lost"):
@@ -209,14 +195,13 @@ def test_executables_arrive_executable(tmp_path: Path, registry: TargetRegistry)
     )
     executable = {record.path: record.executable for record in sealed.files}
     assert executable["runtime/bin/tool"] and not executable["runtime/notes.txt"]
-    report = _deploy(tmp_path / "with-runtime", tmp_path / "device", registry)
+    report = local_deploy(tmp_path / "with-runtime", tmp_path / "device", registry)
     deployed = tmp_path / "device" / "releases" / report.release / "runtime"
     assert os.access(deployed / "bin" / "tool", os.X_OK)
     assert not os.access(deployed / "notes.txt", os.X_OK)
     device = Recording()  # the modes were set before the hashes and their fingerprints
-    assert _deploy(tmp_path / "with-runtime", tmp_path / "device", registry, device).status == (
-        "no change"
-    )
+    again = local_deploy(tmp_path / "with-runtime", tmp_path / "device", registry, device)
+    assert again.status == "no change"
     assert len(device.commands) == 1
 
 
@@ -228,9 +213,9 @@ def test_a_lock_whose_owner_record_a_power_loss_emptied_is_taken_over_once_old(
     (root / LOCK).mkdir(parents=True)
     (root / LOCK / "owner").write_bytes(b"")  # the record's data never reached the disk
     with pytest.raises(RemoteError, match="another deploy holds"):
-        _deploy(bundle, root, registry)  # just made: its owner may be writing the record now
+        local_deploy(bundle, root, registry)  # just made: its owner may be writing the record now
     os.utime(root / LOCK, (0, 0))
-    assert _deploy(bundle, root, registry).status == "deployed"
+    assert local_deploy(bundle, root, registry).status == "deployed"
     assert not (root / LOCK).exists()
 
 
@@ -243,22 +228,22 @@ def test_a_current_bundle_is_recognised_in_one_round_trip_that_hashes_nothing(
 ) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
     root = tmp_path / "dev"
-    first = _deploy(bundle, root, registry)
+    first = local_deploy(bundle, root, registry)
     record = root / ".fingerprints" / first.release
     assert len(record.read_text().splitlines()) == 4  # the three files and manifest.json
     device = Recording()
-    fast = _deploy(bundle, root, registry, device)  # right after the deploy that verified them
+    fast = local_deploy(bundle, root, registry, device)  # right after the deploy that verified them
     assert len(device.commands) == 1 and device.hashed() == []
     assert fast.files == {"keep": 4, "link": 0, "resume": 0, "upload": 0}
     assert not (root / LOCK).exists()
 
     record.unlink()
     full = Recording()
-    slow = _deploy(bundle, root, registry, full)  # the whole deploy, which records them again
+    slow = local_deploy(bundle, root, registry, full)  # the whole deploy, which records them again
     assert slow.status == "no change" and "engine/weights.bin" in full.hashed()
     _same_report(fast, slow)
     again = Recording()
-    _same_report(_deploy(bundle, root, registry, again), slow)
+    _same_report(local_deploy(bundle, root, registry, again), slow)
     assert len(again.commands) == 1
 
 
@@ -267,11 +252,11 @@ def test_a_same_size_change_on_the_device_is_found_and_repaired_as_before(
 ) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
     root = tmp_path / "dev"
-    first = _deploy(bundle, root, registry)
-    assert _deploy(bundle, root, registry).status == "no change"  # recorded by now
+    first = local_deploy(bundle, root, registry)
+    assert local_deploy(bundle, root, registry).status == "no change"  # recorded by now
     rewrite_keeping_size_and_mtime(root / "current" / "engine" / "weights.bin", b"x" * 5000)
     device = Recording()
-    repaired = _deploy(bundle, root, registry, device)
+    repaired = local_deploy(bundle, root, registry, device)
     assert "engine/weights.bin" in device.hashed()
     assert (repaired.status, repaired.bytes_sent) == ("deployed", 5000)
     assert repaired.release.startswith(first.release + "~")
@@ -280,9 +265,9 @@ def test_a_same_size_change_on_the_device_is_found_and_repaired_as_before(
     assert [p.name for p in (root / ".fingerprints").iterdir()] == [repaired.release]
     # Removing the broken copy moved the link counts, so the ctimes, of the files the repaired
     # copy shares with it: one full deploy hashes those again, and the next is one round trip.
-    assert _deploy(bundle, root, registry).status == "no change"
+    assert local_deploy(bundle, root, registry).status == "no change"
     device = Recording()
-    assert _deploy(bundle, root, registry, device).status == "no change"
+    assert local_deploy(bundle, root, registry, device).status == "no change"
     assert len(device.commands) == 1
 
 
@@ -291,8 +276,8 @@ def test_a_recorded_sha256_that_is_not_the_manifests_is_hashed_again(
 ) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 5000, "cfg.json": b"{}"})
     root = tmp_path / "dev"
-    release = _deploy(bundle, root, registry).release
-    _deploy(bundle, root, registry)
+    release = local_deploy(bundle, root, registry).release
+    local_deploy(bundle, root, registry)
     record = root / ".fingerprints" / release
     good = record.read_text()
     wrong = "".join(
@@ -304,7 +289,7 @@ def test_a_recorded_sha256_that_is_not_the_manifests_is_hashed_again(
     assert wrong != good
     record.write_text(wrong)  # the stat fields still match the file
     device = Recording()
-    report = _deploy(bundle, root, registry, device)
+    report = local_deploy(bundle, root, registry, device)
     assert report.status == "no change" and len(device.commands) > 1
     assert device.hashed() == ["engine/weights.bin"]
     assert record.read_text() == good
@@ -316,14 +301,14 @@ def test_the_shortcut_is_not_taken_for_a_release_that_is_not_current_nor_on_a_dr
     root = tmp_path / "dev"
     one = make_bundle(tmp_path / "one", {"weights.bin": b"1" * 100})
     two = make_bundle(tmp_path / "two", {"weights.bin": b"2" * 100})
-    first = _deploy(one, root, registry)
-    _deploy(one, root, registry)  # one's record is complete
-    second = _deploy(two, root, registry)
+    first = local_deploy(one, root, registry)
+    local_deploy(one, root, registry)  # one's record is complete
+    second = local_deploy(two, root, registry)
     assert second.status == "deployed"
-    back = _deploy(one, root, registry)  # one's record still matches, but current is two
+    back = local_deploy(one, root, registry)  # one's record still matches, but current is two
     assert (back.status, back.previous) == ("switched", second.release)
     assert _current(root) == f"releases/{first.release}"
-    _deploy(one, root, registry)
+    local_deploy(one, root, registry)
     dry = Recording()
-    assert _deploy(one, root, registry, dry, dry_run=True).status == "dry run"
+    assert local_deploy(one, root, registry, dry, dry_run=True).status == "dry run"
     assert len(dry.commands) > 1
