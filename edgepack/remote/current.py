@@ -65,12 +65,11 @@ def already_current(
     wants_venv = venv and bool(carried_pythons(bundle.manifest))
     script = shell(CURRENT_SCRIPT, root, str(PYTHON_LIMIT_S), "venv" if wants_venv else "")
     output = connector.run(script, timeout=60).stdout
+    listing = Listing.read(output)
     values: dict[str, str] = {}
-    listing = Listing()
     for line in output.splitlines():
         key, _, value = line.partition("=")
         values.setdefault(key, value)
-        listing.add(key, value)
     name = posixpath.basename(values.get(CURRENT, ""))
     wanted = {path: (size, digest) for path, size, digest in bundle.files}
     if not is_generation(name, bundle.manifest.short_id) or set(listing.sizes) != set(wanted):

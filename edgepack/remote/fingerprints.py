@@ -84,6 +84,15 @@ class Listing:
     digests: dict[str, str] = field(default_factory=dict)
     """Path → sha256 as ``sha256sum`` printed it."""
 
+    @classmethod
+    def read(cls, output: str) -> Listing:
+        """The listing of a device script's whole output (its ``key=value`` lines)."""
+        listing = cls()
+        for line in output.splitlines():
+            key, _, value = line.partition("=")
+            listing.add(key, value)
+        return listing
+
     def add(self, key: str, value: str) -> None:
         """One ``key=value`` line of the listing; other keys are ignored."""
         if key == "file":
@@ -151,11 +160,8 @@ def hash_files(
     the record entries it makes."""
     if not paths:
         return {}, {}
-    listing = Listing()
     result = connector.run(shell(HASH_SCRIPT, root, directory, *paths), check=False, timeout=None)
-    for line in result.stdout.splitlines():
-        key, _, value = line.partition("=")
-        listing.add(key, value)
+    listing = Listing.read(result.stdout)
     return listing.digests, listing.record(listing.digests)
 
 

@@ -227,10 +227,8 @@ def _read_files(
     recorded ones whose fingerprint still matches, the others hashed there (and recorded)."""
     if source is None:
         return {}, {}
-    listing = Listing()
     script = shell(FILES_SCRIPT, root, source, "remember" if remember else "")
-    for line in connector.run(script, timeout=None).stdout.splitlines():
-        listing.add(*line.partition("=")[::2])
+    listing = Listing.read(connector.run(script, timeout=None).stdout)
     wanted = {path: (size, digest) for path, size, digest in bundle.files}
     digests = listing.trusted(wanted)
     unread = [p for p, (size, _) in wanted.items() if listing.sizes.get(p) == size]
