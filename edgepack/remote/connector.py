@@ -181,6 +181,11 @@ class Connector(ABC):
         result = self.run(shell(FREE_KB_SNIPPET + '\nfree_kb "$1"', path))
         return int(result.stdout.strip()) * 1024
 
+    def make_executable(self, paths: Sequence[str]) -> None:
+        """``chmod a+x`` each of ``paths``."""
+        if paths:
+            self.run(["chmod", "a+x", "--", *paths])
+
     def make_dirs(self, paths: Sequence[str]) -> None:
         if paths:
             self.run(["mkdir", "-p", "--", *paths])

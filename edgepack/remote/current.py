@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from edgepack.remote.connector import Connector, shell
+from edgepack.remote.connector import FREE_KB_SNIPPET, Connector, shell
 from edgepack.remote.device_env import (
     VENVS_DIR,
     VenvReport,
@@ -19,23 +19,35 @@ from edgepack.remote.device_env import (
     venv_report,
     venv_wheels,
 )
-from edgepack.remote.facts import PLATFORM_SNIPPET, PROBE_SNIPPET, PYTHON_LIMIT_S, parse_facts
+from edgepack.remote.facts import (
+    FACTS_FUNCTION,
+    PLATFORM_SNIPPET,
+    PROBE_SNIPPET,
+    PYTHON_LIMIT_S,
+    DeviceFacts,
+    parse_facts,
+)
 from edgepack.remote.fingerprints import SNIPPET, Listing
 from edgepack.remote.layout import CURRENT, RELEASES, is_generation
 from edgepack.remote.sync_plan import DeployPlan, FileStep, LocalBundle, RemoteState
 
 # $1 the deploy root, $2 the python3 time limit, $3 "venv" to report the venv links and what
-# picks the venv's wheels. Prints nothing past the root while a deploy holds the lock.
+# picks the venv's wheels, $4 the bundle's release. Prints the device's facts instead of the
+# listing where the deploy will need them: no current release of the bundle, or a deploy holds
+# the lock (the full deploy then needs no second round trip to gather them).
 CURRENT_SCRIPT = (
-    PROBE_SNIPPET
+    FREE_KB_SNIPPET
+    + PROBE_SNIPPET
     + SNIPPET
+    + FACTS_FUNCTION
     + r"""
-cd "$root" 2>/dev/null && [ ! -e .deploy-lock ] || exit 0
-current=$(readlink current) || exit 0
+cd "$root" 2>/dev/null && [ ! -e .deploy-lock ] || { facts; exit 0; }
+current=$(readlink current) || { facts; exit 0; }
 say current "$current"
 name=${current#releases/}
-case $name in "$current" | "" | */* | .*) exit 0 ;; esac
-[ -d "releases/$name" ] && [ ! -L "releases/$name" ] || exit 0
+case $name in "$current" | "" | */* | .*) facts; exit 0 ;; esac
+case $name in "$4" | "$4~"*) ;; *) facts; exit 0 ;; esac
+[ -d "releases/$name" ] && [ ! -L "releases/$name" ] || { facts; exit 0; }
 listing "releases/$name" ".fingerprints/$name"
 [ "$3" = venv ] || exit 0
 say venv_link "$(readlink venv)"
@@ -58,13 +70,27 @@ class Current:
     venv: VenvReport | None
 
 
-def already_current(
-    connector: Connector, bundle: LocalBundle, root: str, venv: bool
-) -> Current | None:
-    """The bundle as current on the device, found in one round trip; None: not (or not sure)."""
+@dataclass(frozen=True)
+class CurrentCheck:
+    current: Current | None
+    """The bundle as current on the device; None: not (or not sure)."""
+    facts: DeviceFacts | None
+    """The device's facts, where the check found the deploy would need them."""
+
+
+def check_current(connector: Connector, bundle: LocalBundle, root: str, venv: bool) -> CurrentCheck:
+    """One round trip: the bundle as current on the device, or the facts a deploy starts from."""
     wants_venv = venv and bool(carried_pythons(bundle.manifest))
-    script = shell(CURRENT_SCRIPT, root, str(PYTHON_LIMIT_S), "venv" if wants_venv else "")
+    script = shell(CURRENT_SCRIPT, root, str(PYTHON_LIMIT_S), "venv" if wants_venv else "",
+                   bundle.manifest.short_id)  # fmt: skip
     output = connector.run(script, timeout=60).stdout
+    facts = parse_facts(connector.label, output) if "\nfacts=yes\n" in output else None
+    return CurrentCheck(None if facts else _current(connector, bundle, output, wants_venv), facts)
+
+
+def _current(
+    connector: Connector, bundle: LocalBundle, output: str, wants_venv: bool
+) -> Current | None:
     listing = Listing.read(output)
     values: dict[str, str] = {}
     for line in output.splitlines():

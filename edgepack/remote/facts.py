@@ -38,9 +38,9 @@ PLATFORM_SNIPPET = r"""say arch "$(uname -m)"
 say glibc "$(getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc //p')"
 """
 
-FACTS_SCRIPT = (
-    FREE_KB_SNIPPET
-    + PROBE_SNIPPET
+# `facts` prints every fact (after PROBE_SNIPPET, with FREE_KB_SNIPPET), "facts=yes" first.
+FACTS_FUNCTION = (
+    "\nfacts() {\nsay facts yes\n"
     + PLATFORM_SNIPPET
     + r"""say free_kb "$(free_kb "$root")"
 say kernel "$(uname -r)"
@@ -93,9 +93,11 @@ if found:
     print("packages=" + ",".join(found))
 PY
 fi
-exit 0
+}
 """
 )
+
+FACTS_SCRIPT = FREE_KB_SNIPPET + PROBE_SNIPPET + FACTS_FUNCTION + "facts\nexit 0\n"
 
 
 class GpuFacts(BaseModel):

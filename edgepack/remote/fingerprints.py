@@ -10,6 +10,7 @@ stale record, simply means hashing.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -48,20 +49,23 @@ write_record() {
   rm -f -- "$1/.fingerprints/$2.tmp-$3"
 }"""
 
-# $1 the deploy root, $2 a directory, then files in it: the clock, their fingerprints, then their
-# sha256s ("sha256=DIGEST  PATH"). Each stat comes before the hash: a later write moves it.
+# $1 the deploy root, $2 a directory, $3 "hash" or "stat", then files in it: the clock, their
+# fingerprints, then (hash) their sha256s ("sha256=DIGEST  PATH"). Each stat comes before the
+# hash: a later write moves it.
 HASH_SCRIPT = (
     SNIPPET
     + """
 clock "$1"
 cd "$2" || exit 1
-shift 2
+mode=$3
+shift 3
 fp_format .
 [ "${format%%=*}" = fp ] && stat -c "$format" -- "$@"
-sha256sum -- "$@" | sed 's/^/sha256=/'
+[ "$mode" = hash ] && sha256sum -- "$@" | sed 's/^/sha256=/'
 exit 0"""
 )
 
+RECORDS_DIR = ".fingerprints"
 Record = dict[str, tuple[str, str]]
 """A fingerprint record's entries: path → (fingerprint "size mtime ctime inode", sha256)."""
 
@@ -160,14 +164,54 @@ def hash_files(
     the record entries it makes."""
     if not paths:
         return {}, {}
-    result = connector.run(shell(HASH_SCRIPT, root, directory, *paths), check=False, timeout=None)
-    listing = Listing.read(result.stdout)
+    script = shell(HASH_SCRIPT, root, directory, "hash", *paths)
+    listing = Listing.read(connector.run(script, check=False, timeout=None).stdout)
     return listing.digests, listing.record(listing.digests)
+
+
+def same_inode(stat: str, other: str) -> bool:
+    """Two fingerprints of one unchanged file, whatever its ctime: same size, mtime and inode
+    (a hard link made since moves the ctime and nothing else)."""
+    ours, theirs = stat.split(" "), other.split(" ")
+    return len(ours) == len(theirs) == 4 and (ours[0], ours[1], ours[3]) == (
+        theirs[0],
+        theirs[1],
+        theirs[3],
+    )
+
+
+def fingerprint_links(
+    connector: Connector, root: str, directory: str, links: dict[str, tuple[str, str]]
+) -> tuple[dict[str, str], Record]:
+    """Files just hard-linked from a file of a fingerprinted release, ``links``: path → (the
+    source's fingerprint when it was linked, its sha256). One ``stat``, no reading: those still
+    the same inode, size and mtime have the source's sha256; the others are left to hashing."""
+    if not links:
+        return {}, {}
+    script = shell(HASH_SCRIPT, root, directory, "stat", *links)
+    listing = Listing.read(connector.run(script, check=False, timeout=None).stdout)
+    digests = {
+        path: digest
+        for path, (source, digest) in links.items()
+        if (stat := listing.stats.get(path)) is not None and same_inode(stat, source)
+    }
+    return digests, listing.record(digests)
 
 
 def record_text(entries: Record) -> bytes:
     lines = (f"{stat} {digest} {path}\n" for path, (stat, digest) in sorted(entries.items()))
     return "".join(lines).encode()
+
+
+def read_record(connector: Connector, root: str, release: str) -> Record:
+    """``release``'s fingerprint record as it is on the device (empty where there is none)."""
+    data = connector.read_bytes(posixpath.join(root, RECORDS_DIR, release))
+    if data is None:
+        return {}
+    listing = Listing()
+    for line in data.decode(errors="replace").splitlines():
+        listing.add("record", line)
+    return listing.recorded
 
 
 def write_record(connector: Connector, root: str, release: str, entries: Record) -> None:

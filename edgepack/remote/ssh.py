@@ -12,6 +12,7 @@ import contextlib
 import os
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from edgepack.remote.host_keys import (
     policy_from_config,
 )
 from edgepack.remote.hosts import HostSpec, parse_host
+from edgepack.remote.shell_session import ShellSession, heredoc_safe
 
 if TYPE_CHECKING:
     import paramiko
@@ -158,6 +160,8 @@ class SshConnector(Connector):
         self._jumps: list[SshConnector] = []
         self._client = self._connect_with_retries(attempts)
         self._sftp_client: paramiko.SFTPClient | None = None
+        self._shells: list[ShellSession] = []
+        self._shells_lock = threading.Lock()
 
     # --- connection -------------------------------------------------------------------------
     def _connect_with_retries(self, attempts: int) -> paramiko.SSHClient:
@@ -287,9 +291,7 @@ class SshConnector(Connector):
             return known
         # SFTP status "Failure" (no errno): ask the device what the file system says.
         try:
-            report = self._execute(
-                ["sh"], shlex.join(shell(WRITE_DIAGNOSIS, written)), None, self.io_timeout
-            )
+            report = self._execute(shell(WRITE_DIAGNOSIS, written), None, self.io_timeout)
         except Exception:
             return None
         return diagnosed_write_error(self.label, what, report.stdout, str(error))
@@ -298,20 +300,44 @@ class SshConnector(Connector):
     def execute(
         self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
     ) -> CommandResult:
-        command = shlex.join(argv)
         return self._guard(  # type: ignore[no-any-return]
-            f"running {argv[0]}", self._execute, argv, command, stdin, timeout
+            f"running {argv[0]}", self._execute, argv, stdin, timeout
         )
 
     def _execute(
-        self, argv: Sequence[str], command: str, stdin: bytes | None, timeout: float | None
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
     ) -> CommandResult:
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise ConnectionResetError("the SSH session is closed")
+        if not heredoc_safe(stdin):
+            return self._execute_on_channel(transport, argv, stdin, timeout)
+        session = self._idle_shell() or ShellSession.open(transport, self.io_timeout)
+        try:
+            status, stdout, stderr = session.run(argv, stdin, timeout, self.check_aborted)
+        except BaseException:
+            session.close()
+            raise
+        with self._shells_lock:
+            self._shells.append(session)
+        return CommandResult(
+            tuple(argv), status, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+        )
+
+    def _idle_shell(self) -> ShellSession | None:
+        with self._shells_lock:
+            return self._shells.pop() if self._shells else None
+
+    def _execute_on_channel(
+        self,
+        transport: paramiko.Transport,
+        argv: Sequence[str],
+        stdin: bytes | None,
+        timeout: float | None,
+    ) -> CommandResult:
         channel = transport.open_session(timeout=self.io_timeout)
         try:
-            channel.exec_command(command)
+            channel.exec_command(shlex.join(argv))
             if stdin is not None:
                 channel.sendall(stdin)
             channel.shutdown_write()
@@ -350,6 +376,15 @@ class SshConnector(Connector):
         if self._sftp.stat(remote).st_size != offset + sent:
             raise OSError("a write was refused (the file is shorter than what was sent)")
         return sent
+
+    def make_executable(self, paths: Sequence[str]) -> None:
+        """Over SFTP: a ``chmod`` command would wait for a shell while the verifier uses one."""
+        for path in paths:
+            self._guard(f"making {path} executable", self._chmod_executable, path)
+
+    def _chmod_executable(self, path: str) -> None:
+        mode = self._sftp.stat(path).st_mode or 0
+        self._sftp.chmod(path, (mode & 0o7777) | 0o111)
 
     def get(self, remote: str, local: Path) -> None:
         self._guard(f"downloading {remote}", self._get, remote, local)

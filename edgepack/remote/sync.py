@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from edgepack.bundle import Manifest
 from edgepack.errors import DeviceFullError, RemoteError
 from edgepack.remote.connector import Connector, shell
-from edgepack.remote.current import already_current
+from edgepack.remote.current import check_current
 from edgepack.remote.detect import compatibility_problems
 from edgepack.remote.device_env import (
     VenvReport,
@@ -35,7 +35,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.fingerprints import Record, hash_files
+from edgepack.remote.fingerprints import Record, fingerprint_links, hash_files
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
     under,
@@ -135,12 +135,14 @@ def deploy(
     started = time.monotonic()
     host = connector.label
     bundle = LocalBundle.of(bundle_dir, manifest)
+    facts = None
     if not options.dry_run and not options.steps:
-        found = _already_current(connector, bundle, options, progress, started)
+        found, facts = _already_current(connector, bundle, options, progress, started)
         if found is not None:
             return found
-    progress.phase(host, "gathering facts")
-    facts = gather_facts(connector, options.root)
+    if facts is None:
+        progress.phase(host, "gathering facts")
+        facts = gather_facts(connector, options.root)
     _refuse_incompatible(manifest, facts, registry)
     if options.venv:
         _refuse_unusable_wheels(manifest, facts)
@@ -186,17 +188,18 @@ def _already_current(
     options: DeployOptions,
     progress: DeployProgress,
     started: float,
-) -> DeployReport | None:
+) -> tuple[DeployReport | None, DeviceFacts | None]:
     """The "no change" report, in one read-only round trip, when the bundle is current as a
-    deploy would leave it (then it takes no lock and gathers no facts); None: deploy it."""
+    deploy would leave it (then it takes no lock and gathers no facts); else no report, and the
+    facts where that round trip brought them."""
     progress.phase(connector.label, "checking the current release")
-    current = already_current(connector, bundle, options.root, options.venv)
-    if current is None:
-        return None
+    check = check_current(connector, bundle, options.root, options.venv)
+    if check.current is None:
+        return None, check.facts
     progress.phase(connector.label, "no change")
-    report = _report(current.plan, bundle.manifest, "no change", started)
-    report.venv = current.venv
-    return report
+    report = _report(check.current.plan, bundle.manifest, "no change", started)
+    report.venv = check.current.venv
+    return report, None
 
 
 def upload_release(
@@ -327,7 +330,8 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 # directories to make, --link and (existing file, new name) pairs to hard-link (or copy across file
 # systems), --check and the paths uploads will write: one round trip. Every path after $2 is
 # relative to $1 and checked to stay inside it (no symlink, no `..`) before anything is written or
-# removed; symlinks, FIFOs and devices found in a partial release are removed first.
+# removed; symlinks, FIFOs and devices found in a partial release are removed first. It prints
+# each link's source's fingerprint just before the link ("linked=SIZE MTIME CTIME INODE PATH").
 PREPARE_SCRIPT = """dir=$1
 [ "$2" = fresh ] && { rm -rf -- "$dir" || exit 1; }
 shift 2
@@ -356,6 +360,7 @@ for a; do
     mkdir:*) inside "$a"; mkdir -p -- "$dir/$a" || exit 1 ;;
     source:*) source=$a; mode=target ;;
     target:*) inside "$a"
+      printf 'linked=%s %s\n' "$(stat -c '%s %.9Y %.9Z %i' -- "$source" 2>/dev/null)" "$a"
       ln -f -- "$source" "$dir/$a" 2>/dev/null || cp -f -- "$source" "$dir/$a" || exit 1
       mode=source ;;
     check:*) inside "$a" ;;
@@ -363,9 +368,11 @@ for a; do
 done"""
 
 
-def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> None:
+def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> dict[str, str]:
+    """Make the partial release ready for the uploads; returns, of the links whose source was
+    fingerprinted, those whose source still had that fingerprint: path → its fingerprint."""
     parents = {posixpath.dirname(step.path) for step in plan.steps} - {""}
-    connector.run(
+    result = connector.run(
         shell(
             PREPARE_SCRIPT,
             plan.partial_dir,
@@ -379,6 +386,13 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> N
             *(s.path for s in plan.steps if s.bytes_to_send),
         )
     )
+    before: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        parts = value.split(" ", 4)
+        if key == "linked" and len(parts) == 5:
+            before[parts[4]] = " ".join(parts[:4])
+    return {s.path: before[s.path] for s in links if s.source_fingerprint == before.get(s.path)}
 
 
 def _apply(
@@ -390,13 +404,15 @@ def _apply(
     links = [s for s in plan.steps if s.action == "link"]
     if links:
         progress.phase(host, f"linking {len(links)} unchanged files")
-    _prepare(connector, plan, links)
+    unchanged_sources = _prepare(connector, plan, links)
     executable = {r.path for r in bundle.manifest.files if r.executable}
     # Modes change before the hashes: a chmod moves the ctime its fingerprint records.
     in_place = [s.path for s in plan.steps if not s.bytes_to_send and s.path in executable]
     _mark_executables(connector, staging, in_place)
     with _Verifier(connector, plan.root, staging) as verifier:
-        verifier.add([s.path for s in links])
+        verifier.add_links({s.path: (unchanged_sources[s.path], s.sha256) for s in links
+                            if s.path in unchanged_sources})  # fmt: skip
+        verifier.add([s.path for s in links if s.path not in unchanged_sources])
         sent = _upload(connector, plan, bundle.directory, progress, verifier, executable)
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
         digests = verifier.finish()
@@ -410,8 +426,7 @@ def _apply(
 
 
 def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> None:
-    if paths:
-        connector.run(["chmod", "a+x", "--", *(under(staging, path) for path in paths)])
+    connector.make_executable([under(staging, path) for path in paths])
 
 
 class _Verifier:
@@ -426,6 +441,9 @@ class _Verifier:
         self.entries: Record = {}
         self.count = 0
         self._pending: list[str] = []
+        self._links: dict[str, tuple[str, str]] = {}
+        """Hard links from fingerprinted files: path → (source fingerprint, sha256)."""
+        self._pending_links: dict[str, tuple[str, str]] = {}
         self._ready = threading.Condition()
         self._closed = False
         self._error: BaseException | None = None
@@ -444,6 +462,14 @@ class _Verifier:
             self.count += len(paths)
             self._ready.notify()
 
+    def add_links(self, links: dict[str, tuple[str, str]]) -> None:
+        """Files hard-linked from a fingerprinted source: a ``stat`` shows them unchanged."""
+        with self._ready:
+            self._pending_links |= links
+            self._links |= links
+            self.count += len(links)
+            self._ready.notify()
+
     def finish(self) -> dict[str, str]:
         self._close()
         if self._error is not None:
@@ -460,7 +486,13 @@ class _Verifier:
             if not racy:
                 return
             time.sleep(RACY_WAIT_S)
-            digests, entries = hash_files(self.connector, self.root, self.directory, racy)
+            links = {path: self._links[path] for path in racy if path in self._links}
+            hashed = [path for path in racy if path not in links]
+            digests, entries = hash_files(self.connector, self.root, self.directory, hashed)
+            linked, linked_entries = fingerprint_links(
+                self.connector, self.root, self.directory, links
+            )
+            digests, entries = digests | linked, entries | linked_entries
             self.entries |= {p: e for p, e in entries.items() if digests[p] == self.digests[p]}
 
     def _close(self) -> None:
@@ -470,21 +502,32 @@ class _Verifier:
         self._thread.join()
 
     def _work(self) -> None:
-        while batch := self._next_batch():
+        while True:
+            batch, links = self._next_batch()
+            if not batch and not links:
+                return
             try:
-                digests, entries = hash_files(self.connector, self.root, self.directory, batch)
-                self.digests |= digests
-                self.entries |= entries
+                linked, entries = fingerprint_links(
+                    self.connector, self.root, self.directory, links
+                )
+                # A link whose stat moved is hashed like an upload.
+                batch += [path for path in links if path not in linked]
+                digests, hashed_entries = hash_files(
+                    self.connector, self.root, self.directory, batch
+                )
+                self.digests |= linked | digests
+                self.entries |= entries | hashed_entries
             except BaseException as error:  # re-raised by finish() in the deploying thread
                 self._error = error
                 return
 
-    def _next_batch(self) -> list[str]:
+    def _next_batch(self) -> tuple[list[str], dict[str, tuple[str, str]]]:
         with self._ready:
-            while not self._pending and not self._closed:
+            while not self._pending and not self._pending_links and not self._closed:
                 self._ready.wait()
             batch, self._pending = self._pending, []
-            return batch
+            links, self._pending_links = self._pending_links, {}
+            return batch, links
 
 
 def _upload(

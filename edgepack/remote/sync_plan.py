@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
 from edgepack.cache import sha256_file
 from edgepack.remote.connector import Connector, shell
-from edgepack.remote.fingerprints import SNIPPET, Listing, write_record
+from edgepack.remote.fingerprints import SNIPPET, Listing, read_record, write_record
 from edgepack.remote.layout import GENERATION, PARTIAL, RELEASES, is_generation, under
 
 Action = Literal["keep", "link", "resume", "upload"]
@@ -55,6 +55,9 @@ class FileStep:
     offset: int = 0
     source: str | None = None
     """For "link": the same file in another release."""
+    source_fingerprint: str | None = None
+    """For "link": the source's fingerprint in its release's record, where the record has it
+    with this sha256: a source that still has it needs no hashing once linked."""
 
     @property
     def bytes_to_send(self) -> int:
@@ -203,7 +206,9 @@ def make_plan(
         ):
             steps.append(FileStep(path, size, digest, "resume", offset=sizes[path]))
         elif digest in elsewhere:
-            steps.append(FileStep(path, size, digest, "link", source=elsewhere[digest]))
+            where_else, known = elsewhere[digest]
+            link = FileStep(path, size, digest, "link", source=where_else, source_fingerprint=known)
+            steps.append(link)
         else:
             steps.append(FileStep(path, size, digest, "upload"))
     strays = sorted(set(sizes) - wanted)
@@ -262,9 +267,10 @@ def _prefix_sha256(path: Path, length: int) -> str:
 
 def _files_in_other_releases(
     connector: Connector, root: str, state: RemoteState, release: str
-) -> dict[str, str]:
-    """sha256 → absolute path of a file with that content in a complete release (its manifest)."""
-    found: dict[str, str] = {}
+) -> dict[str, tuple[str, str | None]]:
+    """sha256 → absolute path of a file with that content in a complete release (its manifest),
+    and that file's fingerprint where the release's record has it with this sha256."""
+    found: dict[str, tuple[str, str | None]] = {}
     others = [
         n for n in state.releases if not n.endswith(PARTIAL) and not is_generation(n, release)
     ]
@@ -277,9 +283,12 @@ def _files_in_other_releases(
             records = [(r["sha256"], r["path"]) for r in json.loads(data)["files"]]
         except (ValueError, KeyError, TypeError):
             continue
+        recorded = read_record(connector, root, name)
         for digest, path in records:
             # A link is verified by its sha256 after it is made; a path that leaves its release
             # is never followed.
             if isinstance(path, str) and isinstance(digest, str) and path_problem(path) is None:
-                found.setdefault(digest, under(directory, path))
+                stat, known = recorded.get(path, ("", ""))
+                fingerprint = stat if known == digest else None
+                found.setdefault(digest, (under(directory, path), fingerprint))
     return found

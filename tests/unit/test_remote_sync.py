@@ -14,6 +14,7 @@ from edgepack.bundle import verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import CommandResult, LocalConnector
+from edgepack.remote.facts import FACTS_SCRIPT
 from edgepack.remote.fleet import on_each_host
 from edgepack.remote.hosts import HostSpec, parse_host
 from edgepack.remote.layout import LOCK
@@ -46,8 +47,15 @@ class Recording(LocalConnector):
         return super().execute(argv, stdin, timeout)
 
     def hashed(self) -> list[str]:
-        """Every path a sha256sum command was given (after the script, $0 and the directory)."""
-        return [arg for c in self.commands if "sha256sum" in c[2] for arg in c[5:]]
+        """Every path a sha256sum command was given: the fingerprinting script's in "hash" mode
+        (after $0, the root, the directory and the mode), the others' after the directory."""
+        paths: list[str] = []
+        for command in (c for c in self.commands if "sha256sum" in c[2]):
+            if "clock()" in command[2]:
+                paths += command[7:] if command[6] == "hash" else []
+            else:
+                paths += command[5:]
+        return paths
 
 
 def _current(root: Path) -> str:
@@ -312,3 +320,39 @@ def test_the_shortcut_is_not_taken_for_a_release_that_is_not_current_nor_on_a_dr
     dry = Recording()
     assert local_deploy(one, root, registry, dry, dry_run=True).status == "dry run"
     assert len(dry.commands) > 1
+
+
+def test_files_linked_from_a_fingerprinted_release_are_not_read_again(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
+    first = make_bundle(tmp_path / "a", files)
+    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
+    root = tmp_path / "dev"
+    local_deploy(first, root, registry)
+    device = Recording()
+    report = local_deploy(second, root, registry, device)
+    assert report.files == {"keep": 0, "link": 2, "resume": 0, "upload": 2}
+    assert sorted(device.hashed()) == ["engine/cfg.json", "manifest.json"]
+    assert not any(c[2] == FACTS_SCRIPT for c in device.commands)  # the current check had them
+    verify_bundle(root / "current")
+    again = Recording()
+    assert local_deploy(second, root, registry, again).status == "no change"
+    assert len(again.commands) == 1  # the links were recorded as they were checked
+
+
+def test_a_link_whose_source_moved_since_its_record_is_read_again(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
+    first = make_bundle(tmp_path / "a", files)
+    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
+    root = tmp_path / "dev"
+    release = local_deploy(first, root, registry).release
+    rewrite_keeping_size_and_mtime(root / "releases" / release / "engine" / "weights.bin",
+                                   b"x" * 5000)  # fmt: skip
+    device = Recording()
+    with pytest.raises(RemoteError, match="sha256 differs"):
+        local_deploy(second, root, registry, device)
+    assert "engine/weights.bin" in device.hashed()
+    assert _current(root) == f"releases/{release}"
