@@ -11,7 +11,9 @@ Layout under the deploy root::
 
 Every file is checked by sha256 on the device: files already there are kept, files another release
 holds are hard-linked from it, a partially uploaded file is resumed after its prefix hash matches,
-and nothing becomes ``current`` before every file of the release has been verified.
+a big file the device has an older copy of is rebuilt from a copy of that with only the blocks
+that differ sent (remote/delta.py), and nothing becomes ``current`` before every file of the
+release has been verified.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from edgepack.remote.layout import (
 from edgepack.remote.lock import device_lock
 from edgepack.remote.switch import after_switch, doomed_releases, finish, switch_to
 from edgepack.remote.sync_plan import (
-    Action,
+    ACTIONS,
     DeployPlan,
     DeployProgress,
     FileStep,
@@ -221,8 +223,8 @@ def upload_release(
 
 def _check_free_space(connector: Connector, plan: DeployPlan) -> None:
     free = connector.free_bytes(plan.root)
-    needed = plan.bytes_to_send + SPACE_RESERVE_BYTES
-    if plan.bytes_to_send and free < needed:
+    needed = plan.bytes_to_store + SPACE_RESERVE_BYTES
+    if plan.bytes_to_store and free < needed:
         raise RemoteError(
             f"{plan.host}: not enough disk under {plan.root}: {needed / 1e6:.1f} MB needed, "
             f"{free / 1e6:.1f} MB free; nothing was changed",
@@ -262,7 +264,6 @@ def _steps(
 
 
 def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -> DeployReport:
-    actions: tuple[Action, ...] = ("keep", "link", "resume", "upload")
     return DeployReport(
         host=plan.host,
         release=plan.release,
@@ -271,15 +272,23 @@ def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -
         root=plan.root,
         bytes_total=sum(step.size for step in plan.steps),
         bytes_to_send=plan.bytes_to_send,
-        files={action: plan.count(action) for action in actions},
+        files={action: plan.count(action) for action in ACTIONS},
         previous=plan.current,
         seconds=time.monotonic() - started,
-        changes=[
-            {"path": s.path, "action": s.action, "bytes_to_send": s.bytes_to_send}
-            for s in plan.steps
-            if s.action != "keep"
-        ],
+        changes=[_change(s) for s in plan.steps if s.action != "keep"],
     )
+
+
+def _change(step: FileStep) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "path": step.path,
+        "action": step.action,
+        "bytes_to_send": step.bytes_to_send,
+    }
+    if step.delta is not None:
+        change["base"] = step.delta.base.path
+        change["ranges"] = len(step.delta.ranges)
+    return change
 
 
 def _refuse_incompatible(manifest: Manifest, facts: DeviceFacts, registry: TargetRegistry) -> None:
@@ -311,8 +320,8 @@ def _refuse_if(facts: DeviceFacts, problems: list[str], hint: str) -> None:
 
 
 def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
-    needed = plan.bytes_to_send + SPACE_RESERVE_BYTES
-    if plan.bytes_to_send and facts.free_bytes < needed:
+    needed = plan.bytes_to_store + SPACE_RESERVE_BYTES
+    if plan.bytes_to_store and facts.free_bytes < needed:
         raise RemoteError(
             f"{facts.host}: not enough disk under {facts.root}: the release needs "
             f"{needed / 1e6:.1f} MB (payload plus {SPACE_RESERVE_BYTES >> 20} MiB reserve), "
@@ -325,7 +334,10 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 
 # $1 the partial release, $2 "fresh" to start it anew; then --rm and paths to remove, --mkdir and
 # directories to make, --link and (existing file, new name) pairs to hard-link (or copy across file
-# systems), --check and the paths uploads will write: one round trip. Every path after $2 is
+# systems), --copy and (base, new name) pairs to copy (a delta's start: never a hard link, the base
+# is a complete release's), --own and the partial's own files a delta rebuilds in place (a hard
+# link among them is made a file of its own first), --check and the paths uploads will write: one
+# round trip. Every path after $2 is
 # relative to $1 and checked to stay inside it (no symlink, no `..`) before anything is written or
 # removed; symlinks, FIFOs and devices found in a partial release are removed first.
 PREPARE_SCRIPT = """dir=$1
@@ -352,12 +364,24 @@ for a; do
     *:--mkdir) mode=mkdir ;;
     *:--link) mode=source ;;
     *:--check) mode=check ;;
+    *:--copy) mode=base ;;
+    *:--own) mode=own ;;
     rm:*) inside "$a"; rm -rf -- "$dir/$a" || exit 1 ;;
     mkdir:*) inside "$a"; mkdir -p -- "$dir/$a" || exit 1 ;;
     source:*) source=$a; mode=target ;;
     target:*) inside "$a"
       ln -f -- "$source" "$dir/$a" 2>/dev/null || cp -f -- "$source" "$dir/$a" || exit 1
       mode=source ;;
+    base:*) source=$a; mode=copy ;;
+    copy:*) inside "$a"
+      rm -f -- "$dir/$a" || exit 1
+      cp --reflink=auto -- "$source" "$dir/$a" 2>/dev/null || cp -- "$source" "$dir/$a" || exit 1
+      chmod a-x -- "$dir/$a" || exit 1
+      mode=base ;;
+    own:*) inside "$a"
+      if [ -n "$(find "$dir/$a" -prune -links +1)" ]; then
+        cp -- "$dir/$a" "$dir/$a.own" && mv -f -- "$dir/$a.own" "$dir/$a" || exit 1
+      fi ;;
     check:*) inside "$a" ;;
   esac
 done"""
@@ -365,6 +389,7 @@ done"""
 
 def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> None:
     parents = {posixpath.dirname(step.path) for step in plan.steps} - {""}
+    rebuilt = [(s.path, s.delta.base) for s in plan.steps if s.delta is not None]
     connector.run(
         shell(
             PREPARE_SCRIPT,
@@ -375,6 +400,10 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> N
             *sorted(parents),
             "--link",
             *(arg for s in links for arg in (str(s.source), s.path)),
+            "--copy",
+            *(arg for path, base in rebuilt if not base.own for arg in (base.path, path)),
+            "--own",
+            *(path for path, base in rebuilt if base.own),
             "--check",
             *(s.path for s in plan.steps if s.bytes_to_send),
         )
@@ -503,17 +532,29 @@ def _upload(
         done += count
         progress.transfer(plan.host, done, total)
 
-    for step in sorted(plan.steps, key=lambda s: s.bytes_to_send, reverse=True):
+    for step in sorted(plan.steps, key=_hashing_first, reverse=True):
         if step.bytes_to_send:
-            verb = "resuming" if step.action == "resume" else "uploading"
-            progress.phase(plan.host, f"{verb} {step.path}")
             remote = under(plan.partial_dir, step.path)
-            connector.put(bundle_dir / step.path, remote, step.offset, moved)
+            if step.delta is not None:
+                progress.phase(plan.host, f"rebuilding {step.path} from the device's copy")
+                moved(step.delta.hash_bytes)
+                connector.write_ranges(
+                    bundle_dir / step.path, remote, step.size, step.delta.ranges, moved
+                )
+            else:
+                verb = "resuming" if step.action == "resume" else "uploading"
+                progress.phase(plan.host, f"{verb} {step.path}")
+                connector.put(bundle_dir / step.path, remote, step.offset, moved)
             _mark_executables(
                 connector, plan.partial_dir, [step.path] if step.path in executable else []
             )
             verifier.add([step.path])
     return done
+
+
+def _hashing_first(step: FileStep) -> int:
+    """The order of the writes: the files whose hash on the device takes longest first."""
+    return step.size if step.delta is not None else step.bytes_to_send
 
 
 def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, str]) -> None:

@@ -234,7 +234,7 @@ def test_a_current_bundle_is_recognised_in_one_round_trip_that_hashes_nothing(
     device = Recording()
     fast = local_deploy(bundle, root, registry, device)  # right after the deploy that verified them
     assert len(device.commands) == 1 and device.hashed() == []
-    assert fast.files == {"keep": 4, "link": 0, "resume": 0, "upload": 0}
+    assert fast.files == {"keep": 4, "link": 0, "resume": 0, "delta": 0, "upload": 0}
     assert not (root / LOCK).exists()
 
     record.unlink()
