@@ -47,7 +47,7 @@ def _hash_lists_bound(size: int, fine_blocks: int) -> int:
 
 
 def _manifest_bytes(report: DeployReport) -> int:
-    return next(c["bytes_to_send"] for c in report.changes if c["path"] == "manifest.json")
+    return int(next(c["bytes_to_send"] for c in report.changes if c["path"] == "manifest.json"))
 
 
 def _flip(data: bytes, *offsets: int) -> bytes:
