@@ -17,7 +17,8 @@ from edgepack.remote.hosts import parse_host
 from edgepack.remote.ssh import SshConnector
 from edgepack.remote.sync import DeployOptions, SilentProgress, deploy
 from edgepack.targets import TargetRegistry
-from tests.integration.conftest import NetnsDevice, SshServer, make_bundle
+from tests.integration.conftest import make_bundle
+from tests.integration.ssh_netns import NetnsDevice, SshServer
 from tests.integration.test_remote_deploy import deploy as cli_deploy
 
 pytestmark = pytest.mark.integration
@@ -120,14 +121,16 @@ def test_a_delta_stopped_half_way_is_finished_by_a_rerun(
     assert code == 0, report
 
     options = DeployOptions(root=str(root))
-    with _Counting(parse_host("dev")) as device, pytest.raises(InterruptError):
-        device.stop_after_first_range = True
+    device = _Counting(parse_host("dev"))
+    device.stop_after_first_range = True
+    with device, pytest.raises(InterruptError):
         deploy(device, second, verify_bundle(second), options, registry, SilentProgress())
     partial = next((root / "releases").glob("*.partial")) / WEIGHTS
     assert partial.stat().st_size == len(new) and partial.read_bytes() != new
     assert str((root / "current").readlink()) == f"releases/{report['release']}"
 
-    with _Counting(parse_host("dev")) as device:
+    device = _Counting(parse_host("dev"))
+    with device:
         done = deploy(device, second, verify_bundle(second), options, registry, SilentProgress())
     [change] = [c for c in done.changes if c["action"] == "delta"]
     # Rebuilt in place: the first range landed before the stop, the other two are sent now.
