@@ -20,17 +20,11 @@ from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
 from tests.integration.ssh_netns import NetnsDevice, SshServer
 from tests.integration.test_remote_deploy import deploy as cli_deploy
+from tests.unit.file_edits import flipped
 
 pytestmark = pytest.mark.integration
 MB = 1_000_000
 WEIGHTS = "engine/model.onnx.data"
-
-
-def _flip(data: bytes, *offsets: int) -> bytes:
-    changed = bytearray(data)
-    for offset in offsets:
-        changed[offset] ^= 0x5A
-    return bytes(changed)
 
 
 def test_one_byte_changed_in_a_32_mb_file_costs_under_100_kb_on_the_wire(
@@ -45,7 +39,7 @@ def test_one_byte_changed_in_a_32_mb_file_costs_under_100_kb_on_the_wire(
     sshd_factory("dev", address=device.device_address, port=2222, netns=device.name)
     root = tmp_path / "device-root"
     old = os.urandom(32 * MB)
-    new = _flip(old, 20 * MB + 3)
+    new = flipped(old, 20 * MB + 3)
     first = make_bundle(tmp_path / "b1", {"model.onnx.data": old, "genai_config.json": b"{}"})
     code, [report] = cli_deploy(capsys, "--host", "dev", "--root", str(root), "--bundle",
                                 str(first))  # fmt: skip
@@ -113,7 +107,7 @@ def test_a_delta_stopped_half_way_is_finished_by_a_rerun(
     registry = TargetRegistry.default([])
     root = tmp_path / "device-root"
     old = os.urandom(12 * MB)
-    new = _flip(old, 5, 7 * MB, 11 * MB + 1)
+    new = flipped(old, 5, 7 * MB, 11 * MB + 1)
     first = make_bundle(tmp_path / "b1", {"model.onnx.data": old})
     second = make_bundle(tmp_path / "b2", {"model.onnx.data": new})
     args = ["--host", "dev", "--root", str(root), "--bundle"]

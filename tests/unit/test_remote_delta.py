@@ -18,6 +18,7 @@ from edgepack.remote.delta import FINE_BLOCK, HASH_CHARS, coarse_block
 from edgepack.remote.sync import DeployReport
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
+from tests.unit.file_edits import flipped
 from tests.unit.local_deploy import local_deploy
 
 MB = 1_000_000
@@ -50,18 +51,11 @@ def _manifest_bytes(report: DeployReport) -> int:
     return int(next(c["bytes_to_send"] for c in report.changes if c["path"] == "manifest.json"))
 
 
-def _flip(data: bytes, *offsets: int) -> bytes:
-    changed = bytearray(data)
-    for offset in offsets:
-        changed[offset] ^= 0xFF
-    return bytes(changed)
-
-
 def test_one_changed_byte_sends_one_fine_block_and_leaves_the_old_release_alone(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
     old = os.urandom(6 * MB)
-    new = _flip(old, 3 * MB + 17)
+    new = flipped(old, 3 * MB + 17)
     root = tmp_path / "dev"
     first = local_deploy(make_bundle(tmp_path / "b1", {"weights.bin": old}), root, registry)
     before = (root / "releases" / first.release / WEIGHTS).stat()
@@ -91,7 +85,7 @@ def test_a_file_that_grows_or_shrinks_is_rebuilt_exactly(
     tmp_path: Path, registry: TargetRegistry, old_size: int, new_size: int
 ) -> None:
     common = os.urandom(max(old_size, new_size))
-    old, new = common[:old_size], _flip(common[:new_size], MB + 5)
+    old, new = common[:old_size], flipped(common[:new_size], MB + 5)
     root, _, second = _deploy_two(tmp_path, registry, old, new)
     assert second.files["delta"] == 1
     assert (root / "current" / WEIGHTS).read_bytes() == new
@@ -105,7 +99,7 @@ def test_a_file_that_grows_or_shrinks_is_rebuilt_exactly(
 
 def test_a_change_in_the_last_short_block(tmp_path: Path, registry: TargetRegistry) -> None:
     old = os.urandom(3 * MB + 1001)
-    new = _flip(old, len(old) - 1)
+    new = flipped(old, len(old) - 1)
     root, _, second = _deploy_two(tmp_path, registry, old, new)
     assert [c["ranges"] for c in second.changes if c["action"] == "delta"] == [1]
     payload = second.bytes_sent - _manifest_bytes(second)
@@ -158,7 +152,7 @@ def test_a_device_without_split_gets_whole_coarse_blocks(
 ) -> None:
     (tmp_path / "bin").mkdir()
     old = os.urandom(4 * MB)
-    new = _flip(old, 2 * MB + 3)
+    new = flipped(old, 2 * MB + 3)
     root, _, second = _deploy_two(tmp_path, registry, old, new, _NoSplit(tmp_path / "bin"))
     assert second.files["delta"] == 1
     payload = second.bytes_sent - _manifest_bytes(second)
@@ -173,7 +167,7 @@ def test_dry_run_shows_the_delta_and_changes_nothing(
     root = tmp_path / "dev"
     local_deploy(make_bundle(tmp_path / "b1", {"weights.bin": old}), root, registry)
     listing = sorted(str(p) for p in root.rglob("*"))
-    bundle = make_bundle(tmp_path / "b2", {"weights.bin": _flip(old, 10)})
+    bundle = make_bundle(tmp_path / "b2", {"weights.bin": flipped(old, 10)})
     plan = local_deploy(bundle, root, registry, dry_run=True)
     assert plan.files["delta"] == 1
     [change] = [c for c in plan.changes if c["action"] == "delta"]
@@ -203,7 +197,7 @@ class _CutMidDelta(LocalConnector):
 
 def test_a_delta_cut_short_is_finished_by_a_rerun(tmp_path: Path, registry: TargetRegistry) -> None:
     old = os.urandom(5 * MB)
-    new = _flip(old, 100, MB + 100, 4 * MB + 100) + b"tail"
+    new = flipped(old, 100, MB + 100, 4 * MB + 100) + b"tail"
     root = tmp_path / "dev"
     first = local_deploy(make_bundle(tmp_path / "b1", {"weights.bin": old}), root, registry)
     bundle = make_bundle(tmp_path / "b2", {"weights.bin": new})
@@ -225,7 +219,7 @@ def test_a_hard_linked_partial_copy_is_not_edited_in_place(
     """A partial file linked to a complete release's (a link made earlier, then that release's
     copy changed) is rebuilt as a file of its own: the complete release keeps its bytes."""
     old = os.urandom(2 * MB)
-    new = _flip(old, 999)
+    new = flipped(old, 999)
     root = tmp_path / "dev"
     first = local_deploy(make_bundle(tmp_path / "b1", {"weights.bin": old}), root, registry)
     bundle = make_bundle(tmp_path / "b2", {"weights.bin": new})
