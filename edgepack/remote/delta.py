@@ -170,7 +170,7 @@ def deltas(
         return {}
     useful = {p: c for p, c in candidates.items() if _shares_blocks(c)}
     if useful and not _fine(connector, list(useful.values())):
-        say("the device cannot split blocks (split, mktemp): sending whole differing MiBs")
+        say("the device cannot split blocks (split, mktemp): sending differing coarse blocks whole")
         for candidate in useful.values():
             candidate.ranges = [_span(i, candidate.size, candidate.block)
                                 for i in candidate.differing()]  # fmt: skip
