@@ -26,22 +26,35 @@ DELTA_MIN_BYTES = 1 << 20
 """Files (and device copies) smaller than this are sent whole."""
 FINE_BLOCK = 4096
 HASH_CHARS = 32
+SAMPLES = 8
 """The first 128 bits of each block's sha256, in hex: a false match is caught by the whole file's
 sha256 afterwards, and it halves the lists."""
 
 Range = tuple[int, int]
 
-# $1 $2, $3 $4, ...: a coarse block size and a file. For each file "=SIZE" (empty when it is not a
-# readable file), then the hash of each coarse block. split runs each filter with $SHELL: a login
-# shell started from an SSH session may read its rc files each time (pyenv, conda: 0.2 s a block).
+# Per file: a coarse block size, the file, sample blocks of the bundle's file as INDEX:HASH, "--".
+# For each file "=SIZE" (empty when it is not a readable file), then, unless samples were given and
+# none of them matches the file (a new quantization, say: nothing to gain from a delta), the hash
+# of each of its coarse blocks. split runs each filter with $SHELL: a login shell started from an
+# SSH session may read its rc files every time (pyenv, conda: 0.2 s a block).
 COARSE_SCRIPT = """export LC_ALL=C SHELL=/bin/sh
 echo x | split -b 1 --filter='cat >/dev/null' >/dev/null 2>&1 && filter=yes
+sample() {
+  [ "$(dd if="$f" bs="$block" skip="${1%%:*}" count=1 2>/dev/null | sha256sum | cut -c1-32)" \\
+    = "${1#*:}" ]
+}
 while [ $# -gt 1 ]; do
-  block=$1 f=$2
+  block=$1 f=$2 related=yes
   shift 2
   size=$( { [ -f "$f" ] && wc -c < "$f"; } 2>/dev/null | tr -d ' ')
+  [ "$1" != -- ] && related=
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    [ -z "$related" ] && [ -n "$size" ] && sample "$1" && related=yes
+    shift
+  done
+  shift
   printf '=%s\\n' "$size"
-  [ -n "$size" ] || continue
+  [ -n "$size" ] && [ -n "$related" ] || continue
   if [ -n "$filter" ]; then
     split -b "$block" --filter=sha256sum -- "$f"
   else
@@ -188,10 +201,24 @@ def _shares_blocks(candidate: _Candidate) -> bool:
     return candidate.base_size >= DELTA_MIN_BYTES and (differing < blocks or blocks <= 2)
 
 
+def _samples(candidate: _Candidate) -> list[str]:
+    """A few coarse blocks of the bundle's file, spread over it, as INDEX:HASH (none for a small
+    file): a base that has none of them at the same place is not hashed whole."""
+    count = -(-candidate.size // candidate.block)
+    if count <= SAMPLES:
+        return []
+    samples = []
+    for index in sorted({j * count // SAMPLES for j in range(SAMPLES)}):
+        start, end = _span(index, candidate.size, candidate.block)
+        [digest] = block_hashes(candidate.local, start, end, candidate.block)
+        samples.append(f"{index}:{digest}")
+    return samples
+
+
 def _coarse(connector: Connector, candidates: list[_Candidate]) -> bool:
     """Both sides' coarse hashes (this side's while the device works); False: the device could
     not make them."""
-    args = [arg for c in candidates for arg in (str(c.block), c.base.path)]
+    args = [a for c in candidates for a in (str(c.block), c.base.path, *_samples(c), "--")]
     with ThreadPoolExecutor(1) as pool:
         local = pool.map(lambda c: block_hashes(c.local, 0, c.size, c.block), candidates)
         result = connector.run(shell(COARSE_SCRIPT, *args), check=False, timeout=None)

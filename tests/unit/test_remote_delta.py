@@ -14,7 +14,7 @@ import pytest
 from edgepack.bundle import verify_bundle
 from edgepack.errors import RemoteError
 from edgepack.remote.connector import ByteCallback, CommandResult, LocalConnector
-from edgepack.remote.delta import FINE_BLOCK, HASH_CHARS, coarse_block
+from edgepack.remote.delta import COARSE_SCRIPT, FINE_BLOCK, HASH_CHARS, coarse_block
 from edgepack.remote.sync import DeployReport
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
@@ -127,6 +127,40 @@ def test_without_a_usable_copy_the_file_is_uploaded(
                          root, registry)  # fmt: skip
     assert again.files["delta"] == 0
     assert (root / "current" / WEIGHTS).stat().st_size == 2 * MB
+
+
+class _Hashing(LocalConnector):
+    """Keeps what the device's coarse hash command printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coarse: list[str] = []
+
+    def execute(
+        self, argv: Sequence[str], stdin: bytes | None, timeout: float | None
+    ) -> CommandResult:
+        result = super().execute(argv, stdin, timeout)
+        if len(argv) > 2 and argv[2] == COARSE_SCRIPT:
+            self.coarse.append(result.stdout)
+        return result
+
+
+def test_a_big_unrelated_copy_is_not_hashed_whole_and_a_related_one_is(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    """Eight sample blocks decide: none at the same place on the device, no delta."""
+    size = 12 * MB
+    current = os.urandom(size)
+    device = _Hashing()
+    root, _, unrelated = _deploy_two(tmp_path, registry, os.urandom(size), current, device)
+    assert unrelated.files["delta"] == 0
+    assert device.coarse == [f"={size}\n"]
+    device.coarse.clear()
+    changed = flipped(current, 7)
+    related = local_deploy(make_bundle(tmp_path / "b3", {"weights.bin": changed}), root, registry,
+                           device)  # fmt: skip
+    assert related.files["delta"] == 1
+    assert len(device.coarse[0].splitlines()) == 1 + -(-size // coarse_block(size))
 
 
 class _NoSplit(LocalConnector):
