@@ -337,9 +337,9 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 # systems), --copy and (base, new name) pairs to copy (a delta's start: never a hard link, the base
 # is a complete release's), --own and the partial's own files a delta rebuilds in place (a hard
 # link among them is made a file of its own first), --check and the paths uploads will write: one
-# round trip. Every path after $2 is
-# relative to $1 and checked to stay inside it (no symlink, no `..`) before anything is written or
-# removed; symlinks, FIFOs and devices found in a partial release are removed first.
+# round trip. Every path after $2 is relative to $1 and checked to stay inside it (no symlink, no
+# `..`) before anything is written or removed; symlinks, FIFOs and devices found in a partial
+# release are removed first.
 PREPARE_SCRIPT = """dir=$1
 [ "$2" = fresh ] && { rm -rf -- "$dir" || exit 1; }
 shift 2
@@ -380,7 +380,7 @@ for a; do
       mode=base ;;
     own:*) inside "$a"
       if [ -n "$(find "$dir/$a" -prune -links +1)" ]; then
-        cp -- "$dir/$a" "$dir/$a.own" && mv -f -- "$dir/$a.own" "$dir/$a" || exit 1
+        cp -- "$dir/$a" "$dir/$a.own-$$" && mv -f -- "$dir/$a.own-$$" "$dir/$a" || exit 1
       fi ;;
     check:*) inside "$a" ;;
   esac
