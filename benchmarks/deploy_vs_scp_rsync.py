@@ -5,11 +5,13 @@
 The device is a network namespace running its own sshd, joined to this host by a veth pair whose
 host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Each tool copies the
 bundle three times: first copy, the same again (no change), and a copy with one file changed.
-edgepack also has a transfer cut (nftables drop) at half the payload and then restarted (not with
---quick). The bundle is the demo int4 bundle (built, cached, first). Bytes are
-what the host sent on the veth (`tx_bytes`: TCP/IP and SSH framing included); `ideal_s` is the
-payload at the link rate: the roofline of each copy. Needs root, `ip netns`, tc, nft, sshd, scp and
-rsync. Nothing is asserted.
+edgepack and rsync also re-deploy a bundle whose 100 MB engine file (20 MB with --quick) has one
+byte changed, over a first copy made on the device's file system directly (rsync's own count of
+its bytes from `--stats` beside the veth's). edgepack also has a transfer cut (nftables drop) at
+half the payload and then restarted (not with --quick). The bundle is the demo int4 bundle (built,
+cached, first). Bytes are what the host sent on the veth (`tx_bytes`: TCP/IP and SSH framing
+included); `ideal_s` is the payload at the link rate: the roofline of each copy. Needs root,
+`ip netns`, tc, nft, sshd, scp and rsync. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +50,8 @@ from tests.integration.ssh_netns import (
 NAME = "deploy_vs_scp_rsync"
 ALIAS = "bench-device"
 CHANGED_FILE = "engine/genai_config.json"
+BIG_FILE = "engine/model.onnx.data"
+MB = 1_000_000
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Link:
         }
         if done.returncode != 0:
             row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+        if "--stats" in command:
+            row |= rsync_stats(done.stdout)
         if command[1:4] == ["-m", "edgepack", "deploy"] and done.stdout.strip().startswith("["):
             report = json.loads(done.stdout)[0]
             row["edgepack_bytes_sent"] = report.get("bytes_sent")
@@ -116,6 +124,59 @@ def changed_copy(bundle: Path, work: Path) -> Path:
     target = work / "changed" / bundle.name
     write_bundle(target, verify_bundle(bundle), contents, FileHashIndex(work / "hashes.json"))
     return target
+
+
+def rsync_stats(output: str) -> dict[str, int]:
+    """rsync's own count of what it sent and received (``--stats``)."""
+    found = {}
+    for key in ("sent", "received"):
+        match = re.search(rf"Total bytes {key}: ([\d,.]+)", output)
+        if match:
+            found[f"rsync_bytes_{key}"] = int(re.sub(r"[,.]", "", match.group(1)))
+    return found
+
+
+def big_file_bundles(bundle: Path, work: Path, size: int) -> tuple[Path, Path]:
+    """Two bundles of a ``size``-byte engine file (random) and the demo's prompts, the second with
+    one byte in the middle of the file changed; the same directory name in two places."""
+    data = bytearray(random.Random(16).randbytes(size))
+    made = []
+    for name in ("big-old", "big-new"):
+        source = work / f"{name}-src"
+        (source / "engine").mkdir(parents=True)
+        (source / BIG_FILE).write_bytes(data)
+        contents = {"engine": source / "engine", "prompts.json": bundle / "prompts.json"}
+        manifest = verify_bundle(bundle).model_copy(update={"files": []})
+        target = work / name / bundle.name
+        write_bundle(target, manifest, contents, FileHashIndex(work / "hashes.json"))
+        made.append(target)
+        data[size // 2] ^= 0x01
+    # The first copy is an hour older: rsync skips a file of the same size and mtime unread.
+    hour_ago = time.time() - 3600
+    os.utime(made[0] / BIG_FILE, (hour_ago, hour_ago))
+    return made[0], made[1]
+
+
+def one_byte_changed(link: Link, bundle: Path, size: int) -> list[dict[str, Any]]:
+    """edgepack and rsync re-deploying the bundle with one byte of a big file changed; the first
+    copy is made directly on the device's file system (shared with this host), not timed."""
+    old, new = big_file_bundles(bundle, link.work, size)
+    label = f"one byte changed in a {size // MB} MB engine file"
+    rows = []
+    for tool in ("edgepack", "rsync -a"):
+        root = Path(f"/root/edgepack-bench-delta-{tool.split()[0]}-{os.getpid()}")
+        if tool == "edgepack":
+            local = ["--host", "local", "--root", str(root), "--bundle", str(old)]
+            subprocess.run([sys.executable, "-m", "edgepack", "deploy", *local], check=True,
+                           capture_output=True)  # fmt: skip
+            command = edgepack_deploy(link, new, str(root))
+        else:
+            shutil.copytree(old, root / old.name, copy_function=shutil.copy2)
+            command = rsync_copy(link, new, str(root))
+            command.insert(1, "--stats")
+        rows.append({"tool": tool, **link.measure(label, command, 1)})
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
 
 
 def edgepack_deploy(link: Link, bundle: Path, root: str, *extra: str) -> list[str]:
@@ -219,7 +280,8 @@ def _cut_at(device: NetnsDevice, root: Path, threshold: int) -> None:
 
 
 def params(quick: bool) -> dict[str, Any]:
-    return {"rate": "20mbit", "tools": list(TOOLS), "resume": not quick}
+    big = (20 if quick else 100) * MB
+    return {"rate": "20mbit", "tools": list(TOOLS), "resume": not quick, "big_file_bytes": big}
 
 
 def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -234,6 +296,8 @@ def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         changed = changed_copy(bundle, link.work)
         for tool in params["tools"]:
             rows += three_copies(link, tool, bundle, changed)
+        if "rsync -a" in params["tools"] and "edgepack" in params["tools"]:
+            rows += one_byte_changed(link, bundle, params.get("big_file_bytes", 100 * MB))
         if params["resume"]:
             rows += cut_and_resume(link, bundle)
     return {"rate": params["rate"], "bundle": str(bundle), "rows": rows}
@@ -252,4 +316,21 @@ def rows(result: dict[str, Any]) -> list[Row]:
                          (row["seconds"],) if ok else (), tuple(peers) if row["tool"] == "edgepack"
                          else (), row["ideal_s"] or None, higher_is_better=False,
                          note=f"failed: {row.get('error')}"))  # fmt: skip
+    return found + _wire_rows(table, data["rows"])
+
+
+def _wire_rows(table: str, measured: list[dict[str, Any]]) -> list[Row]:
+    """For the one-byte change: the bytes both ways on the veth, and rsync's own count."""
+    found = []
+    for row in measured:
+        if not row["scenario"].startswith("one byte changed") or not row["ok"]:
+            continue
+        wire = (row["wire_bytes_sent"] + row["wire_bytes_received"]) / 1000
+        label = f"{row['tool']}: {row['scenario']}, on the wire"
+        peers = (f"rsync -a: {row['scenario']}, on the wire",) if row["tool"] == "edgepack" else ()
+        found.append(Row(table, label, "kB", (wire,), peers, higher_is_better=False))
+        if "rsync_bytes_sent" in row:
+            own = (row["rsync_bytes_sent"] + row["rsync_bytes_received"]) / 1000
+            found.append(Row(table, f"rsync -a: {row['scenario']}, its --stats", "kB", (own,),
+                             higher_is_better=False))  # fmt: skip
     return found

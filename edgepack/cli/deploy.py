@@ -76,7 +76,9 @@ def deploy(
     upload into releases/<id>.partial, then an atomic switch of `current`.
 
     Files already on the device (same sha256) are not sent again; a cut transfer resumes where it
-    stopped. Several hosts are deployed concurrently; one failing does not stop the others.
+    stopped; a big file the device has an older copy of is rebuilt there, only the blocks that
+    differ being sent. Several hosts are deployed concurrently; one failing does not stop the
+    others.
     """
     from edgepack.bundle import latest_bundle, verify_bundle
     from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
@@ -158,7 +160,8 @@ def _print_outcome(outcome: HostOutcome, release: str) -> None:
         for change in report.changes:
             console.print(
                 f"  {change['action']:7} {change['path']} "
-                f"({human_bytes(change['bytes_to_send'])} to send)",
+                f"({human_bytes(change['bytes_to_send'])} to send"
+                + (f", the rest from {change['base']})" if "base" in change else ")"),
                 highlight=False,
             )
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
 from edgepack.errors import InterruptError, RemoteError
 from edgepack.remote.device_errors import (
@@ -71,6 +72,42 @@ for p; do
 done"""
 
 
+def copy_span(
+    source: IO[bytes],
+    target: Any,
+    length: int | None,
+    on_bytes: ByteCallback,
+    check_aborted: Callable[[], None],
+) -> int:
+    """Copy ``length`` bytes (None: up to the end) from ``source``'s position to ``target``'s."""
+    sent = 0
+    while length is None or sent < length:
+        chunk = source.read(CHUNK if length is None else min(CHUNK, length - sent))
+        if not chunk:
+            break
+        check_aborted()
+        target.write(chunk)
+        sent += len(chunk)
+        on_bytes(len(chunk))
+    return sent
+
+
+def copy_ranges(
+    source: IO[bytes],
+    target: Any,
+    ranges: Sequence[tuple[int, int]],
+    on_bytes: ByteCallback,
+    check_aborted: Callable[[], None],
+) -> int:
+    """Copy each (start, end) range of ``source`` to the same place in ``target``."""
+    sent = 0
+    for start, end in ranges:
+        source.seek(start)
+        target.seek(start)
+        sent += copy_span(source, target, end - start, on_bytes, check_aborted)
+    return sent
+
+
 def shell(script: str, *args: str) -> list[str]:
     """``sh -c SCRIPT`` with ``args`` as $1, $2, ...: the arguments are never parsed as code."""
     return ["sh", "-c", script, "edgepack", *args]
@@ -90,6 +127,19 @@ class Connector(ABC):
     @abstractmethod
     def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
         """Write ``local[offset:]`` into ``remote`` at ``offset``; return the bytes sent."""
+
+    @abstractmethod
+    def write_ranges(
+        self,
+        local: Path,
+        remote: str,
+        size: int,
+        ranges: Sequence[tuple[int, int]],
+        on_bytes: ByteCallback,
+    ) -> int:
+        """Make the existing ``remote`` ``size`` bytes long (cut, or extended with zeros), then
+        write ``local``'s bytes over each (start, end) range of it in place; return the bytes
+        sent. Everything outside the ranges is left as it is (a delta, see remote/delta.py)."""
 
     @abstractmethod
     def get(self, remote: str, local: Path) -> None: ...
@@ -246,23 +296,34 @@ class LocalConnector(Connector):
                 process.kill()
 
     def put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
-        sent = 0
         try:
             with local.open("rb") as source, Path(remote).open("r+b" if offset else "wb") as target:
                 source.seek(offset)
                 target.seek(offset)
                 target.truncate()
-                while chunk := source.read(CHUNK):
-                    self.check_aborted()
-                    target.write(chunk)
-                    sent += len(chunk)
-                    on_bytes(len(chunk))
+                return copy_span(source, target, None, on_bytes, self.check_aborted)
         except OSError as exc:
-            what = f"writing {remote}"
-            raise os_error(self.label, what, exc) or RemoteError(
-                f"{self.label}: {what} failed: {exc.strerror}"
-            ) from exc
-        return sent
+            raise self._write_error(remote, exc) from exc
+
+    def write_ranges(
+        self,
+        local: Path,
+        remote: str,
+        size: int,
+        ranges: Sequence[tuple[int, int]],
+        on_bytes: ByteCallback,
+    ) -> int:
+        try:
+            with local.open("rb") as source, Path(remote).open("r+b") as target:
+                target.truncate(size)
+                return copy_ranges(source, target, ranges, on_bytes, self.check_aborted)
+        except OSError as exc:
+            raise self._write_error(remote, exc) from exc
+
+    def _write_error(self, remote: str, exc: OSError) -> RemoteError:
+        what = f"writing {remote}"
+        known = os_error(self.label, what, exc)
+        return known or RemoteError(f"{self.label}: {what} failed: {exc.strerror}")
 
     def get(self, remote: str, local: Path) -> None:
         try:

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepack.errors import EdgepackError, InterruptError, RemoteError
-from edgepack.remote.connector import CHUNK, ByteCallback, CommandResult, Connector, shell
+from edgepack.remote.connector import (
+    CHUNK,
+    ByteCallback,
+    CommandResult,
+    Connector,
+    copy_ranges,
+    copy_span,
+    shell,
+)
 from edgepack.remote.device_errors import WRITE_DIAGNOSIS, diagnosed_write_error, os_error
 from edgepack.remote.host_keys import (
     HostKeyPolicy,
@@ -359,22 +367,14 @@ class SshConnector(Connector):
         return self._guard(what, self._put, local, remote, offset, on_bytes, written=remote)  # type: ignore[no-any-return]
 
     def _put(self, local: Path, remote: str, offset: int, on_bytes: ByteCallback) -> int:
-        sent = 0
         with local.open("rb") as source, self._sftp.open(remote, "r+" if offset else "w") as target:
             # Pipelined: paramiko does not wait for each 32 KiB write's reply; without this
             # every request costs a round trip and a WiFi link never reaches its rate.
             target.set_pipelined(True)
             source.seek(offset)
             target.seek(offset)
-            while chunk := source.read(CHUNK):
-                self.check_aborted()
-                target.write(chunk)
-                sent += len(chunk)
-                on_bytes(len(chunk))
-        # A pipelined write's error can go unreported (paramiko reads the replies lazily and a
-        # close does not look at them); the size the server ends with cannot lie.
-        if self._sftp.stat(remote).st_size != offset + sent:
-            raise OSError("a write was refused (the file is shorter than what was sent)")
+            sent = copy_span(source, target, None, on_bytes, self.check_aborted)
+        self._check_size(remote, offset + sent)
         return sent
 
     def make_executable(self, paths: Sequence[str]) -> None:
@@ -385,6 +385,42 @@ class SshConnector(Connector):
     def _chmod_executable(self, path: str) -> None:
         mode = self._sftp.stat(path).st_mode or 0
         self._sftp.chmod(path, (mode & 0o7777) | 0o111)
+
+    def write_ranges(
+        self,
+        local: Path,
+        remote: str,
+        size: int,
+        ranges: Sequence[tuple[int, int]],
+        on_bytes: ByteCallback,
+    ) -> int:
+        what = f"writing ranges of {remote}"
+        return self._guard(  # type: ignore[no-any-return]
+            what, self._write_ranges, local, remote, size, ranges, on_bytes, written=remote
+        )
+
+    def _write_ranges(
+        self,
+        local: Path,
+        remote: str,
+        size: int,
+        ranges: Sequence[tuple[int, int]],
+        on_bytes: ByteCallback,
+    ) -> int:
+        # SFTP opens without truncating ("r+"), cuts or extends with a setstat, seeks and writes.
+        with local.open("rb") as source, self._sftp.open(remote, "r+") as target:
+            target.set_pipelined(True)
+            target.truncate(size)
+            sent = copy_ranges(source, target, ranges, on_bytes, self.check_aborted)
+        self._check_size(remote, size)
+        return sent
+
+    def _check_size(self, remote: str, size: int) -> None:
+        # A pipelined write's error can go unreported (paramiko reads the replies lazily and a
+        # close does not look at them); the size the server ends with cannot lie. (A refused
+        # write inside a delta's ranges leaves the size alone: the sha256 check catches it.)
+        if self._sftp.stat(remote).st_size != size:
+            raise OSError("a write was refused (the file is shorter than what was sent)")
 
     def get(self, remote: str, local: Path) -> None:
         self._guard(f"downloading {remote}", self._get, remote, local)

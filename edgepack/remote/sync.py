@@ -11,13 +11,14 @@ Layout under the deploy root::
 
 Every file is checked by sha256 on the device: files already there are kept, files another release
 holds are hard-linked from it, a partially uploaded file is resumed after its prefix hash matches,
-and nothing becomes ``current`` before every file of the release has been verified.
+a big file the device has an older copy of is rebuilt from a copy of that with only the blocks
+that differ sent (remote/delta.py), and nothing becomes ``current`` before every file of the
+release has been verified.
 """
 
 from __future__ import annotations
 
 import posixpath
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from edgepack.remote.device_env import (
     venv_problems,
 )
 from edgepack.remote.facts import DeviceFacts, gather_facts
-from edgepack.remote.fingerprints import Record, fingerprint_links, hash_files
+from edgepack.remote.fingerprints import Record
 from edgepack.remote.hosts import DEFAULT_ROOT
 from edgepack.remote.layout import (
     under,
@@ -43,17 +44,17 @@ from edgepack.remote.layout import (
 from edgepack.remote.lock import device_lock
 from edgepack.remote.switch import after_switch, doomed_releases, finish, switch_to
 from edgepack.remote.sync_plan import (
-    Action,
+    ACTIONS,
     DeployPlan,
     DeployProgress,
     FileStep,
     LocalBundle,
     make_plan,
 )
+from edgepack.remote.verifier import DeviceVerifier
 from edgepack.targets import TargetRegistry
 
 SPACE_RESERVE_BYTES = 16 << 20
-RACY_RETRIES, RACY_WAIT_S = 2, 0.01
 
 
 class SilentProgress:
@@ -224,8 +225,8 @@ def upload_release(
 
 def _check_free_space(connector: Connector, plan: DeployPlan) -> None:
     free = connector.free_bytes(plan.root)
-    needed = plan.bytes_to_send + SPACE_RESERVE_BYTES
-    if plan.bytes_to_send and free < needed:
+    needed = plan.bytes_to_store + SPACE_RESERVE_BYTES
+    if plan.bytes_to_store and free < needed:
         raise RemoteError(
             f"{plan.host}: not enough disk under {plan.root}: {needed / 1e6:.1f} MB needed, "
             f"{free / 1e6:.1f} MB free; nothing was changed",
@@ -265,7 +266,6 @@ def _steps(
 
 
 def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -> DeployReport:
-    actions: tuple[Action, ...] = ("keep", "link", "resume", "upload")
     return DeployReport(
         host=plan.host,
         release=plan.release,
@@ -274,15 +274,23 @@ def _report(plan: DeployPlan, manifest: Manifest, status: Any, started: float) -
         root=plan.root,
         bytes_total=sum(step.size for step in plan.steps),
         bytes_to_send=plan.bytes_to_send,
-        files={action: plan.count(action) for action in actions},
+        files={action: plan.count(action) for action in ACTIONS},
         previous=plan.current,
         seconds=time.monotonic() - started,
-        changes=[
-            {"path": s.path, "action": s.action, "bytes_to_send": s.bytes_to_send}
-            for s in plan.steps
-            if s.action != "keep"
-        ],
+        changes=[_change(s) for s in plan.steps if s.action != "keep"],
     )
+
+
+def _change(step: FileStep) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "path": step.path,
+        "action": step.action,
+        "bytes_to_send": step.bytes_to_send,
+    }
+    if step.delta is not None:
+        change["base"] = step.delta.base.path
+        change["ranges"] = len(step.delta.ranges)
+    return change
 
 
 def _refuse_incompatible(manifest: Manifest, facts: DeviceFacts, registry: TargetRegistry) -> None:
@@ -314,8 +322,8 @@ def _refuse_if(facts: DeviceFacts, problems: list[str], hint: str) -> None:
 
 
 def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
-    needed = plan.bytes_to_send + SPACE_RESERVE_BYTES
-    if plan.bytes_to_send and facts.free_bytes < needed:
+    needed = plan.bytes_to_store + SPACE_RESERVE_BYTES
+    if plan.bytes_to_store and facts.free_bytes < needed:
         raise RemoteError(
             f"{facts.host}: not enough disk under {facts.root}: the release needs "
             f"{needed / 1e6:.1f} MB (payload plus {SPACE_RESERVE_BYTES >> 20} MiB reserve), "
@@ -328,10 +336,13 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 
 # $1 the partial release, $2 "fresh" to start it anew; then --rm and paths to remove, --mkdir and
 # directories to make, --link and (existing file, new name) pairs to hard-link (or copy across file
-# systems), --check and the paths uploads will write: one round trip. Every path after $2 is
-# relative to $1 and checked to stay inside it (no symlink, no `..`) before anything is written or
-# removed; symlinks, FIFOs and devices found in a partial release are removed first. It prints
-# each link's source's fingerprint just before the link ("linked=SIZE MTIME CTIME INODE PATH").
+# systems), --copy and (base, new name) pairs to copy (a delta's start: never a hard link, the base
+# is a complete release's), --own and the partial's own files a delta rebuilds in place (a hard
+# link among them is made a file of its own first), --check and the paths uploads will write: one
+# round trip. Every path after $2 is relative to $1 and checked to stay inside it (no symlink, no
+# `..`) before anything is written or removed; symlinks, FIFOs and devices found in a partial
+# release are removed first. It prints each link's source's fingerprint just before
+# the link ("linked=SIZE MTIME CTIME INODE PATH").
 PREPARE_SCRIPT = """dir=$1
 [ "$2" = fresh ] && { rm -rf -- "$dir" || exit 1; }
 shift 2
@@ -356,6 +367,8 @@ for a; do
     *:--mkdir) mode=mkdir ;;
     *:--link) mode=source ;;
     *:--check) mode=check ;;
+    *:--copy) mode=base ;;
+    *:--own) mode=own ;;
     rm:*) inside "$a"; rm -rf -- "$dir/$a" || exit 1 ;;
     mkdir:*) inside "$a"; mkdir -p -- "$dir/$a" || exit 1 ;;
     source:*) source=$a; mode=target ;;
@@ -363,6 +376,16 @@ for a; do
       printf 'linked=%s %s\n' "$(stat -c '%s %.9Y %.9Z %i' -- "$source" 2>/dev/null)" "$a"
       ln -f -- "$source" "$dir/$a" 2>/dev/null || cp -f -- "$source" "$dir/$a" || exit 1
       mode=source ;;
+    base:*) source=$a; mode=copy ;;
+    copy:*) inside "$a"
+      rm -f -- "$dir/$a" || exit 1
+      cp --reflink=auto -- "$source" "$dir/$a" 2>/dev/null || cp -- "$source" "$dir/$a" || exit 1
+      chmod a-x -- "$dir/$a" || exit 1
+      mode=base ;;
+    own:*) inside "$a"
+      if [ -n "$(find "$dir/$a" -prune -links +1)" ]; then
+        cp -- "$dir/$a" "$dir/$a.own-$$" && mv -f -- "$dir/$a.own-$$" "$dir/$a" || exit 1
+      fi ;;
     check:*) inside "$a" ;;
   esac
 done"""
@@ -372,6 +395,7 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> d
     """Make the partial release ready for the uploads; returns, of the links whose source was
     fingerprinted, those whose source still had that fingerprint: path → its fingerprint."""
     parents = {posixpath.dirname(step.path) for step in plan.steps} - {""}
+    rebuilt = [(s.path, s.delta.base) for s in plan.steps if s.delta is not None]
     result = connector.run(
         shell(
             PREPARE_SCRIPT,
@@ -382,6 +406,10 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> d
             *sorted(parents),
             "--link",
             *(arg for s in links for arg in (str(s.source), s.path)),
+            "--copy",
+            *(arg for path, base in rebuilt if not base.own for arg in (base.path, path)),
+            "--own",
+            *(path for path, base in rebuilt if base.own),
             "--check",
             *(s.path for s in plan.steps if s.bytes_to_send),
         )
@@ -409,7 +437,7 @@ def _apply(
     # Modes change before the hashes: a chmod moves the ctime its fingerprint records.
     in_place = [s.path for s in plan.steps if not s.bytes_to_send and s.path in executable]
     _mark_executables(connector, staging, in_place)
-    with _Verifier(connector, plan.root, staging) as verifier:
+    with DeviceVerifier(connector, plan.root, staging) as verifier:
         verifier.add_links({s.path: (unchanged_sources[s.path], s.sha256) for s in links
                             if s.path in unchanged_sources})  # fmt: skip
         verifier.add([s.path for s in links if s.path not in unchanged_sources])
@@ -429,113 +457,12 @@ def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> N
     connector.make_executable([under(staging, path) for path in paths])
 
 
-class _Verifier:
-    """Hashes uploaded files on the device in the background while later files are uploading.
-
-    One worker thread; each device command hashes every file queued since the previous one.
-    """
-
-    def __init__(self, connector: Connector, root: str, directory: str) -> None:
-        self.connector, self.root, self.directory = connector, root, directory
-        self.digests: dict[str, str] = {}
-        self.entries: Record = {}
-        self.count = 0
-        self._pending: list[str] = []
-        self._links: dict[str, tuple[str, str]] = {}
-        """Hard links from fingerprinted files: path → (source fingerprint, sha256)."""
-        self._pending_links: dict[str, tuple[str, str]] = {}
-        self._ready = threading.Condition()
-        self._closed = False
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="edgepack-verify", daemon=True)
-
-    def __enter__(self) -> _Verifier:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._close()
-
-    def add(self, paths: list[str]) -> None:
-        with self._ready:
-            self._pending.extend(paths)
-            self.count += len(paths)
-            self._ready.notify()
-
-    def add_links(self, links: dict[str, tuple[str, str]]) -> None:
-        """Files hard-linked from a fingerprinted source: a ``stat`` shows them unchanged."""
-        with self._ready:
-            self._pending_links |= links
-            self._links |= links
-            self.count += len(links)
-            self._ready.notify()
-
-    def finish(self) -> dict[str, str]:
-        self._close()
-        if self._error is not None:
-            raise self._error
-        self._fingerprint_the_last_written()
-        return self.digests
-
-    def _fingerprint_the_last_written(self) -> None:
-        """Files written within the file clock's tick before their hash are not recorded (a write
-        in that tick after the stat would not move their ctime); a file system clock ticks every
-        few ms, so hashing them again a moment later records them."""
-        for _ in range(RACY_RETRIES):
-            racy = [path for path in self.digests if path not in self.entries]
-            if not racy:
-                return
-            time.sleep(RACY_WAIT_S)
-            links = {path: self._links[path] for path in racy if path in self._links}
-            hashed = [path for path in racy if path not in links]
-            digests, entries = hash_files(self.connector, self.root, self.directory, hashed)
-            linked, linked_entries = fingerprint_links(
-                self.connector, self.root, self.directory, links
-            )
-            digests, entries = digests | linked, entries | linked_entries
-            self.entries |= {p: e for p, e in entries.items() if digests[p] == self.digests[p]}
-
-    def _close(self) -> None:
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-        self._thread.join()
-
-    def _work(self) -> None:
-        while True:
-            batch, links = self._next_batch()
-            if not batch and not links:
-                return
-            try:
-                linked, entries = fingerprint_links(
-                    self.connector, self.root, self.directory, links
-                )
-                # A link whose stat moved is hashed like an upload.
-                batch += [path for path in links if path not in linked]
-                digests, hashed_entries = hash_files(
-                    self.connector, self.root, self.directory, batch
-                )
-                self.digests |= linked | digests
-                self.entries |= entries | hashed_entries
-            except BaseException as error:  # re-raised by finish() in the deploying thread
-                self._error = error
-                return
-
-    def _next_batch(self) -> tuple[list[str], dict[str, tuple[str, str]]]:
-        with self._ready:
-            while not self._pending and not self._pending_links and not self._closed:
-                self._ready.wait()
-            batch, self._pending = self._pending, []
-            links, self._pending_links = self._pending_links, {}
-            return batch, links
-
-
 def _upload(
     connector: Connector,
     plan: DeployPlan,
     bundle_dir: Path,
     progress: DeployProgress,
-    verifier: _Verifier,
+    verifier: DeviceVerifier,
     executable: set[str],
 ) -> int:
     """Send what is missing, largest file first: its hash on the device overlaps the rest."""
@@ -546,17 +473,29 @@ def _upload(
         done += count
         progress.transfer(plan.host, done, total)
 
-    for step in sorted(plan.steps, key=lambda s: s.bytes_to_send, reverse=True):
+    for step in sorted(plan.steps, key=_hashing_first, reverse=True):
         if step.bytes_to_send:
-            verb = "resuming" if step.action == "resume" else "uploading"
-            progress.phase(plan.host, f"{verb} {step.path}")
             remote = under(plan.partial_dir, step.path)
-            connector.put(bundle_dir / step.path, remote, step.offset, moved)
+            if step.delta is not None:
+                progress.phase(plan.host, f"rebuilding {step.path} from the device's copy")
+                moved(step.delta.hash_bytes)
+                connector.write_ranges(
+                    bundle_dir / step.path, remote, step.size, step.delta.ranges, moved
+                )
+            else:
+                verb = "resuming" if step.action == "resume" else "uploading"
+                progress.phase(plan.host, f"{verb} {step.path}")
+                connector.put(bundle_dir / step.path, remote, step.offset, moved)
             _mark_executables(
                 connector, plan.partial_dir, [step.path] if step.path in executable else []
             )
             verifier.add([step.path])
     return done
+
+
+def _hashing_first(step: FileStep) -> int:
+    """The order of the writes: the files whose hash on the device takes longest first."""
+    return step.size if step.delta is not None else step.bytes_to_send
 
 
 def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, str]) -> None:

@@ -1,5 +1,6 @@
 """Deploy, first half: read the device's releases in one round trip and decide, file by file,
-what to keep, hard-link from another release, resume or upload (a plan ``--dry-run`` prints)."""
+what to keep, hard-link from another release, resume, rebuild from the copy the device has at
+that path (a block delta, remote/delta.py) or upload (a plan ``--dry-run`` prints)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from typing import Literal, Protocol
 from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
 from edgepack.cache import sha256_file
 from edgepack.remote.connector import Connector, shell
+from edgepack.remote.delta import DELTA_MIN_BYTES, Base, DeltaStep, deltas
 from edgepack.remote.fingerprints import SNIPPET, Listing, read_record, write_record
 from edgepack.remote.layout import GENERATION, PARTIAL, RELEASES, is_generation, under
 
-Action = Literal["keep", "link", "resume", "upload"]
+Action = Literal["keep", "link", "resume", "delta", "upload"]
+ACTIONS: tuple[Action, ...] = ("keep", "link", "resume", "delta", "upload")
 
 
 class DeployProgress(Protocol):
@@ -58,10 +61,19 @@ class FileStep:
     source_fingerprint: str | None = None
     """For "link": the source's fingerprint in its release's record, where the record has it
     with this sha256: a source that still has it needs no hashing once linked."""
+    delta: DeltaStep | None = None
+    """For "delta": the device's copy it is rebuilt from and the ranges sent."""
 
     @property
     def bytes_to_send(self) -> int:
+        if self.delta is not None:
+            return self.delta.bytes_to_send
         return self.size - self.offset if self.action in ("upload", "resume") else 0
+
+    @property
+    def bytes_to_store(self) -> int:
+        """The device's disk it takes (a delta's copy of its base is a whole new file)."""
+        return self.size if self.delta is not None else self.bytes_to_send
 
 
 @dataclass
@@ -101,6 +113,10 @@ class DeployPlan:
     @property
     def bytes_to_send(self) -> int:
         return sum(step.bytes_to_send for step in self.steps)
+
+    @property
+    def bytes_to_store(self) -> int:
+        return sum(step.bytes_to_store for step in self.steps)
 
     def count(self, action: Action) -> int:
         return sum(1 for step in self.steps if step.action == action)
@@ -196,7 +212,7 @@ def make_plan(
     sizes, digests = _read_files(connector, root, source, bundle, remember and complete)
     directory = posixpath.join(root, RELEASES, source or release + PARTIAL)
     wanted = {path for path, _, _ in bundle.files}
-    elsewhere = _files_in_other_releases(connector, root, state, release)
+    elsewhere, at_path = _files_in_other_releases(connector, root, state, release)
     steps = []
     for path, size, digest in bundle.files:
         if digests.get(path) == digest:
@@ -211,6 +227,8 @@ def make_plan(
             steps.append(link)
         else:
             steps.append(FileStep(path, size, digest, "upload"))
+    bases = _Bases(directory, sizes, own=not complete, elsewhere=at_path)
+    steps = _with_deltas(connector, bundle, steps, bases, progress)
     strays = sorted(set(sizes) - wanted)
     plan = DeployPlan(host, root, source if complete and source else release, where, steps,
                       strays, state.current_release, state, release)  # fmt: skip
@@ -265,12 +283,63 @@ def _prefix_sha256(path: Path, length: int) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class _Bases:
+    """Where the device may have an older copy of each file, to rebuild it from."""
+
+    directory: str
+    """The release the plan read: the partial one (``own``), or a complete one being repaired."""
+    sizes: dict[str, int]
+    own: bool
+    elsewhere: dict[str, str]
+    """Path in the bundle → the same path in the most recent other complete release."""
+
+    def base(self, step: FileStep) -> Base | None:
+        here, length = under(self.directory, step.path), self.sizes.get(step.path, 0)
+        if not self.own and step.path in self.sizes:
+            return Base(here)
+        # The partial copy's own prefix is what a resume uses already; a copy of the full size
+        # is a rebuild cut short (or one spoilt in place): the cheapest base of all.
+        mine = self.own and step.action == "upload" and length >= DELTA_MIN_BYTES
+        if mine and length == step.size:
+            return Base(here, own=True)
+        if step.path in self.elsewhere:
+            return Base(self.elsewhere[step.path])
+        return Base(here, own=True) if mine else None
+
+
+def _with_deltas(
+    connector: Connector,
+    bundle: LocalBundle,
+    steps: list[FileStep],
+    bases: _Bases,
+    progress: DeployProgress,
+) -> list[FileStep]:
+    """Uploads and resumes of big files turned into deltas where that sends fewer bytes."""
+    wanted = {}
+    for step in steps:
+        if step.action in ("upload", "resume") and step.size >= DELTA_MIN_BYTES:
+            base = bases.base(step)
+            if base is not None:
+                wanted[step.path] = (bundle.directory / step.path, step.size, base)
+    host = connector.label
+    found = deltas(connector, wanted, lambda text: progress.phase(host, text))
+    return [
+        replace(s, action="delta", offset=0, delta=found[s.path])
+        if s.path in found and found[s.path].bytes_to_send < s.bytes_to_send
+        else s
+        for s in steps
+    ]
+
+
 def _files_in_other_releases(
     connector: Connector, root: str, state: RemoteState, release: str
-) -> dict[str, tuple[str, str | None]]:
-    """sha256 → absolute path of a file with that content in a complete release (its manifest),
-    and that file's fingerprint where the release's record has it with this sha256."""
+) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
+    """sha256 → absolute path of a file with that content in a complete release (its manifest)
+    and that file's fingerprint where the release's record has it with this sha256; and path →
+    that path in the most recent complete release that lists it."""
     found: dict[str, tuple[str, str | None]] = {}
+    at_path: dict[str, str] = {}
     others = [
         n for n in state.releases if not n.endswith(PARTIAL) and not is_generation(n, release)
     ]
@@ -291,4 +360,5 @@ def _files_in_other_releases(
                 stat, known = recorded.get(path, ("", ""))
                 fingerprint = stat if known == digest else None
                 found.setdefault(digest, (under(directory, path), fingerprint))
-    return found
+                at_path.setdefault(path, under(directory, path))
+    return found, at_path

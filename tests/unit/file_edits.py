@@ -17,3 +17,11 @@ def rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
             return
         time.sleep(0.01)
     raise AssertionError("the ctime never moved")
+
+
+def flipped(data: bytes, *offsets: int) -> bytes:
+    """``data`` with the byte at each offset changed (every bit inverted)."""
+    changed = bytearray(data)
+    for offset in offsets:
+        changed[offset] ^= 0xFF
+    return bytes(changed)

@@ -242,7 +242,7 @@ def test_a_current_bundle_is_recognised_in_one_round_trip_that_hashes_nothing(
     device = Recording()
     fast = local_deploy(bundle, root, registry, device)  # right after the deploy that verified them
     assert len(device.commands) == 1 and device.hashed() == []
-    assert fast.files == {"keep": 4, "link": 0, "resume": 0, "upload": 0}
+    assert fast.files == {"keep": 4, "link": 0, "resume": 0, "delta": 0, "upload": 0}
     assert not (root / LOCK).exists()
 
     record.unlink()
@@ -332,7 +332,7 @@ def test_files_linked_from_a_fingerprinted_release_are_not_read_again(
     local_deploy(first, root, registry)
     device = Recording()
     report = local_deploy(second, root, registry, device)
-    assert report.files == {"keep": 0, "link": 2, "resume": 0, "upload": 2}
+    assert report.files == {"keep": 0, "link": 2, "resume": 0, "upload": 2, "delta": 0}
     assert sorted(device.hashed()) == ["engine/cfg.json", "manifest.json"]
     assert not any(c[2] == FACTS_SCRIPT for c in device.commands)  # the current check had them
     verify_bundle(root / "current")
