@@ -51,7 +51,7 @@ from edgepack.remote.sync_plan import (
     LocalBundle,
     make_plan,
 )
-from edgepack.remote.verifier import DeviceVerifier
+from edgepack.remote.verifier import DeviceVerifier, prune_and_restat
 from edgepack.targets import TargetRegistry
 
 SPACE_RESERVE_BYTES = 16 << 20
@@ -175,6 +175,8 @@ def deploy(
         previous = switch_to(connector, plan.root, plan.release, plan.device, plan.replaces)
         after = after_switch(plan.device, plan.release, previous, plan.replaces)
         pruned = doomed_releases(after, options.keep) + ([plan.replaces] if plan.replaces else [])
+        if pruned and record:
+            record = prune_and_restat(connector, plan.root, plan.release, pruned, record)
         finish(connector, plan.root, plan.release, pruned, lock, record)
     progress.phase(host, status)
     report = _report(plan, manifest, status, started)

@@ -3,11 +3,13 @@ are still uploading, and the fingerprints that let the next deploy skip reading 
 
 from __future__ import annotations
 
+import posixpath
 import threading
 import time
 
 from edgepack.remote.connector import Connector
 from edgepack.remote.fingerprints import Record, fingerprint_links, hash_files
+from edgepack.remote.layout import RELEASES
 
 RACY_RETRIES, RACY_WAIT_S = 2, 0.01
 
@@ -111,3 +113,16 @@ class DeviceVerifier:
             batch, self._pending = self._pending, []
             links, self._pending_links = self._pending_links, {}
             return batch, links
+
+
+def prune_and_restat(
+    connector: Connector, root: str, release: str, pruned: list[str], record: Record
+) -> Record:
+    """Remove the ``pruned`` releases, then take ``release``'s ``record`` again by ``stat``:
+    removing a release that shares files (hard links) with it moves their ctimes. A file with the
+    same inode, size and mtime as the deploy just verified keeps its sha256; the deploy holds the
+    lock, so that unlink was the only change."""
+    connector.remove_trees([posixpath.join(root, RELEASES, name) for name in pruned])
+    time.sleep(RACY_WAIT_S)  # the file clock moves past the unlinks: their ctimes can be recorded
+    directory = posixpath.join(root, RELEASES, release)
+    return fingerprint_links(connector, root, directory, record)[1]

@@ -356,3 +356,21 @@ def test_a_link_whose_source_moved_since_its_record_is_read_again(
         local_deploy(second, root, registry, device)
     assert "engine/weights.bin" in device.hashed()
     assert _current(root) == f"releases/{release}"
+
+
+def test_pruning_a_release_that_shares_files_leaves_the_current_record_usable(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
+    bundles = [make_bundle(tmp_path / f"b{n}", files | {"cfg.json": b"%d" % n}) for n in range(4)]
+    root = tmp_path / "dev"
+    for bundle in bundles[:2]:
+        local_deploy(bundle, root, registry, keep=2)
+    third = local_deploy(bundles[2], root, registry, keep=2)
+    assert len(third.pruned) == 1  # shared weights.bin with the new one: its ctime moved
+    device = Recording()
+    assert local_deploy(bundles[2], root, registry, device, keep=2).status == "no change"
+    assert len(device.commands) == 1
+    fourth = Recording()
+    local_deploy(bundles[3], root, registry, fourth, keep=2)
+    assert "engine/weights.bin" not in fourth.hashed()
