@@ -114,14 +114,15 @@ def rate_to_bps(rate: str) -> float:
     return float(rate)
 
 
-def changed_copy(bundle: Path, work: Path) -> Path:
-    """The bundle with one file changed, sealed again (the same directory name, elsewhere)."""
-    source = work / "changed-src"
+def changed_copy(bundle: Path, work: Path, nth: int = 1) -> Path:
+    """The bundle with one file changed (``nth`` newlines appended: each copy differs from the
+    others), sealed again (the same directory name, elsewhere)."""
+    source = work / f"changed-src-{nth}"
     shutil.copytree(bundle, source)
     with (source / CHANGED_FILE).open("a", encoding="utf-8") as changed:
-        changed.write("\n")
+        changed.write("\n" * nth)
     contents = {p.name: p for p in sorted(source.iterdir()) if p.name != MANIFEST}
-    target = work / "changed" / bundle.name
+    target = work / f"changed-{nth}" / bundle.name
     write_bundle(target, verify_bundle(bundle), contents, FileHashIndex(work / "hashes.json"))
     return target
 
@@ -224,16 +225,21 @@ def check_needs(tools: list[str], resume: bool) -> None:
     require_root("it makes a network namespace and shapes its link")
 
 
-def three_copies(link: Link, tool: str, bundle: Path, changed: Path) -> list[dict[str, Any]]:
+def three_copies(
+    link: Link, tool: str, bundle: Path, changed: list[Path], repeats: int
+) -> list[dict[str, Any]]:
+    """First copy; the same again, ``repeats`` times; then each of ``changed`` in turn (each one
+    file away from the one before). scp, which sends everything each time, does each once."""
     root = f"/root/edgepack-bench-{tool.split()[0]}-{os.getpid()}"
     subprocess.run([*ssh_command(link), ALIAS, "mkdir", "-p", root], check=True)
     make = TOOLS[tool]
-    size, changed_bytes = payload_bytes(bundle), changed_file_bytes(changed)
-    rows = [
-        link.measure("first copy", make(link, bundle, root), size),
-        link.measure("no change", make(link, bundle, root), 0),
-        link.measure("one file changed", make(link, changed, root), changed_bytes),
-    ]
+    size, changed_bytes = payload_bytes(bundle), changed_file_bytes(changed[0])
+    once = tool.startswith("scp")
+    rows = [link.measure("first copy", make(link, bundle, root), size)]
+    rows += [link.measure("no change", make(link, bundle, root), 0)
+             for _ in range(1 if once else repeats)]  # fmt: skip
+    rows += [link.measure("one file changed", make(link, copy, root), changed_bytes)
+             for copy in (changed[:1] if once else changed)]  # fmt: skip
     subprocess.run([*ssh_command(link), ALIAS, "rm", "-rf", root], check=True)
     return [{"tool": tool, **row} for row in rows]
 
@@ -281,56 +287,70 @@ def _cut_at(device: NetnsDevice, root: Path, threshold: int) -> None:
 
 def params(quick: bool) -> dict[str, Any]:
     big = (20 if quick else 100) * MB
-    return {"rate": "20mbit", "tools": list(TOOLS), "resume": not quick, "big_file_bytes": big}
+    rates = ["20mbit"] if quick else ["20mbit", "100mbit"]
+    return {"rates": rates, "tools": list(TOOLS), "resume": not quick, "big_file_bytes": big,
+            "repeats": 2 if quick else 5}  # fmt: skip
 
 
 def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     check_needs(params["tools"], params["resume"])
     bundle = demo_bundle(workdir).resolve()
     verify_bundle(bundle)
+    runs = [_at_rate(rate, params, bundle) for rate in params["rates"]]
+    return {"bundle": str(bundle), "runs": runs}
+
+
+def _at_rate(rate: str, params: dict[str, Any], bundle: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    with (
-        tempfile.TemporaryDirectory() as temporary,
-        shaped_device(params["rate"], Path(temporary)) as link,
-    ):
-        changed = changed_copy(bundle, link.work)
+    with tempfile.TemporaryDirectory() as temporary, shaped_device(rate, Path(temporary)) as link:
+        changed = [changed_copy(bundle, link.work, n) for n in range(1, params["repeats"] + 1)]
         for tool in params["tools"]:
-            rows += three_copies(link, tool, bundle, changed)
+            rows += three_copies(link, tool, bundle, changed, params["repeats"])
         if "rsync -a" in params["tools"] and "edgepack" in params["tools"]:
             rows += one_byte_changed(link, bundle, params.get("big_file_bytes", 100 * MB))
         if params["resume"]:
             rows += cut_and_resume(link, bundle)
-    return {"rate": params["rate"], "bundle": str(bundle), "rows": rows}
+    return {"rate": rate, "rows": rows}
 
 
 def rows(result: dict[str, Any]) -> list[Row]:
-    """Wall seconds per tool and scenario; edgepack's against scp's and rsync's, the link rate's
-    time for the bytes that must move as the roofline."""
+    """Wall seconds per tool and scenario at each rate (one sample per repeat); edgepack's against
+    scp's and rsync's, the link rate's time for the bytes that must move as the roofline."""
     data = result["data"]
-    table = f"Deploy: {data['rate']} tbf-shaped link to a namespace device"
+    runs = data.get("runs") or [{"rate": data["rate"], "rows": data["rows"]}]
+    return [row for run in runs for row in _rate_rows(run["rate"], run["rows"])]
+
+
+def _rate_rows(rate: str, measured: list[dict[str, Any]]) -> list[Row]:
+    table = f"Deploy: {rate} tbf-shaped link to a namespace device"
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in measured:
+        grouped.setdefault((row["tool"], row["scenario"]), []).append(row)
     found = []
-    for row in data["rows"]:
-        peers = [f"{tool}: {row['scenario']}" for tool in TOOLS if tool != row["tool"]]
-        ok = row["ok"] or row["scenario"] == "cut at half"
-        found.append(Row(table, f"{row['tool']}: {row['scenario']}", "s",
-                         (row["seconds"],) if ok else (), tuple(peers) if row["tool"] == "edgepack"
-                         else (), row["ideal_s"] or None, higher_is_better=False,
-                         note=f"failed: {row.get('error')}"))  # fmt: skip
-    return found + _wire_rows(table, data["rows"])
+    for (tool, scenario), group in grouped.items():
+        peers = [f"{other}: {scenario}, {rate}" for other in TOOLS if other != tool]
+        ok = [r for r in group if r["ok"] or scenario == "cut at half"]
+        failed = next((r.get("error") for r in group if r not in ok), None)
+        found.append(Row(table, f"{tool}: {scenario}, {rate}", "s",
+                         tuple(r["seconds"] for r in ok), tuple(peers) if tool == "edgepack"
+                         else (), group[0]["ideal_s"] or None, higher_is_better=False,
+                         note=f"failed: {failed}" if failed else ""))  # fmt: skip
+    return found + _wire_rows(table, rate, measured)
 
 
-def _wire_rows(table: str, measured: list[dict[str, Any]]) -> list[Row]:
+def _wire_rows(table: str, rate: str, measured: list[dict[str, Any]]) -> list[Row]:
     """For the one-byte change: the bytes both ways on the veth, and rsync's own count."""
     found = []
     for row in measured:
         if not row["scenario"].startswith("one byte changed") or not row["ok"]:
             continue
         wire = (row["wire_bytes_sent"] + row["wire_bytes_received"]) / 1000
-        label = f"{row['tool']}: {row['scenario']}, on the wire"
-        peers = (f"rsync -a: {row['scenario']}, on the wire",) if row["tool"] == "edgepack" else ()
+        label = f"{row['tool']}: {row['scenario']}, on the wire, {rate}"
+        rsync = f"rsync -a: {row['scenario']}, on the wire, {rate}"
+        peers = (rsync,) if row["tool"] == "edgepack" else ()
         found.append(Row(table, label, "kB", (wire,), peers, higher_is_better=False))
         if "rsync_bytes_sent" in row:
             own = (row["rsync_bytes_sent"] + row["rsync_bytes_received"]) / 1000
-            found.append(Row(table, f"rsync -a: {row['scenario']}, its --stats", "kB", (own,),
-                             higher_is_better=False))  # fmt: skip
+            label = f"rsync -a: {row['scenario']}, its --stats, {rate}"
+            found.append(Row(table, label, "kB", (own,), higher_is_better=False))
     return found

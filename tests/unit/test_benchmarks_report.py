@@ -78,21 +78,30 @@ def test_no_ratio_to_a_peer_measured_on_another_machine(tmp_path: Path) -> None:
     )
 
 
-def test_deploy_rows_compare_edgepack_with_scp_and_rsync(tmp_path: Path) -> None:
+def test_deploy_rows_compare_edgepack_with_scp_and_rsync_at_each_rate(tmp_path: Path) -> None:
     def copy(tool: str, scenario: str, seconds: float, ideal: float) -> dict[str, Any]:
         return {"tool": tool, "scenario": scenario, "seconds": seconds, "ideal_s": ideal,
                 "ok": True}  # fmt: skip
 
-    rows = [copy("edgepack", "first copy", 80.0, 72.0), copy("scp -r", "first copy", 64.0, 72.0),
+    slow = [copy("edgepack", "first copy", 80.0, 72.0), copy("scp -r", "first copy", 64.0, 72.0),
             copy("rsync -a", "first copy", 100.0, 72.0), copy("edgepack", "no change", 2.0, 0.0),
+            copy("edgepack", "no change", 1.0, 0.0), copy("edgepack", "no change", 3.0, 0.0),
             copy("rsync -a", "no change", 0.5, 0.0)]  # fmt: skip
-    lines = _page(tmp_path, [_result("deploy_vs_scp_rsync", {"rate": "20mbit", "rows": rows})])
-    assert _row(lines, "edgepack: first copy")[1:] == [
+    fast = [copy("edgepack", "first copy", 16.0, 14.4), copy("rsync -a", "first copy", 20.0, 14.4)]
+    runs = [{"rate": "20mbit", "rows": slow}, {"rate": "100mbit", "rows": fast}]
+    lines = _page(tmp_path, [_result("deploy_vs_scp_rsync", {"runs": runs})])
+    assert _row(lines, "edgepack: first copy, 20mbit")[1:] == [
         "1", "80.0 s", "–", "–",
-        "1.25× scp -r: first copy, 0.80× rsync -a: first copy", "90%",
+        "1.25× scp -r: first copy, 20mbit, 0.80× rsync -a: first copy, 20mbit", "90%",
     ]  # fmt: skip
-    assert _row(lines, "edgepack: no change")[5:] == ["4.00× rsync -a: no change", "–"]
+    assert _row(lines, "edgepack: no change, 20mbit")[1:3] == ["3", "2.00 s"]  # the repeats
+    assert _row(lines, "edgepack: no change, 20mbit")[5:] == [
+        "4.00× rsync -a: no change, 20mbit",
+        "–",
+    ]
+    assert _row(lines, "edgepack: first copy, 100mbit")[5] == "0.80× rsync -a: first copy, 100mbit"
     assert "## Deploy: 20mbit tbf-shaped link to a namespace device" in lines
+    assert "## Deploy: 100mbit tbf-shaped link to a namespace device" in lines
 
 
 def test_warm_rebuild_rows(tmp_path: Path) -> None:
