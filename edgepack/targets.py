@@ -136,6 +136,17 @@ class OrtRecipe(_Strict):
     graph_optimization: Literal["disable_all", "basic", "extended", "all"] | None = None
     """ONNX Runtime's graph optimisation level at session start (its default: all)."""
 
+    @model_validator(mode="after")
+    def _loadable(self) -> OrtRecipe:
+        if self.algorithm == "default" and self.lm_head != "int4":
+            raise ValueError(
+                "algorithm 'default' with the int8 lm_head (lm_head's default) builds an engine "
+                "ONNX Runtime cannot load (onnxruntime-genai 0.18: \"Node input "
+                "'lm_head.MatMul.weight_Q8G32' is not a graph input\"); set lm_head = \"int4\" "
+                "or another algorithm"
+            )
+        return self
+
 
 class RecipeSpec(_Strict):
     """Per-backend build recipes (``[recipe.ort]``)."""

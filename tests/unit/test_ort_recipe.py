@@ -41,6 +41,7 @@ INVALID = {
     "no threads": (["intra_op_threads = 0"], ["key 'recipe.ort.intra_op_threads'"]),
     "unknown level": (['graph_optimization = "max"'], ["key 'recipe.ort.graph_optimization'"]),
     "string for a flag": (['symmetric = "no"'], ["key 'recipe.ort.symmetric'"]),
+    "an unloadable combination": (['algorithm = "default"'], ["key 'recipe.ort'", "int4"]),
 }
 
 
@@ -55,6 +56,15 @@ def test_a_bad_recipe_names_the_key_and_hints_the_keys(
     for fragment in expected:
         assert fragment in caught.value.message
     assert caught.value.hint is not None and "block_size, accuracy_level" in caught.value.hint
+
+
+def test_the_default_algorithm_loads_with_an_int4_lm_head(
+    profile_variant: Callable[..., Path],
+) -> None:
+    path = profile_variant(CPU, recipe_text('algorithm = "default"', 'lm_head = "int4"'))
+    _, config = engine_stage(load_profile(path))
+    assert config["extra_options"] == {"block_size": "32", "accuracy_level": "4",
+                                       "algo_config": "default"}  # fmt: skip
 
 
 def test_a_recipe_for_a_backend_the_target_does_not_allow_is_refused(
