@@ -141,8 +141,8 @@ class OrtRecipe(_Strict):
         if self.algorithm == "default" and self.lm_head != "int4":
             raise ValueError(
                 "algorithm 'default' with the int8 lm_head (lm_head's default) builds an engine "
-                "ONNX Runtime cannot load (onnxruntime-genai 0.18: \"Node input "
-                "'lm_head.MatMul.weight_Q8G32' is not a graph input\"); set lm_head = \"int4\" "
+                'ONNX Runtime cannot load (onnxruntime-genai 0.18: "Node input '
+                '\'lm_head.MatMul.weight_Q8G32\' is not a graph input"); set lm_head = "int4" '
                 "or another algorithm"
             )
         return self

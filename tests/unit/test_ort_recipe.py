@@ -4,8 +4,9 @@ and the threads it pins honoured by both runners."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def recipe_text(*lines: str) -> tuple[str, str]:
     return BEFORE, "[recipe.ort]\n" + "".join(f"{line}\n" for line in lines) + "\n" + BEFORE
 
 
-def engine_stage(profile: TargetProfile, precision: str = "int4") -> tuple[Plan, dict[str, object]]:
+def engine_stage(profile: TargetProfile, precision: str = "int4") -> tuple[Plan, Mapping[str, Any]]:
     plan = make_plan(PlanRequest(profile, resolve_spec("smollm2-135m-instruct"), precision))
     (engine, *_) = ORT.stages(plan)
     return plan, engine.config
