@@ -216,9 +216,10 @@ class TargetProfile(_Strict):
         return self.gpu.sm if self.gpu else f"CPU ({self.arch})"
 
     def content_hash(self) -> str:
-        """Hash of every fact in the profile: part of every cache key that depends on the target.
-        A profile without a recipe hashes as before recipes existed, so its cached stages stay."""
-        facts = self.model_dump(mode="json", exclude={"recipe"} if self.recipe is None else None)
+        """Hash of every hardware fact in the profile: part of every cache key that depends on
+        the target. Not the recipe: it reaches the stages it changes through their config (the ort
+        engine's), so a recipe rebuilds the engine but not the C++ runtime."""
+        facts = self.model_dump(mode="json", exclude={"recipe"})
         canonical = json.dumps(facts, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

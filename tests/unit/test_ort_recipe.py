@@ -127,11 +127,16 @@ def test_the_engine_cache_key_follows_the_recipe(profile_variant: Callable[..., 
         (engine, *_) = ORT.stages(plan)
         keys[name] = stage_key(plan, engine, {"model": "0" * 64})
     assert len({keys[name] for name in ("none", "block 64", "block 128", "threads")}) == 4
-    # an empty table is a recipe of defaults: the same engine, but a different profile
-    assert keys["empty"] != keys["none"]
+    assert keys["empty"] == keys["none"]  # a table of defaults is the same engine
 
 
-def test_a_profile_without_a_recipe_hashes_as_before_recipes(
+def test_a_recipe_leaves_the_runtime_stage_key_alone(profile_variant: Callable[..., Path]) -> None:
+    plain = load_profile(profile_variant(CPU, directory="plain"))
+    recipe = load_profile(profile_variant(CPU, recipe_text("block_size = 64"), directory="b64"))
+    assert plain.content_hash() == recipe.content_hash()
+
+
+def test_the_hash_is_the_hardware_facts_as_before_recipes(
     profile_variant: Callable[..., Path],
 ) -> None:
     plain = load_profile(profile_variant(CPU, directory="plain"))
