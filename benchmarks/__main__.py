@@ -18,7 +18,8 @@ from benchmarks.report import BENCHMARKS_MD, Row, machine_of, markdown
 from edgepack.errors import ExitCode
 
 BENCHMARKS = (
-    "demo_precisions", "llamacpp_baseline", "bench_harness", "deploy_vs_scp_rsync", "warm_rebuild",
+    "demo_precisions", "llamacpp_baseline", "ort_recipes", "bench_harness", "deploy_vs_scp_rsync",
+    "warm_rebuild",
 )  # fmt: skip
 """Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``;
 the page shows them in this order."""

@@ -32,10 +32,12 @@ def edgepack(*args: str, echo: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def build_args(precision: str, bundle: Path) -> list[str]:
-    """The demo build of ``precision`` into ``bundle``, as ``edgepack`` arguments."""
+def build_args(precision: str, bundle: Path, targets_dir: Path | None = None) -> list[str]:
+    """The demo build of ``precision`` into ``bundle``, as ``edgepack`` arguments; a
+    ``targets_dir`` holding its own TARGET profile (a recipe) replaces the built-in one."""
+    found = ["--targets-dir", str(targets_dir)] if targets_dir else []
     return ["build", "--target", TARGET, "--precision", precision, "--model", DEMO_MODEL,
-            "--output", str(bundle), "--json"]  # fmt: skip
+            "--output", str(bundle), "--json", *found]  # fmt: skip
 
 
 def demo_bundle(workdir: Path, precision: str = "int4") -> Path:

@@ -30,18 +30,23 @@ def measure(params: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
     return [measure_one(precision, workdir, params["runs"]) for precision in params["precisions"]]
 
 
-def measure_one(precision: str, workdir: Path, runs: int) -> dict[str, Any]:
-    bundle = workdir / "bundles" / precision
-    built = edgepack(*build_args(precision, bundle))
+def measure_one(
+    precision: str, workdir: Path, runs: int, name: str = "", targets_dir: Path | None = None
+) -> dict[str, Any]:
+    """Build (cached) and bench one bundle, ``workdir/bundles/NAME`` (NAME: the precision)."""
+    bundle = workdir / "bundles" / (name or precision)
+    built = edgepack(*build_args(precision, bundle, targets_dir))
     if built.returncode != 0:
         return {"precision": precision, "error": last_line(built.stderr)}
     build = json.loads(built.stdout)
-    run_file = workdir / "runs" / f"{precision}.json"
+    run_file = workdir / "runs" / f"{name or precision}.json"
+    run_file.unlink(missing_ok=True)  # a failed bench must not leave an earlier run's figures
     benched = edgepack("bench", "--bundle", str(bundle), "--runs", str(runs), "--warmup", "1",
                        "--json-out", str(run_file))  # fmt: skip
     manifest = json.loads((bundle / "manifest.json").read_text())
     row: dict[str, Any] = {"precision": precision, "engine_bytes": build["engine_bytes"],
-                           "bundle_id": build["bundle_id"], "plan": manifest["plan"]}  # fmt: skip
+                           "bundle_id": build["bundle_id"], "plan": manifest["plan"],
+                           "bench_exit": benched.returncode}  # fmt: skip
     if not run_file.is_file():
         return {**row, "error": last_line(benched.stderr)}
     return {**row, "run": json.loads(run_file.read_text())}

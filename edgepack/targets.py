@@ -113,6 +113,47 @@ class ToolchainSpec(_Strict):
     """Edge-LLM's CMake ``EMBEDDED_TARGET`` (jetson-thor, jetson-orin, gb10)."""
 
 
+class OrtRecipe(_Strict):
+    """How the ort backend builds a target's int4 engines and the session they run in. A key left
+    out keeps edgepack's default (edgepack/backends/ort/backend.py); benchmarks/ort_recipes.py
+    measures the choices. Every key is part of the engine stage's cache key."""
+
+    block_size: Literal[16, 32, 64, 128, 256] | None = None
+    """Weights per int4 block, each with its own scale."""
+    accuracy_level: Literal[1, 2, 3, 4] | None = None
+    """The int4 MatMuls' activations: 1 fp32, 2 fp16, 3 bf16, 4 int8."""
+    symmetric: bool | None = None
+    """Signed int4 without zero points (true) or unsigned with them (false)."""
+    algorithm: Literal["default", "rtn", "k_quant"] | None = None
+    """The builder's quantization method (its ``algo_config``)."""
+    lm_head: Literal["int4", "int8"] | None = None
+    shared_embeddings: bool | None = None
+    """One quantized matrix for a tied model's embedding and lm_head (false: the embedding
+    stays an unquantized table)."""
+    intra_op_threads: int | None = Field(default=None, ge=1, le=1024)
+    """Pins the engine's threads; unset, every runner gives it one per physical core."""
+    inter_op_threads: int | None = Field(default=None, ge=1, le=1024)
+    graph_optimization: Literal["disable_all", "basic", "extended", "all"] | None = None
+    """ONNX Runtime's graph optimisation level at session start (its default: all)."""
+
+    @model_validator(mode="after")
+    def _loadable(self) -> OrtRecipe:
+        if self.algorithm == "default" and self.lm_head != "int4":
+            raise ValueError(
+                "algorithm 'default' with the int8 lm_head (lm_head's default) builds an engine "
+                'ONNX Runtime cannot load (onnxruntime-genai 0.18: "Node input '
+                '\'lm_head.MatMul.weight_Q8G32\' is not a graph input"); set lm_head = "int4" '
+                "or another algorithm"
+            )
+        return self
+
+
+class RecipeSpec(_Strict):
+    """Per-backend build recipes (``[recipe.ort]``)."""
+
+    ort: OrtRecipe | None = None
+
+
 class DetectSpec(_Strict):
     """How device facts are matched to this profile by ``edgepack targets detect``."""
 
@@ -135,6 +176,18 @@ class TargetProfile(_Strict):
     toolchain: ToolchainSpec
     detect: DetectSpec = DetectSpec()
     references: list[str] = []
+    recipe: RecipeSpec | None = None
+
+    @model_validator(mode="after")
+    def _recipes_name_allowed_backends(self) -> TargetProfile:
+        chosen = self.recipe.model_dump(exclude_none=True) if self.recipe else {}
+        for backend in chosen:
+            if backend not in self.backends.allowed:
+                raise ValueError(
+                    f"recipe.{backend} is set but {backend!r} is not in backends.allowed "
+                    f"{self.backends.allowed}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _precisions_fit_the_hardware(self) -> TargetProfile:
@@ -163,8 +216,11 @@ class TargetProfile(_Strict):
         return self.gpu.sm if self.gpu else f"CPU ({self.arch})"
 
     def content_hash(self) -> str:
-        """Hash of every fact in the profile: part of every cache key that depends on the target."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of every hardware fact in the profile: part of every cache key that depends on
+        the target. Not the recipe: it reaches the stages it changes through their config (the ort
+        engine's), so a recipe rebuilds the engine but not the C++ runtime."""
+        facts = self.model_dump(mode="json", exclude={"recipe"})
+        canonical = json.dumps(facts, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -216,6 +272,13 @@ def _describe_validation_error(path: Path, error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _hint_for(error: ValidationError) -> str:
+    if all(detail["loc"][:1] == ("recipe",) for detail in error.errors()):
+        keys = ", ".join(OrtRecipe.model_fields)
+        return f"[recipe.ort] takes {keys}; a key left out keeps the default"
+    return "`edgepack targets show ada-sm89` prints a valid profile to compare with"
+
+
 def load_profile(path: Path) -> TargetProfile:
     """Read and validate one profile file; every problem names the file and the key."""
     if path.is_dir():
@@ -234,10 +297,7 @@ def load_profile(path: Path) -> TargetProfile:
     try:
         profile = TargetProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(
-            _describe_validation_error(path, exc),
-            hint="`edgepack targets show ada-sm89` prints a valid profile to compare with",
-        ) from exc
+        raise ProfileError(_describe_validation_error(path, exc), hint=_hint_for(exc)) from exc
     if profile.name != path.stem:
         raise ProfileError(
             f"{path}: key 'name': {profile.name!r} does not match the file name {path.stem!r}",

@@ -390,7 +390,7 @@ def bench_runtime_remote(
         "--json", "--warmup", str(options.warmup), "--repeat", str(options.runs),
         "--max-new-tokens", str(options.max_new_tokens),
     ]  # fmt: skip
-    threads = device_threads(facts)
+    threads = recipe_threads(release.manifest) or device_threads(facts)
     if threads:
         argv += ["--threads", str(threads)]
     workload = shell(PASSES_SCRIPT, run_dir, str(options.batch_size), *argv)
@@ -414,6 +414,13 @@ def device_threads(facts: DeviceFacts) -> int | None:
     runner uses here (``engine_threads``). Passed explicitly because ONNX Runtime's own count can
     go wrong: under qemu-user it read one core of two and ran at half speed."""
     return facts.physical_cores or facts.cpu_cores
+
+
+def recipe_threads(manifest: Manifest) -> int | None:
+    """The intra-op threads the target's ``[recipe.ort]`` pinned in the engine, if it did."""
+    engine = manifest.recipe.get("stage_config", {}).get("engine", {})
+    threads = engine.get("session_options", {}).get("intra_op_num_threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
 
 
 def check_limits(manifest: Manifest, options: BenchOptions) -> None:

@@ -171,3 +171,29 @@ def test_quick_parameters_are_smaller(name: str) -> None:
     assert quick.keys() == full.keys()
     assert all(_cost(quick[key]) <= _cost(full[key]) for key in full)
     assert any(_cost(quick[key]) < _cost(full[key]) for key in full)
+
+
+def _recipe(name: str, decode: list[float], batched: list[float], passed: bool) -> dict[str, Any]:
+    metrics = {"decode_tok_s": {"samples": decode}, "ttft_s": {"samples": [0.1]},
+               "decode_tok_s_batched": {"samples": batched}}  # fmt: skip
+    run = {"metrics": metrics, "settings": {"batch_size": 3}, "quality": {"passed": passed}}
+    return {"recipe": name, "engine_bytes": 1.5e8, "run": run}
+
+
+def test_recipe_rows_mark_the_default_and_compare_with_the_same_runs_llamacpp(
+    tmp_path: Path,
+) -> None:
+    recipes = [_recipe("default", [110.0, 120.0], [200.0], True),
+               _recipe("block 128, rtn", [90.0], [150.0], False),
+               {"recipe": "block 64", "error": "builder failed"}]  # fmt: skip
+    data = {"llamacpp": _llamacpp([80.0, 100.0]), "recipes": recipes}
+    lines = _page(tmp_path, [_result("ort_recipes", data)])
+    peer = "llama.cpp q4_1 (same run): decode tok/s b1"
+    assert _row(lines, peer)[1:3] == ["2", "90.0 tok/s"]
+    default = _row(lines, "default (the default): decode tok/s b1")
+    assert default[1:3] == ["2", "115 tok/s"] and default[5] == f"1.28× {peer}"
+    assert _row(lines, "default (the default): decode tok/s b3 (total)")[5] == f"2.22× {peer}"
+    assert _row(lines, "default (the default): engine size")[2] == "150 MB"
+    failed_gate = "block 128, rtn [quality gate FAILED]: decode tok/s b1"
+    assert _row(lines, failed_gate)[5] == f"1.00× {peer}"
+    assert _row(lines, "block 64")[2] == "failed: builder failed"

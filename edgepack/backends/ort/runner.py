@@ -49,18 +49,20 @@ class OrtEngine:
 
     @classmethod
     def load(cls, engine_dir: Path, intra_op_threads: int | None = None) -> OrtEngine:
-        """Load model and tokenizer from ``engine_dir``; ``load_s`` records how long that took."""
+        """Load model and tokenizer from ``engine_dir``; ``load_s`` records how long that took.
+        ``intra_op_threads`` is the caller's count unless the engine pins its own (a recipe's)."""
         og = _import_genai()
         if not (engine_dir / "genai_config.json").is_file():
             raise BadInputError(
                 f"{engine_dir} is not an onnxruntime-genai engine (no genai_config.json)",
                 hint="build one with: python -m onnxruntime_genai.models.builder -i HF_DIR -o OUT",
             )
+        threads = pinned_threads(engine_dir) or intra_op_threads
         started = time.perf_counter()
         try:
             config = og.Config(str(engine_dir))
-            if intra_op_threads is not None:
-                config.overlay(json.dumps(_threads_overlay(intra_op_threads)))
+            if threads is not None:
+                config.overlay(json.dumps(_threads_overlay(threads)))
             model = og.Model(config)
             tokenizer = og.Tokenizer(model)
         except RuntimeError as error:
@@ -68,7 +70,7 @@ class OrtEngine:
                 f"onnxruntime-genai could not load {engine_dir}: {error}"
             ) from error
         engine = cls(engine_dir, model, tokenizer, time.perf_counter() - started)
-        engine.threads = intra_op_threads
+        engine.threads = threads
         return engine
 
     @property
@@ -237,6 +239,16 @@ def _check_prompts(prompts: list[list[int]], max_new_tokens: int) -> None:
         raise BadInputError("generation needs at least one prompt, and no prompt may be empty")
     if max_new_tokens < 1:
         raise BadInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+
+
+def pinned_threads(engine_dir: Path) -> int | None:
+    """The intra-op threads the engine's genai_config.json sets (a target recipe's), if any."""
+    try:
+        config = json.loads((engine_dir / "genai_config.json").read_text(encoding="utf-8"))
+        threads = config["model"]["decoder"]["session_options"]["intra_op_num_threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) else None
 
 
 def _threads_overlay(threads: int) -> dict[str, Any]:
