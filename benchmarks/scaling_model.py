@@ -50,18 +50,18 @@ def parameter_count(config: dict[str, Any]) -> int:
     mlp = 3 * hidden * config["intermediate_size"]
     layer = attention + mlp + 2 * hidden
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings", False) else 2)
-    return embeddings + config["num_hidden_layers"] * layer + hidden
+    return int(embeddings + config["num_hidden_layers"] * layer + hidden)
 
 
 def make_model(size: str, out: Path, demo: Path) -> Path:
     """``size``'s random model saved as fp32 safetensors in ``out``, with the demo's tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     base = json.loads((demo / "config.json").read_text(encoding="utf-8"))
     torch.manual_seed(0)
     config = LlamaConfig.from_dict(model_config(base, size))
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = LlamaForCausalLM(config)  # fp32: torch's default dtype
     model.save_pretrained(str(out), safe_serialization=True)
     for name in TOKENIZER_FILES:
         if (demo / name).is_file():

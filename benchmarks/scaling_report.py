@@ -4,6 +4,7 @@ which costs grow faster than the bytes (their log-log slope against the bundle's
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,31 @@ def _step_s(size: dict[str, Any]) -> float | None:
     return 1 / rate if rate else None
 
 
+def _points(
+    sizes: list[dict[str, Any]], seconds: list[float | None]
+) -> list[tuple[str, float, float]]:
+    return [(s["size"], s["bundle_bytes"], y) for s, y in zip(sizes, seconds, strict=True)
+            if y and s.get("bundle_bytes")]  # fmt: skip
+
+
 def slopes(sizes: list[dict[str, Any]]) -> dict[str, float]:
     """Each cost's log-log slope against bundle bytes, over the sizes that measured it."""
     found = {}
     for label, seconds in series(sizes).items():
-        points = [(s["bundle_bytes"], y) for s, y in zip(sizes, seconds, strict=True)
-                  if y and s.get("bundle_bytes")]  # fmt: skip
-        if len({x for x, _ in points}) >= 2:
-            found[label] = loglog_slope([x for x, _ in points], [y for _, y in points])
+        points = _points(sizes, seconds)
+        if len({x for _, x, _ in points}) >= 2:
+            found[label] = loglog_slope([x for _, x, _ in points], [y for _, _, y in points])
+    return found
+
+
+def steps(sizes: list[dict[str, Any]]) -> dict[str, list[tuple[str, float]]]:
+    """Each cost's slope from one size to the next ("135m→360m"): where a fit over all sizes
+    averages a steep step away."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    for label, seconds in series(sizes).items():
+        points = _points(sizes, seconds)
+        found[label] = [(f"{a[0]}→{b[0]}", loglog_slope([a[1], b[1]], [a[2], b[2]]))
+                        for a, b in itertools.pairwise(points) if a[1] != b[1]]  # fmt: skip
     return found
 
 
@@ -106,10 +124,15 @@ def table(sizes: list[dict[str, Any]]) -> list[str]:
 
 
 def slope_lines(sizes: list[dict[str, Any]]) -> list[str]:
-    found = slopes(sizes)
-    faster = [label for label, slope in found.items() if slope > FASTER]
-    lines = [f"- {label}: slope {slope:.2f}, {growth(slope)}" for label, slope in found.items()]
-    summary = (f"Faster than the bytes: {', '.join(faster)}." if faster
+    """Per cost: the slope over all sizes and from each size to the next; the summary names each
+    step steeper than :data:`FASTER`."""
+    overall, stepped = slopes(sizes), steps(sizes)
+    faster = [f"{label} ({where}: slope {slope:.2f})" for label, pairs in stepped.items()
+              for where, slope in pairs if slope > FASTER]  # fmt: skip
+    lines = [f"- {label}: slope {slope:.2f} over all sizes, {growth(slope)}; "
+             + ", ".join(f"{where} {step:.2f}" for where, step in stepped[label])
+             for label, slope in overall.items()]  # fmt: skip
+    summary = (f"Faster than the bytes: {'; '.join(faster)}." if faster
                else "Nothing grows faster than the bytes.")  # fmt: skip
     return [summary, "", *lines]
 
@@ -122,12 +145,11 @@ def plot(sizes: list[dict[str, Any]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=110)
+    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
     for label, seconds in series(sizes).items():
-        points = [(s["bundle_bytes"], y) for s, y in zip(sizes, seconds, strict=True)
-                  if y and s.get("bundle_bytes")]  # fmt: skip
+        points = _points(sizes, seconds)
         if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=label)
+            axes.plot([x for _, x, _ in points], [y for _, _, y in points], marker="o", label=label)
     _reference_line(axes, sizes)
     axes.set_xscale("log")
     axes.set_yscale("log")
@@ -135,7 +157,7 @@ def plot(sizes: list[dict[str, Any]], out: Path) -> None:
     axes.set_ylabel("seconds")
     axes.set_title("int4 builds of random SmolLM2-shaped models: seconds against bundle bytes")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, metadata={"Software": None})

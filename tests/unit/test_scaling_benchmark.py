@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 
 from benchmarks.scaling_model import SHAPES, model_config, parameter_count
-from benchmarks.scaling_report import FASTER, growth, loglog_slope, section, slopes, table
+from benchmarks.scaling_report import (
+    FASTER,
+    growth,
+    loglog_slope,
+    section,
+    slope_lines,
+    slopes,
+    steps,
+    table,
+)
 
 DEMO = {
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
@@ -120,3 +129,17 @@ def test_every_shape_is_a_valid_llama_config() -> None:
         assert LlamaConfig.from_dict(config).head_dim == config["head_dim"]
         assert config["hidden_size"] == config["num_attention_heads"] * config["head_dim"]
         assert config["num_attention_heads"] % config["num_key_value_heads"] == 0
+
+
+def test_a_steep_step_is_named_where_the_fit_over_all_sizes_hides_it() -> None:
+    # 135m -> 1b -> 2b: the engine stage grows with the bytes, then as their square.
+    sizes = [_size("135m", 10**8, 30.0, 0.5, 100.0), _size("1b", 10**9, 300.0, 5.0, 10.0),
+             _size("2b", 2 * 10**9, 1200.0, 10.0, 5.0)]  # fmt: skip
+    (where, slope), (later, steeper) = steps(sizes)["build: engine stage"]
+    assert (where, later) == ("135m→1b", "1b→2b")
+    assert slope == pytest.approx(1.0) and steeper == pytest.approx(2.0)
+    summary = slope_lines(sizes)[0]
+    assert summary == (
+        "Faster than the bytes: build: engine stage (1b→2b: slope 2.00); "
+        "build: end to end (1b→2b: slope 1.96)."
+    )  # its fixed 10 s: just under 2
