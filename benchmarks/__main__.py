@@ -19,10 +19,11 @@ from edgepack.errors import ExitCode
 
 BENCHMARKS = (
     "demo_precisions", "llamacpp_baseline", "ort_recipes", "bench_harness", "deploy_vs_scp_rsync",
-    "warm_rebuild",
+    "warm_rebuild", "scaling",
 )  # fmt: skip
-"""Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``;
-the page shows them in this order."""
+"""Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``,
+and optionally ``section(result, page_dir)``: markdown lines of its own (a plot it writes under
+``page_dir``, a table of other columns) after the tables; the page shows them in this order."""
 
 
 def benchmark(name: str) -> ModuleType:
@@ -56,7 +57,9 @@ def report(results: Path = RESULTS, out: Path = BENCHMARKS_MD) -> None:
     found.sort(key=lambda result: BENCHMARKS.index(result["name"]))
     rows: list[Row] = [replace(row, machine=machine_of(r)) for r in found
                        for row in benchmark(r["name"]).rows(r)]  # fmt: skip
-    out.write_text(markdown(found, rows), encoding="utf-8")
+    sections = [line for r in found if hasattr(benchmark(r["name"]), "section")
+                for line in benchmark(r["name"]).section(r, out.parent)]  # fmt: skip
+    out.write_text(markdown(found, rows, sections), encoding="utf-8")
     print(f"{out} regenerated from {len(found)} result files")
 
 
