@@ -343,9 +343,12 @@ def test_an_interrupt_mid_upload_stops_at_once_and_a_rerun_resumes(
     bundle = bundles("big", {"model.onnx.data": os.urandom(size)})
     args = ["deploy", "--host", "slow", "--root", str(root), "--bundle", str(bundle)]
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    # A terminal's Ctrl-C reaches a process whose SIGINT is the default; a test runner started as
+    # a background job of a non-interactive shell passes it on ignored, and Python keeps that.
     process = subprocess.Popen(
         [sys.executable, "-m", "edgepack", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while _partial_size(root, "model.onnx.data") < MB and time.monotonic() < deadline:
