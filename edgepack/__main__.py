@@ -1,3 +1,3 @@
-from edgepack.cli.main import main
+from edgepack.cli.entry import main
 
 main()

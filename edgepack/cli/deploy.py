@@ -80,30 +80,37 @@ def deploy(
     differ being sent. Several hosts are deployed concurrently; one failing does not stop the
     others.
     """
-    from edgepack.bundle import latest_bundle, verify_bundle
-    from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
     from edgepack.errors import BadInputError
-    from edgepack.remote.fleet import deploy_fleet, remember_deploy
+    from edgepack.remote.connect import early_connections
     from edgepack.remote.hosts import resolve_hosts
-    from edgepack.remote.sync import DeployOptions, SilentProgress
-    from edgepack.targets import TargetRegistry
 
     if keep < 1:
         raise BadInputError("--keep must be at least 1 (the current release)")
-    cache_root = cache_dir or default_cache_root()
     specs = resolve_hosts(host or [], inventory)
-    bundle_dir = bundle or latest_bundle(cache_root)
-    hashes = FileHashIndex(cache_root / HASH_INDEX_FILE)
-    manifest = verify_bundle(bundle_dir, hashes)
-    hashes.save()
-    registry = TargetRegistry.default(targets_dir or [])
-    options = DeployOptions(
-        root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv,
-        steps=_release_steps(manifest, cache_root),
-    )  # fmt: skip
-    bars = nullcontext(SilentProgress()) if json_output else TransferBars()
-    with bars as progress:
-        outcomes = deploy_fleet(specs, bundle_dir, manifest, options, registry, progress, timeout)
+    # The hosts are contacted first (by the entry point, before the command line was parsed, for
+    # `edgepack deploy --host H`): the rest of the start-up runs while they answer.
+    with early_connections(specs, timeout) as early:
+        from edgepack.bundle import latest_bundle, verify_bundle
+        from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
+        from edgepack.remote.fleet import deploy_fleet, remember_deploy
+        from edgepack.remote.sync import DeployOptions, SilentProgress
+        from edgepack.targets import TargetRegistry
+
+        cache_root = cache_dir or default_cache_root()
+        bundle_dir = bundle or latest_bundle(cache_root)
+        hashes = FileHashIndex(cache_root / HASH_INDEX_FILE)
+        manifest = verify_bundle(bundle_dir, hashes)
+        hashes.save()
+        registry = TargetRegistry.default(targets_dir or [])
+        options = DeployOptions(
+            root=root, keep=keep, dry_run=dry_run, break_lock=break_lock, venv=venv,
+            steps=_release_steps(manifest, cache_root),
+        )  # fmt: skip
+        bars = nullcontext(SilentProgress()) if json_output else TransferBars()
+        with bars as progress:
+            outcomes = deploy_fleet(
+                specs, bundle_dir, manifest, options, registry, progress, timeout, early.take
+            )
     remember_deploy(cache_root, specs, outcomes)
     if json_output:
         print_json([outcome.as_dict() for outcome in outcomes])

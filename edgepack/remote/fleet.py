@@ -146,12 +146,14 @@ def deploy_fleet(
     registry: TargetRegistry,
     progress: DeployProgress,
     io_timeout: float = 30.0,
+    connect: Callable[[HostSpec, float], Connector] = open_connector,
 ) -> list[HostOutcome]:
+    """Deploy to every host concurrently; ``connect`` opens (or hands over) each connection."""
     stopper = Stopper()
     finished: list[str] = []
 
     def one(spec: HostSpec) -> DeployReport:
-        with open_connector(spec, io_timeout) as connector:
+        with connect(spec, io_timeout) as connector:
             stopper.track(connector)
             try:
                 host_options = replace(options, root=spec.root or options.root)
