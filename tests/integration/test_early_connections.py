@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from edgepack.remote.connect import EarlyConnections
 from edgepack.remote.connector import shell
@@ -21,8 +22,8 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 def _started_s_ago(pid: int) -> float:
     """How long ago process ``pid`` of this machine (the loopback device) started."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    uptime = float(open("/proc/uptime").read().split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
     return uptime - int(fields[19]) / CLOCK_TICKS
 
 

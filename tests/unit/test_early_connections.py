@@ -22,7 +22,7 @@ from edgepack.remote.hosts import parse_host
     [
         (["deploy", "--host", "jetson"], (["jetson"], 30.0)),
         (["deploy", "-H", "a", "--host=b", "--timeout", "5"], (["a", "b"], 5.0)),
-        (["deploy", "--json", "--timeout=2.5", "-H", "ssh://u@h:2222/x"], (["ssh://u@h:2222/x"], 2.5)),
+        (["deploy", "--json", "--timeout=2.5", "-H", "ssh://u@h:22/x"], (["ssh://u@h:22/x"], 2.5)),
         (["deploy"], None),
         (["deploy", "--host", "a", "--help"], None),
         (["deploy", "--host", "a", "--inventory", "hosts.txt"], None),
