@@ -4,7 +4,9 @@
 manifest's files) has one line per file: size, mtime, ctime (ns), inode, sha256, path. A file whose
 ``stat`` still gives the recorded size, mtime, ctime and inode is not read again: any write moves
 the ctime and a replaced file has a new inode. Only an exact match is trusted, and only when the
-recorded sha256 is the manifest's; a device whose ``stat`` cannot print ns times, an unreadable or
+recorded sha256 is the manifest's. Hard links share an inode and each new link moves its
+ctime, so the exact match may be in the record of the release linked last: every record beside
+the release's own counts. A device whose ``stat`` cannot print ns times, an unreadable or
 stale record, simply means hashing.
 """
 
@@ -22,7 +24,7 @@ from edgepack.remote.connector import Connector, shell
 # PATH") where stat prints ns times for DIR, else to "file=SIZE PATH".
 # clock ROOT: prints the device's file clock ("now=", the ctime of a file made now).
 # listing DIR RECORD: every file under DIR as fp_format has it (one stat call), then RECORD as
-# "record=" lines.
+# "record=" lines and the other records beside it as "peer=" lines.
 # write_record ROOT NAME TOKEN: stdin becomes ROOT/.fingerprints/NAME, atomically.
 SNIPPET = """fp_format() {
   case $(stat -c %.9Y -- "$1" 2>/dev/null) in
@@ -40,7 +42,12 @@ clock() {
 listing() {
   fp_format "$1"
   (cd "$1" && find . -type f -exec stat -c "$format" {} +)
-  [ "${format%%=*}" = fp ] && [ -f "$2" ] && sed 's/^/record=/' "$2"
+  [ "${format%%=*}" = fp ] || return 0
+  [ -f "$2" ] && sed 's/^/record=/' "$2"
+  for peer in "${2%/*}"/*; do
+    case $peer in "$2" | *.tmp-*) continue ;; esac
+    [ -f "$peer" ] && sed 's/^/peer=/' "$peer"
+  done
   return 0
 }
 write_record() {
@@ -87,6 +94,10 @@ class Listing:
     """The device's file clock before the listing: newer files are not recorded yet."""
     digests: dict[str, str] = field(default_factory=dict)
     """Path → sha256 as ``sha256sum`` printed it."""
+    peers: dict[str, str] = field(default_factory=dict)
+    """Fingerprint → sha256 from the other releases' records. A file that hard links share has
+    one inode, and each link moves its ctime: the release linked last holds the fingerprint that
+    is still true, for every release holding the file (a rollback then reads nothing)."""
 
     @classmethod
     def read(cls, output: str) -> Listing:
@@ -106,10 +117,13 @@ class Listing:
             parts = value.split(" ", 4)
             if len(parts) == 5:
                 self._add_file(parts[4], parts[0], " ".join(parts[:4]))
-        elif key == "record":
+        elif key in ("record", "peer"):
             parts = value.split(" ", 5)
             if len(parts) == 6 and _SHA256.fullmatch(parts[4]):
-                self.recorded[parts[5]] = (" ".join(parts[:4]), parts[4])
+                if key == "record":
+                    self.recorded[parts[5]] = (" ".join(parts[:4]), parts[4])
+                else:
+                    self.peers[" ".join(parts[:4])] = parts[4]
         elif key == "now":
             self.now_ns = _nanoseconds(value)
         elif key == "sha256":
@@ -126,11 +140,14 @@ class Listing:
 
     def trusted(self, wanted: dict[str, tuple[int, str]]) -> dict[str, str]:
         """Path → sha256 for the files of ``wanted`` (path → size, sha256) whose fingerprint is
-        the recorded one, with the recorded sha256 the manifest's."""
+        the recorded one (in this release's record or another's), with the recorded sha256 the
+        manifest's."""
         found = {}
         for path, (size, digest) in wanted.items():
-            stat, known = self.stats.get(path), self.recorded.get(path)
-            if stat is not None and known == (stat, digest) and self.sizes[path] == size:
+            stat = self.stats.get(path)
+            if stat is None or self.sizes[path] != size:
+                continue
+            if self.recorded.get(path) == (stat, digest) or self.peers.get(stat) == digest:
                 found[path] = digest
         return found
 

@@ -374,3 +374,38 @@ def test_pruning_a_release_that_shares_files_leaves_the_current_record_usable(
     fourth = Recording()
     local_deploy(bundles[3], root, registry, fourth, keep=2)
     assert "engine/weights.bin" not in fourth.hashed()
+
+
+def test_going_back_to_a_release_that_lent_its_files_reads_none_of_them(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
+    first = make_bundle(tmp_path / "a", files)
+    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
+    root = tmp_path / "dev"
+    release = local_deploy(first, root, registry).release
+    local_deploy(second, root, registry)  # links weights.bin: its ctime moves under the first
+    device = Recording()
+    report = local_deploy(first, root, registry, device)
+    assert report.status == "switched" and _current(root) == f"releases/{release}"
+    assert device.hashed() == []  # the second release's record still describes weights.bin
+    again = Recording()
+    assert local_deploy(first, root, registry, again).status == "no change"
+    assert len(again.commands) == 1
+
+
+def test_a_peer_record_of_a_file_changed_since_is_not_trusted(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
+    first = make_bundle(tmp_path / "a", files)
+    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
+    root = tmp_path / "dev"
+    release = local_deploy(first, root, registry).release
+    local_deploy(second, root, registry)
+    rewrite_keeping_size_and_mtime(root / "releases" / release / "engine" / "weights.bin",
+                                   b"x" * 5000)  # fmt: skip
+    device = Recording()
+    with pytest.raises(RemoteError, match="sha256 differs"):
+        local_deploy(first, root, registry, device)
+    assert "engine/weights.bin" in device.hashed()
