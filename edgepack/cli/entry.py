@@ -10,22 +10,35 @@ connections only when its own parse names the same hosts and timeout, and closes
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 DEFAULT_TIMEOUT_S = 30.0
 
 
-def deploy_hosts(argv: list[str]) -> tuple[list[str], float] | None:
-    """The ``--host`` values and ``--timeout`` of a ``deploy`` command line; None for any other
-    command, for ``--help``, for ``--inventory`` (read during the parse) or on anything unclear."""
+@dataclass(frozen=True)
+class DeployGuess:
+    hosts: list[str]
+    timeout: float = DEFAULT_TIMEOUT_S
+    compress: bool | None = None
+
+
+def deploy_hosts(argv: list[str]) -> DeployGuess | None:
+    """The ``--host`` values, ``--timeout`` and ``--compress`` of a ``deploy`` command line;
+    None for any other command, for ``--help``, for ``--inventory`` (read during the parse) or
+    on anything unclear."""
     if not argv or argv[0] != "deploy":
         return None
     hosts: list[str] = []
     timeout = DEFAULT_TIMEOUT_S
+    compress: bool | None = None
     args = iter(argv[1:])
     for arg in args:
         name, equals, value = arg.partition("=")
         if name in ("--help", "--inventory", "-i", "--"):
             return None
+        if name in ("--compress", "--no-compress"):
+            compress = name == "--compress"
+            continue
         if name not in ("--host", "-H", "--timeout"):
             continue
         if not equals:
@@ -37,7 +50,7 @@ def deploy_hosts(argv: list[str]) -> tuple[list[str], float] | None:
                 return None
         else:
             hosts.append(value)
-    return (hosts, timeout) if hosts else None
+    return DeployGuess(hosts, timeout, compress) if hosts else None
 
 
 def prefetch_connections(argv: list[str]) -> None:
@@ -46,15 +59,13 @@ def prefetch_connections(argv: list[str]) -> None:
         return
     from edgepack.errors import EdgepackError
     from edgepack.remote.connect import prefetch
-    from edgepack.remote.hosts import parse_host
+    from edgepack.remote.hosts import parse_host, with_compression
 
-    hosts, timeout = found
     try:
-        specs = [parse_host(host) for host in hosts]
+        specs = [parse_host(host) for host in found.hosts]
     except EdgepackError:  # the parse says so, in its own words
         return
-    sys.setswitchinterval(0.0005)
-    prefetch(specs, timeout)
+    prefetch(with_compression(specs, found.compress), found.timeout)
 
 
 def main() -> None:

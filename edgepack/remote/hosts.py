@@ -6,7 +6,7 @@ The ROOT part overrides the deploy root for that one host, so an inventory can m
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgepack.errors import BadInputError
@@ -24,12 +24,21 @@ class HostSpec:
     user: str | None = None
     port: int | None = None
     root: str | None = None
+    compress: bool | None = None
+    """SSH compression (zlib): None leaves it to ~/.ssh/config's ``Compression`` (off unless set)."""
 
     @property
     def label(self) -> str:
         if self.kind == LOCAL or self.port is None:
             return self.host
         return f"{self.host}:{self.port}"
+
+
+def with_compression(specs: list[HostSpec], compress: bool | None) -> list[HostSpec]:
+    """``specs`` with ``--compress``/``--no-compress`` applied; None leaves each as it is."""
+    if compress is None:
+        return specs
+    return [replace(spec, compress=compress) for spec in specs]
 
 
 def parse_host(text: str) -> HostSpec:

@@ -63,6 +63,7 @@ class SshSettings:
     proxy_jump: tuple[str, ...] = ()
     host_keys: HostKeyPolicy = field(default_factory=lambda: policy_from_config({}))
     connect_timeout: float = 10.0
+    compression: bool = False
 
     @property
     def host_key_name(self) -> str:
@@ -91,7 +92,14 @@ def resolve_settings(spec: HostSpec, config_path: Path | None = None) -> SshSett
         proxy_jump=tuple(j for j in jump.split(",") if j and j.lower() != "none"),
         host_keys=policy_from_config(entry),
         connect_timeout=float(entry.get("connecttimeout", 10.0)),
+        compression=_compression(spec, entry),
     )
+
+
+def _compression(spec: HostSpec, entry: dict[str, Any]) -> bool:
+    if spec.compress is not None:
+        return spec.compress
+    return str(entry.get("compression", "no")).lower() == "yes"
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -219,6 +227,7 @@ class SshConnector(Connector):
                 timeout=settings.connect_timeout,
                 banner_timeout=settings.connect_timeout,
                 auth_timeout=settings.connect_timeout,
+                compress=settings.compression,
             )
         except BaseException:
             client.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.cli.entry import deploy_hosts
+from edgepack.cli.entry import DeployGuess, deploy_hosts
 from edgepack.remote import connect
 from edgepack.remote.connect import EarlyConnections, early_connections, prefetch
 from edgepack.remote.connector import LocalConnector
@@ -20,9 +20,12 @@ from edgepack.remote.hosts import parse_host
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["deploy", "--host", "jetson"], (["jetson"], 30.0)),
-        (["deploy", "-H", "a", "--host=b", "--timeout", "5"], (["a", "b"], 5.0)),
-        (["deploy", "--json", "--timeout=2.5", "-H", "ssh://u@h:22/x"], (["ssh://u@h:22/x"], 2.5)),
+        (["deploy", "--host", "jetson"], DeployGuess(["jetson"])),
+        (["deploy", "-H", "a", "--host=b", "--timeout", "5"], DeployGuess(["a", "b"], 5.0)),
+        (["deploy", "--json", "--timeout=2.5", "-H", "ssh://u@h:22/x"],
+         DeployGuess(["ssh://u@h:22/x"], 2.5)),
+        (["deploy", "--compress", "-H", "a"], DeployGuess(["a"], compress=True)),
+        (["deploy", "-H", "a", "--compress", "--no-compress"], DeployGuess(["a"], compress=False)),
         (["deploy"], None),
         (["deploy", "--host", "a", "--help"], None),
         (["deploy", "--host", "a", "--inventory", "hosts.txt"], None),
@@ -33,7 +36,7 @@ from edgepack.remote.hosts import parse_host
     ],
 )  # fmt: skip
 def test_the_entry_point_reads_a_deploys_hosts_early(
-    argv: list[str], expected: tuple[list[str], float] | None
+    argv: list[str], expected: DeployGuess | None
 ) -> None:
     assert deploy_hosts(argv) == expected
 
