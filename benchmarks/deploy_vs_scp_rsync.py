@@ -4,7 +4,8 @@
 
 The device is a network namespace running its own sshd, joined to this host by a veth pair whose
 host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Each tool copies the
-bundle three times: first copy, the same again (no change), and a copy with one file changed.
+bundle three times: first copy, the same again (no change), and a copy with one file changed;
+then each makes one first copy compressed (`deploy --compress`, `scp -C`, `rsync -z`).
 edgepack and rsync also re-deploy a bundle whose 100 MB engine file (20 MB with --quick) has one
 byte changed, over a first copy made on the device's file system directly (rsync's own count of
 its bytes from `--stats` beside the veth's). edgepack also has a transfer cut (nftables drop) at
@@ -209,8 +210,27 @@ def rsync_copy(link: Link, bundle: Path, root: str) -> list[str]:
     return ["rsync", "-a", "-e", remote_shell, f"{bundle}/", f"{ALIAS}:{root}/{bundle.name}/"]
 
 
+def edgepack_compressed(link: Link, bundle: Path, root: str) -> list[str]:
+    return edgepack_deploy(link, bundle, root, "--compress")
+
+
+def scp_compressed(link: Link, bundle: Path, root: str) -> list[str]:
+    command = scp_copy(link, bundle, root)
+    return [command[0], "-C", *command[1:]]
+
+
+def rsync_compressed(link: Link, bundle: Path, root: str) -> list[str]:
+    command = rsync_copy(link, bundle, root)
+    return [command[0], "-az", *command[2:]]
+
+
 Tool = Callable[[Link, Path, str], list[str]]
 TOOLS: dict[str, Tool] = {"edgepack": edgepack_deploy, "scp -r": scp_copy, "rsync -a": rsync_copy}
+COMPRESSED: dict[str, Tool] = {
+    "edgepack --compress": edgepack_compressed, "scp -C -r": scp_compressed,
+    "rsync -az": rsync_compressed,
+}  # fmt: skip
+"""Each tool with SSH's (or rsync's own) zlib compression: first copies only."""
 LINK_PROGRAMS = ("ip", "tc", "ssh", "ssh-keygen", "/usr/sbin/sshd")
 """What the shaped link and the device's sshd need, whichever tools are compared."""
 
@@ -242,6 +262,17 @@ def three_copies(
              for copy in (changed[:1] if once else changed)]  # fmt: skip
     subprocess.run([*ssh_command(link), ALIAS, "rm", "-rf", root], check=True)
     return [{"tool": tool, **row} for row in rows]
+
+
+def compressed_first_copies(link: Link, bundle: Path) -> list[dict[str, Any]]:
+    rows = []
+    for tool, make in COMPRESSED.items():
+        root = f"/root/edgepack-bench-z-{tool.split()[0]}-{os.getpid()}"
+        subprocess.run([*ssh_command(link), ALIAS, "mkdir", "-p", root], check=True)
+        rows.append({"tool": tool, **link.measure("first copy", make(link, bundle, root),
+                                                  payload_bytes(bundle))})  # fmt: skip
+        subprocess.run([*ssh_command(link), ALIAS, "rm", "-rf", root], check=True)
+    return rows
 
 
 def payload_bytes(bundle: Path) -> int:
@@ -289,7 +320,7 @@ def params(quick: bool) -> dict[str, Any]:
     big = (20 if quick else 100) * MB
     rates = ["20mbit"] if quick else ["20mbit", "100mbit"]
     return {"rates": rates, "tools": list(TOOLS), "resume": not quick, "big_file_bytes": big,
-            "repeats": 2 if quick else 5}  # fmt: skip
+            "repeats": 2 if quick else 5, "compressed": not quick}  # fmt: skip
 
 
 def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -308,6 +339,8 @@ def _at_rate(rate: str, params: dict[str, Any], bundle: Path) -> dict[str, Any]:
             rows += three_copies(link, tool, bundle, changed, params["repeats"])
         if "rsync -a" in params["tools"] and "edgepack" in params["tools"]:
             rows += one_byte_changed(link, bundle, params.get("big_file_bytes", 100 * MB))
+        if params.get("compressed", False):
+            rows += compressed_first_copies(link, bundle)
         if params["resume"]:
             rows += cut_and_resume(link, bundle)
     return {"rate": rate, "rows": rows}
@@ -328,13 +361,15 @@ def _rate_rows(rate: str, measured: list[dict[str, Any]]) -> list[Row]:
         grouped.setdefault((row["tool"], row["scenario"]), []).append(row)
     found = []
     for (tool, scenario), group in grouped.items():
-        peers = [f"{other}: {scenario}, {rate}" for other in TOOLS if other != tool]
+        peers = [f"{other}: {scenario}, {rate}" for other, seen in grouped
+                 if seen == scenario and not other.startswith("edgepack")]  # fmt: skip
         ok = [r for r in group if r["ok"] or scenario == "cut at half"]
         failed = next((r.get("error") for r in group if r not in ok), None)
+        compared = tuple(peers) if tool.startswith("edgepack") else ()
+        note = f"failed: {failed}" if failed else ""
         found.append(Row(table, f"{tool}: {scenario}, {rate}", "s",
-                         tuple(r["seconds"] for r in ok), tuple(peers) if tool == "edgepack"
-                         else (), group[0]["ideal_s"] or None, higher_is_better=False,
-                         note=f"failed: {failed}" if failed else ""))  # fmt: skip
+                         tuple(r["seconds"] for r in ok), compared, group[0]["ideal_s"] or None,
+                         higher_is_better=False, note=note))  # fmt: skip
     return found + _wire_rows(table, rate, measured)
 
 

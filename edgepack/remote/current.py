@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass
 
 from edgepack.remote.connector import FREE_KB_SNIPPET, Connector, shell
+from edgepack.remote.detect import VERSION_BOUND_BACKENDS
 from edgepack.remote.device_env import (
     VENVS_DIR,
     VenvReport,
@@ -32,15 +33,16 @@ from edgepack.remote.layout import CURRENT, RELEASES, is_generation
 from edgepack.remote.sync_plan import DeployPlan, FileStep, LocalBundle, RemoteState
 
 # $1 the deploy root, $2 the python3 time limit, $3 "venv" to report the venv links and what
-# picks the venv's wheels, $4 the bundle's release. Prints the device's facts instead of the
-# listing where the deploy will need them: no current release of the bundle, or a deploy holds
-# the lock (the full deploy then needs no second round trip to gather them).
+# picks the venv's wheels, $4 the bundle's release, $5 "yes" for python3's facts. Prints the
+# device's facts instead of the listing where the deploy will need them: no current release of
+# the bundle, or a deploy holds the lock (the full deploy then needs no second round trip).
 CURRENT_SCRIPT = (
     FREE_KB_SNIPPET
     + PROBE_SNIPPET
     + SNIPPET
     + FACTS_FUNCTION
     + r"""
+ask_python=$5
 cd "$root" 2>/dev/null && [ ! -e .deploy-lock ] || { facts; exit 0; }
 current=$(readlink current) || { facts; exit 0; }
 say current "$current"
@@ -79,10 +81,13 @@ class CurrentCheck:
 
 
 def check_current(connector: Connector, bundle: LocalBundle, root: str, venv: bool) -> CurrentCheck:
-    """One round trip: the bundle as current on the device, or the facts a deploy starts from."""
+    """One round trip: the bundle as current on the device, or the facts a deploy starts from
+    (python3's only where the deploy uses them: a venv to build, a TensorRT version to check,
+    which pip may have installed)."""
     wants_venv = venv and bool(carried_pythons(bundle.manifest))
+    python = wants_venv or bundle.manifest.recipe.get("backend") in VERSION_BOUND_BACKENDS
     script = shell(CURRENT_SCRIPT, root, str(PYTHON_LIMIT_S), "venv" if wants_venv else "",
-                   bundle.manifest.short_id)  # fmt: skip
+                   bundle.manifest.short_id, "yes" if python else "no")  # fmt: skip
     output = connector.run(script, timeout=60).stdout
     facts = parse_facts(connector.label, output) if "\nfacts=yes\n" in output else None
     return CurrentCheck(None if facts else _current(connector, bundle, output, wants_venv), facts)

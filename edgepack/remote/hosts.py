@@ -25,7 +25,7 @@ class HostSpec:
     port: int | None = None
     root: str | None = None
     compress: bool | None = None
-    """SSH compression (zlib): None leaves it to ~/.ssh/config's ``Compression`` (off unless set)."""
+    """SSH compression (zlib); None leaves it to ~/.ssh/config's ``Compression`` (off unset)."""
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ from edgepack.bundle import verify_bundle, write_bundle
 from edgepack.cache import FileHashIndex
 from edgepack.errors import EdgepackError, ExitCode, RemoteError
 from edgepack.remote.connector import CommandResult, LocalConnector
+from edgepack.remote.current import check_current
 from edgepack.remote.facts import FACTS_SCRIPT
 from edgepack.remote.fleet import on_each_host
 from edgepack.remote.hosts import HostSpec, parse_host
@@ -25,6 +26,7 @@ from edgepack.remote.sync import (
     SilentProgress,
     deploy,
 )
+from edgepack.remote.sync_plan import LocalBundle
 from edgepack.targets import TargetRegistry
 from tests.integration.conftest import make_bundle
 from tests.unit.file_edits import rewrite_keeping_size_and_mtime
@@ -409,3 +411,18 @@ def test_a_peer_record_of_a_file_changed_since_is_not_trusted(
     with pytest.raises(RemoteError, match="sha256 differs"):
         local_deploy(first, root, registry, device)
     assert "engine/weights.bin" in device.hashed()
+
+
+@pytest.mark.parametrize(("backend", "asked"), [("ort", False), ("trtllm", True)])
+def test_the_device_python_is_asked_only_where_the_deploy_uses_its_answer(
+    tmp_path: Path, backend: str, asked: bool
+) -> None:
+    """python3 through a pyenv shim costs 0.1-0.2 s: asked for a TensorRT version pip may have
+    installed (or a venv to build), not for a CPU bundle that carries no wheels."""
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 100})
+    manifest = verify_bundle(bundle)
+    manifest = manifest.model_copy(update={"recipe": {**manifest.recipe, "backend": backend}})
+    local = LocalBundle(bundle, manifest, [])
+    check = check_current(LocalConnector(), local, str(tmp_path / "new-root"), venv=True)
+    assert check.current is None and check.facts is not None
+    assert (check.facts.python_version is not None) is asked
