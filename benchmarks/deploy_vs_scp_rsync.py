@@ -36,8 +36,8 @@ from typing import Any
 from benchmarks.common import demo_bundle
 from benchmarks.needs import fail, require_programs, require_root
 from benchmarks.report import Row
-from edgepack.bundle import MANIFEST, verify_bundle, write_bundle
-from edgepack.cache import FileHashIndex
+from edgepack.bundle import MANIFEST, Manifest, verify_bundle, write_bundle
+from edgepack.cache import HASH_INDEX_FILE, FileHashIndex, default_cache_root
 from edgepack.errors import ExitCode
 from edgepack.remote.ssh import SSH_CONFIG_ENV
 from tests.integration.ssh_netns import (
@@ -124,8 +124,16 @@ def changed_copy(bundle: Path, work: Path, nth: int = 1) -> Path:
         changed.write("\n" * nth)
     contents = {p.name: p for p in sorted(source.iterdir()) if p.name != MANIFEST}
     target = work / f"changed-{nth}" / bundle.name
-    write_bundle(target, verify_bundle(bundle), contents, FileHashIndex(work / "hashes.json"))
+    _sealed_as_a_build_would(target, verify_bundle(bundle), contents)
     return target
+
+
+def _sealed_as_a_build_would(target: Path, manifest: Manifest, contents: dict[str, Path]) -> None:
+    """``write_bundle`` into ``target``, its hashes recorded where ``edgepack deploy`` looks (the
+    default cache's index), as ``edgepack build`` records them."""
+    hashes = FileHashIndex(default_cache_root() / HASH_INDEX_FILE)
+    write_bundle(target, manifest, contents, hashes)
+    hashes.save()
 
 
 def rsync_stats(output: str) -> dict[str, int]:
@@ -150,7 +158,7 @@ def big_file_bundles(bundle: Path, work: Path, size: int) -> tuple[Path, Path]:
         contents = {"engine": source / "engine", "prompts.json": bundle / "prompts.json"}
         manifest = verify_bundle(bundle).model_copy(update={"files": []})
         target = work / name / bundle.name
-        write_bundle(target, manifest, contents, FileHashIndex(work / "hashes.json"))
+        _sealed_as_a_build_would(target, manifest, contents)
         made.append(target)
         data[size // 2] ^= 0x01
     # The first copy is an hour older: rsync skips a file of the same size and mtime unread.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import shutil
 import stat
@@ -37,6 +38,7 @@ ENGINE_DIR = "engine"
 PROMPTS_FILE = "prompts.json"
 SCHEMA_VERSION = 1
 ID_EXCLUDED_FIELDS = {"bundle_id", "created_at"}
+COPY_CHUNK_BYTES = 1 << 20
 
 
 def path_problem(path: str) -> str | None:
@@ -268,14 +270,18 @@ def write_bundle(
         return current
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
+    digests = {record.path: record.sha256 for record in records}
     try:
         for file, relative in pairs:
             progress(f"copying {relative}")
-            _copy_file(file, staging / relative)
+            _copy_file(file, staging / relative, digests[relative])
         (staging / MANIFEST).write_text(sealed.model_dump_json(indent=2), encoding="utf-8")
         fsync_tree(staging)  # the bundle's bytes are on disk before its name is
         replace_directory(staging, destination)
         fsync_directory(destination.parent)
+        # The copies were hashed as they were written: a deploy of this bundle reads none again.
+        for record in records:
+            hashes.remember(destination / record.path, record.sha256)
         return sealed
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -295,9 +301,17 @@ def _record(file: Path, relative: str, hashes: FileHashIndex) -> FileRecord:
                       executable=bool(status.st_mode & 0o111))  # fmt: skip
 
 
-def _copy_file(file: Path, copied: Path) -> None:
+def _copy_file(file: Path, copied: Path, sha256: str) -> None:
+    """Copy ``file``, hashing the bytes written: they must be the ones its record was made of."""
     copied.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(file, copied)
+    digest = hashlib.sha256()
+    with file.open("rb") as source, copied.open("wb") as target:
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+            target.write(chunk)
+    if digest.hexdigest() != sha256:
+        raise BundleError(f"{file} changed while the bundle was being written",
+                          hint="run the build again once nothing else writes to it")  # fmt: skip
     shutil.copymode(file, copied)  # the runtime binary stays executable
 
 

@@ -170,6 +170,12 @@ class FileHashIndex:
         self._dirty = True
         return digest
 
+    def remember(self, path: Path, sha256: str) -> None:
+        """Record ``sha256`` as the content of ``path`` as it stands now (its writer hashed it)."""
+        resolved = os.path.realpath(path)
+        self._entries[resolved] = {**self.fingerprint(Path(resolved).stat()), "sha256": sha256}
+        self._dirty = True
+
     def save(self) -> None:
         if not self._dirty:
             return

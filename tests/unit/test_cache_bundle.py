@@ -168,6 +168,7 @@ def _sealed_bundle(tmp_path: Path) -> Path:
     destination = tmp_path / "bundle"
     index = FileHashIndex(tmp_path / "index.json")
     write_bundle(destination, _manifest(), {"engine": source, "prompts.json": prompts}, index)
+    index.save()
     return destination
 
 
@@ -198,6 +199,44 @@ def test_one_changed_byte_fails_verification(tmp_path: Path) -> None:
     engine.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"engine/model\.onnx: sha256 differs"):
         verify_bundle(bundle)
+
+
+def test_a_written_bundle_is_verified_through_the_index_without_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies were hashed as they were written: the first deploy after a build reads no
+    file, and a file touched since is read again."""
+    bundle = _sealed_bundle(tmp_path)
+    read: list[Path] = []
+    monkeypatch.setattr("edgepack.cache.sha256_file", lambda path: read.append(path) or "0" * 64)
+    index = FileHashIndex(tmp_path / "index.json")
+    verify_bundle(bundle, index)
+    assert read == []
+    (bundle / "prompts.json").touch()
+    with pytest.raises(BundleError, match=r"prompts\.json: sha256 differs"):
+        verify_bundle(bundle, FileHashIndex(tmp_path / "index.json"))
+    assert read == [bundle / "prompts.json"]
+
+
+def test_a_source_that_changes_while_the_bundle_is_written_fails_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "engine-src"
+    source.mkdir()
+    (source / "model.onnx").write_bytes(b"x" * 1000)
+    original = FileHashIndex.sha256
+
+    def hash_then_change(self: FileHashIndex, path: Path) -> str:
+        digest = original(self, path)
+        path.write_bytes(b"y" * 1000)  # rewritten between its record and its copy
+        return digest
+
+    monkeypatch.setattr(FileHashIndex, "sha256", hash_then_change)
+    index = FileHashIndex(tmp_path / "index.json")
+    with pytest.raises(BundleError, match="changed while the bundle was being written"):
+        write_bundle(tmp_path / "bundle", _manifest(), {"engine": source}, index)
+    assert not (tmp_path / "bundle").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["engine-src"]
 
 
 @pytest.mark.parametrize(
