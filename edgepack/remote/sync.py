@@ -337,14 +337,16 @@ def _check_space(plan: DeployPlan, facts: DeviceFacts) -> None:
 # --- applying ---------------------------------------------------------------------------------
 
 # $1 the partial release, $2 "fresh" to start it anew; then --rm and paths to remove, --mkdir and
-# directories to make, --link and (existing file, new name) pairs to hard-link (or copy across file
+# directories to make, --into and (directory, newline-separated existing files) pairs to hard-link
+# into that directory under their own names (two commands a directory, not two a file), --link and
+# (existing file, new name) pairs to hard-link singly (both fall back to a copy across file
 # systems), --copy and (base, new name) pairs to copy (a delta's start: never a hard link, the base
 # is a complete release's), --own and the partial's own files a delta rebuilds in place (a hard
 # link among them is made a file of its own first), --check and the paths uploads will write: one
-# round trip. Every path after $2 is relative to $1 and checked to stay inside it (no symlink, no
-# `..`) before anything is written or removed; symlinks, FIFOs and devices found in a partial
-# release are removed first. It prints each link's source's fingerprint just before
-# the link ("linked=SIZE MTIME CTIME INODE PATH").
+# round trip. Every path after $2 is relative to $1 ("." is $1 itself) and checked to stay inside
+# it (no symlink, no `..`) before anything is written or removed; symlinks, FIFOs and devices
+# found in a partial release are removed first. It prints each link source's fingerprint just
+# before linking it ("linked=SIZE MTIME CTIME INODE SOURCE").
 PREPARE_SCRIPT = """dir=$1
 [ "$2" = fresh ] && { rm -rf -- "$dir" || exit 1; }
 shift 2
@@ -363,19 +365,38 @@ inside() {
     [ -e "$p" ] && [ ! -d "$p" ] && { echo "unsafe path $1: $p is not a directory" >&2; exit 9; }
   done
 }
+nl='
+'
+link_into() {
+  to=$dir
+  [ "$1" = . ] || { inside "$1"; to=$dir/$1; }
+  ifs=$IFS IFS=$nl; set -f
+  for s in $2; do [ "$1" = . ] && inside "${s##*/}" || inside "$1/${s##*/}"; done
+  stat -c 'linked=%s %.9Y %.9Z %i %n' -- $2 2>/dev/null
+  if ! ln -f -- $2 "$to/" 2>/dev/null; then
+    for s in $2; do
+      [ "$s" -ef "$to/${s##*/}" ] || ln -f -- "$s" "$to/" 2>/dev/null ||
+        cp -f -- "$s" "$to/${s##*/}" || exit 1
+    done
+  fi
+  IFS=$ifs; set +f
+}
 mode=rm
 for a; do
   case "$mode:$a" in
     *:--mkdir) mode=mkdir ;;
+    *:--into) mode=into ;;
     *:--link) mode=source ;;
     *:--check) mode=check ;;
     *:--copy) mode=base ;;
     *:--own) mode=own ;;
     rm:*) inside "$a"; rm -rf -- "$dir/$a" || exit 1 ;;
     mkdir:*) inside "$a"; mkdir -p -- "$dir/$a" || exit 1 ;;
+    into:*) into=$a; mode=members ;;
+    members:*) link_into "$into" "$a"; mode=into ;;
     source:*) source=$a; mode=target ;;
     target:*) inside "$a"
-      printf 'linked=%s %s\n' "$(stat -c '%s %.9Y %.9Z %i' -- "$source" 2>/dev/null)" "$a"
+      stat -c 'linked=%s %.9Y %.9Z %i %n' -- "$source" 2>/dev/null
       ln -f -- "$source" "$dir/$a" 2>/dev/null || cp -f -- "$source" "$dir/$a" || exit 1
       mode=source ;;
     base:*) source=$a; mode=copy ;;
@@ -398,6 +419,7 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> d
     fingerprinted, those whose source still had that fingerprint: path → its fingerprint."""
     parents = {posixpath.dirname(step.path) for step in plan.steps} - {""}
     rebuilt = [(s.path, s.delta.base) for s in plan.steps if s.delta is not None]
+    grouped, singles = _link_groups(links)
     result = connector.run(
         shell(
             PREPARE_SCRIPT,
@@ -406,8 +428,10 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> d
             *plan.strays,
             "--mkdir",
             *sorted(parents),
+            "--into",
+            *grouped,
             "--link",
-            *(arg for s in links for arg in (str(s.source), s.path)),
+            *(arg for s in singles for arg in (str(s.source), s.path)),
             "--copy",
             *(arg for path, base in rebuilt if not base.own for arg in (base.path, path)),
             "--own",
@@ -422,7 +446,30 @@ def _prepare(connector: Connector, plan: DeployPlan, links: list[FileStep]) -> d
         parts = value.split(" ", 4)
         if key == "linked" and len(parts) == 5:
             before[parts[4]] = " ".join(parts[:4])
-    return {s.path: before[s.path] for s in links if s.source_fingerprint == before.get(s.path)}
+    return {
+        s.path: s.source_fingerprint
+        for s in links
+        if s.source_fingerprint and s.source_fingerprint == before.get(str(s.source))
+    }
+
+
+def _link_groups(links: list[FileStep]) -> tuple[list[str], list[FileStep]]:
+    """The ``--into`` arguments of the links that keep their source's name (each directory they go
+    into, "." the top, and its sources), and the other links (renamed, or a name with a newline:
+    one command each)."""
+    groups: dict[str, list[str]] = {}
+    singles: list[FileStep] = []
+    for step in links:
+        source = str(step.source)
+        directory, name = posixpath.split(step.path)
+        if posixpath.basename(source) == name and "\n" not in source + step.path:
+            groups.setdefault(directory or ".", []).append(source)
+        else:
+            singles.append(step)
+    grouped = [
+        arg for directory, sources in groups.items() for arg in (directory, "\n".join(sources))
+    ]
+    return grouped, singles
 
 
 def _apply(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -426,3 +427,30 @@ def test_the_device_python_is_asked_only_where_the_deploy_uses_its_answer(
     check = check_current(LocalConnector(), local, str(tmp_path / "new-root"), venv=True)
     assert check.current is None and check.facts is not None
     assert (check.facts.python_version is not None) is asked
+
+
+def test_unchanged_files_are_linked_with_one_command_a_directory(
+    tmp_path: Path, registry: TargetRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names with spaces, a nested directory, the bundle's top and a file linked under a new name
+    (same content) all arrive; `ln` runs once a directory, not once a file."""
+    files = {"weights.bin": b"w" * 5000, "tok.json": b"{}", "sub dir/a b.bin": b"a" * 300,
+             "sub dir/c.bin": b"c" * 300, "cfg.json": b"{}1"}  # fmt: skip
+    first = make_bundle(tmp_path / "a", files)
+    renamed = files | {"cfg.json": b'{"changed": 1}', "copy of weights.bin": b"w" * 5000}
+    second = make_bundle(tmp_path / "b", renamed)
+    root = tmp_path / "dev"
+    local_deploy(first, root, registry)
+    shims, log = tmp_path / "shims", tmp_path / "ln.log"
+    shims.mkdir()
+    (shims / "ln").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {shutil.which("ln")} "$@"\n')
+    (shims / "ln").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    report = local_deploy(second, root, registry)
+    assert report.files["link"] == 6
+    calls = [c for c in log.read_text().splitlines() if c.startswith("-f ")]  # not the switch's
+    assert len(calls) == 4, calls  # engine/, engine/sub dir/, the top, the renamed file
+    assert any("a b.bin" in call and "c.bin" in call for call in calls)
+    verify_bundle(root / "current")
+    engine = root / "current" / "engine"
+    assert (engine / "copy of weights.bin").stat().st_ino == (engine / "weights.bin").stat().st_ino
