@@ -325,13 +325,18 @@ def test_the_shortcut_is_not_taken_for_a_release_that_is_not_current_nor_on_a_dr
     assert len(dry.commands) > 1
 
 
-def test_files_linked_from_a_fingerprinted_release_are_not_read_again(
-    tmp_path: Path, registry: TargetRegistry
-) -> None:
+def _weights_kept_config_changed(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Two bundles sharing weights.bin, their cfg.json changed, and the device's root."""
     files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
     first = make_bundle(tmp_path / "a", files)
     second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
-    root = tmp_path / "dev"
+    return first, second, tmp_path / "dev"
+
+
+def test_files_linked_from_a_fingerprinted_release_are_not_read_again(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    first, second, root = _weights_kept_config_changed(tmp_path)
     local_deploy(first, root, registry)
     device = Recording()
     report = local_deploy(second, root, registry, device)
@@ -347,10 +352,7 @@ def test_files_linked_from_a_fingerprinted_release_are_not_read_again(
 def test_a_link_whose_source_moved_since_its_record_is_read_again(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
-    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
-    first = make_bundle(tmp_path / "a", files)
-    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
-    root = tmp_path / "dev"
+    first, second, root = _weights_kept_config_changed(tmp_path)
     release = local_deploy(first, root, registry).release
     rewrite_keeping_size_and_mtime(root / "releases" / release / "engine" / "weights.bin",
                                    b"x" * 5000)  # fmt: skip
@@ -382,10 +384,7 @@ def test_pruning_a_release_that_shares_files_leaves_the_current_record_usable(
 def test_going_back_to_a_release_that_lent_its_files_reads_none_of_them(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
-    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
-    first = make_bundle(tmp_path / "a", files)
-    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
-    root = tmp_path / "dev"
+    first, second, root = _weights_kept_config_changed(tmp_path)
     release = local_deploy(first, root, registry).release
     local_deploy(second, root, registry)  # links weights.bin: its ctime moves under the first
     device = Recording()
@@ -400,10 +399,7 @@ def test_going_back_to_a_release_that_lent_its_files_reads_none_of_them(
 def test_a_peer_record_of_a_file_changed_since_is_not_trusted(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
-    files = {"weights.bin": b"w" * 5000, "cfg.json": b"{}"}
-    first = make_bundle(tmp_path / "a", files)
-    second = make_bundle(tmp_path / "b", files | {"cfg.json": b'{"changed": 1}'})
-    root = tmp_path / "dev"
+    first, second, root = _weights_kept_config_changed(tmp_path)
     release = local_deploy(first, root, registry).release
     local_deploy(second, root, registry)
     rewrite_keeping_size_and_mtime(root / "releases" / release / "engine" / "weights.bin",
