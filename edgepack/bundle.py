@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import os
 import shutil
 import stat
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgepack.cache import (
     FileHashIndex,
     content_key,
+    copy_hashed,
     fsync_directory,
     fsync_tree,
     replace_directory,
@@ -38,7 +38,6 @@ ENGINE_DIR = "engine"
 PROMPTS_FILE = "prompts.json"
 SCHEMA_VERSION = 1
 ID_EXCLUDED_FIELDS = {"bundle_id", "created_at"}
-COPY_CHUNK_BYTES = 1 << 20
 
 
 def path_problem(path: str) -> str | None:
@@ -304,12 +303,7 @@ def _record(file: Path, relative: str, hashes: FileHashIndex) -> FileRecord:
 def _copy_file(file: Path, copied: Path, sha256: str) -> None:
     """Copy ``file``, hashing the bytes written: they must be the ones its record was made of."""
     copied.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with file.open("rb") as source, copied.open("wb") as target:
-        while chunk := source.read(COPY_CHUNK_BYTES):
-            digest.update(chunk)
-            target.write(chunk)
-    if digest.hexdigest() != sha256:
+    if copy_hashed(file, copied) != sha256:
         raise BundleError(f"{file} changed while the bundle was being written",
                           hint="run the build again once nothing else writes to it")  # fmt: skip
     shutil.copymode(file, copied)  # the runtime binary stays executable

@@ -192,11 +192,24 @@ class FileHashIndex:
         return content_key(listing)
 
 
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def sha256_file(path: Path, chunk_size: int = HASH_CHUNK_BYTES) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_hashed(source: Path, target: Path) -> str:
+    """Copy ``source`` to ``target``; the sha256 of the bytes written."""
+    digest = hashlib.sha256()
+    with source.open("rb") as reading, target.open("wb") as writing:
+        while chunk := reading.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            writing.write(chunk)
     return digest.hexdigest()
 
 

@@ -368,15 +368,14 @@ inside() {
 nl='
 '
 link_into() {
-  to=$dir
-  [ "$1" = . ] || { inside "$1"; to=$dir/$1; }
-  ifs=$IFS IFS=$nl; set -f
-  for s in $2; do [ "$1" = . ] && inside "${s##*/}" || inside "$1/${s##*/}"; done
+  rel=; [ "$1" = . ] || rel=$1/
+  to=$dir/$rel ifs=$IFS IFS=$nl; set -f
+  for s in $2; do inside "$rel${s##*/}"; done
   stat -c 'linked=%s %.9Y %.9Z %i %n' -- $2 2>/dev/null
-  if ! ln -f -- $2 "$to/" 2>/dev/null; then
+  if ! ln -f -- $2 "$to" 2>/dev/null; then
     for s in $2; do
-      [ "$s" -ef "$to/${s##*/}" ] || ln -f -- "$s" "$to/" 2>/dev/null ||
-        cp -f -- "$s" "$to/${s##*/}" || exit 1
+      [ "$s" -ef "$to${s##*/}" ] || ln -f -- "$s" "$to${s##*/}" 2>/dev/null ||
+        cp -f -- "$s" "$to${s##*/}" || exit 1
     done
   fi
   IFS=$ifs; set +f
