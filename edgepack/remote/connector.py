@@ -223,8 +223,10 @@ class Connector(ABC):
             digests[name] = digest
         return digests
 
-    def prefix_sha256(self, path: str, length: int) -> str:
-        result = self.run(shell('head -c "$2" -- "$1" | sha256sum', path, str(length)))
+    def range_sha256(self, path: str, start: int, length: int) -> str:
+        """sha256 of ``length`` bytes of ``path`` from ``start`` (``tail -c +N`` seeks)."""
+        script = 'tail -c "+$(($2 + 1))" -- "$1" | head -c "$3" | sha256sum'
+        result = self.run(shell(script, path, str(start), str(length)))
         return result.stdout.split()[0]
 
     def free_bytes(self, path: str) -> int:

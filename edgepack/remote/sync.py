@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -489,16 +489,45 @@ def _apply(
         verifier.add_links({s.path: (unchanged_sources[s.path], s.sha256) for s in links
                             if s.path in unchanged_sources})  # fmt: skip
         verifier.add([s.path for s in links if s.path not in unchanged_sources])
-        sent = _upload(connector, plan, bundle.directory, progress, verifier, executable)
+        sent = _upload(connector, plan, plan.steps, bundle.directory, progress, verifier,
+                       executable)  # fmt: skip
         progress.phase(host, f"verifying {verifier.count} files (sha256 on the device)")
-        digests = verifier.finish()
+        digests, record = verifier.finish(), verifier.entries
+    resent, digests_again, record_again = _send_torn_again(
+        connector, plan, bundle, progress, digests, executable
+    )
+    record = {p: e for p, e in record.items() if p not in digests_again} | record_again
+    digests, sent = digests | digests_again, sent + resent
     _check_digests(connector, plan, digests)
     # The sha256 check read the page cache: the bytes reach the disk before the name does.
     progress.phase(host, "syncing the release to the device's disk")
     connector.flush([staging])
     connector.rename(staging, plan.final_dir)
     connector.flush([posixpath.dirname(plan.final_dir)])
-    return sent, verifier.entries
+    return sent, record
+
+
+def _send_torn_again(
+    connector: Connector,
+    plan: DeployPlan,
+    bundle: LocalBundle,
+    progress: DeployProgress,
+    digests: dict[str, str],
+    executable: set[str],
+) -> tuple[int, dict[str, str], Record]:
+    """A resumed file whose sha256 differs had a bad prefix before the bytes checked to resume
+    it: it is sent again whole, once, and verified again (its step becomes an upload)."""
+    torn = [i for i, s in enumerate(plan.steps)
+            if s.action == "resume" and digests.get(s.path) != s.sha256]  # fmt: skip
+    if not torn:
+        return 0, {}, {}
+    for i in torn:
+        plan.steps[i] = replace(plan.steps[i], action="upload", offset=0)
+    again = [plan.steps[i] for i in torn]
+    progress.phase(plan.host, f"sending {len(again)} resumed files again whole (sha256 differed)")
+    with DeviceVerifier(connector, plan.root, plan.partial_dir) as verifier:
+        sent = _upload(connector, plan, again, bundle.directory, progress, verifier, executable)
+        return sent, verifier.finish(), verifier.entries
 
 
 def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> None:
@@ -508,20 +537,21 @@ def _mark_executables(connector: Connector, staging: str, paths: list[str]) -> N
 def _upload(
     connector: Connector,
     plan: DeployPlan,
+    steps: list[FileStep],
     bundle_dir: Path,
     progress: DeployProgress,
     verifier: DeviceVerifier,
     executable: set[str],
 ) -> int:
     """Send what is missing, largest file first: its hash on the device overlaps the rest."""
-    total, done = plan.bytes_to_send, 0
+    total, done = sum(step.bytes_to_send for step in steps), 0
 
     def moved(count: int) -> None:
         nonlocal done
         done += count
         progress.transfer(plan.host, done, total)
 
-    for step in sorted(plan.steps, key=_hashing_first, reverse=True):
+    for step in sorted(steps, key=_hashing_first, reverse=True):
         if step.bytes_to_send:
             remote = under(plan.partial_dir, step.path)
             if step.delta is not None:
@@ -542,8 +572,10 @@ def _upload(
 
 
 def _hashing_first(step: FileStep) -> int:
-    """The order of the writes: the files whose hash on the device takes longest first."""
-    return step.size if step.delta is not None else step.bytes_to_send
+    """The order of the writes: the files whose hash on the device takes longest first (a
+    resumed or rebuilt file is hashed whole)."""
+    whole = step.delta is not None or step.action == "resume"
+    return step.size if whole else step.bytes_to_send
 
 
 def _check_digests(connector: Connector, plan: DeployPlan, digests: dict[str, str]) -> None:

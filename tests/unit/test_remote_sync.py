@@ -91,6 +91,28 @@ def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
     verify_bundle(root / "current")  # the release on the device is a valid bundle
 
 
+def test_a_resumed_file_whose_sha256_differs_is_sent_again_whole(
+    tmp_path: Path, registry: TargetRegistry
+) -> None:
+    data = os.urandom(3 * MB)
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": data})
+    root = tmp_path / "dev"
+    partial = root / "releases" / f"{verify_bundle(bundle).short_id}.partial" / "engine"
+    partial.mkdir(parents=True)
+    # Its last MiB is the bundle's, so it is resumed; a byte before that is not.
+    prefix = bytearray(data[: 2 * MB + 5])
+    prefix[10] ^= 0xFF
+    (partial / "weights.bin").write_bytes(prefix)
+    report = local_deploy(bundle, root, registry)
+    assert report.status == "deployed"
+    weights = next(c for c in report.changes if c["path"] == "engine/weights.bin")
+    assert weights["action"] == "upload" and report.files["resume"] == 0
+    assert report.bytes_sent == report.bytes_total + (MB - 5)  # the resumed tail, then whole
+    assert (root / "current" / "engine" / "weights.bin").read_bytes() == data
+    fast = local_deploy(bundle, root, registry)  # its record holds the good copy's fingerprint
+    assert fast.status == "no change"
+
+
 def test_dry_run_changes_nothing(tmp_path: Path, registry: TargetRegistry) -> None:
     bundle = make_bundle(tmp_path / "b", {"weights.bin": b"w" * 1000})
     root = tmp_path / "dev"
