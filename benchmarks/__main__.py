@@ -19,7 +19,7 @@ from edgepack.errors import ExitCode
 
 BENCHMARKS = (
     "demo_precisions", "llamacpp_baseline", "ort_recipes", "bench_harness", "deploy_vs_scp_rsync",
-    "warm_rebuild", "scaling",
+    "warm_rebuild", "cold_stage", "scaling",
 )  # fmt: skip
 """Each a module here with ``params(quick)``, ``measure(params, workdir)`` and ``rows(result)``,
 and optionally ``section(result, page_dir)``: markdown lines of its own (a plot it writes under

@@ -116,6 +116,38 @@ def test_warm_rebuild_rows(tmp_path: Path) -> None:
     assert any("`warm_rebuild`: Test CPU, 2 cores, 2 threads" in line for line in lines)
 
 
+def test_cold_stage_rows_compare_the_build_with_the_tool_by_hand(tmp_path: Path) -> None:
+    wall = {"edgepack build --force --until engine": [43.0, 45.0, 44.0],
+            "its engine stage alone": [40.0, 41.0, 40.5],
+            "onnxruntime-genai builder by hand": [40.0, 39.0, 41.0]}  # fmt: skip
+    cpu = {"edgepack build --force --until engine": [30.0],
+           "onnxruntime-genai builder by hand": [25.0]}  # fmt: skip
+    lines = _page(tmp_path, [_result("cold_stage", {"wall_s": wall, "cpu_s": cpu})])
+    assert _row(lines, "edgepack build --force --until engine")[1:3] == ["3", "44.0 s"]
+    assert _row(lines, "edgepack build --force --until engine")[5] == (
+        "1.10× onnxruntime-genai builder by hand"
+    )
+    assert _row(lines, "its engine stage alone")[5] == "1.01× onnxruntime-genai builder by hand"
+    assert _row(lines, "the rest of the command (build − stage, per run)")[1:4] == [
+        "3", "3.50 s", "3.00–4.00"
+    ]  # fmt: skip
+    assert _row(lines, "edgepack build --force --until engine (CPU time)")[5] == (
+        "1.20× onnxruntime-genai builder by hand (CPU time)"
+    )
+
+
+def test_the_cold_stage_peer_is_the_builder_with_the_stage_s_own_options(tmp_path: Path) -> None:
+    from benchmarks.cold_stage import by_hand_command
+
+    config = {"precision": "int4", "execution_provider": "cpu",
+              "extra_options": {"block_size": "32", "accuracy_level": "4"}}  # fmt: skip
+    command = by_hand_command(tmp_path / "hf", tmp_path / "out" / "engine", config)
+    assert command[1:3] == ["-m", "onnxruntime_genai.models.builder"]
+    assert command[command.index("-i") + 1] == str(tmp_path / "hf")
+    assert command[command.index("-p") + 1] == "int4"
+    assert command[command.index("--extra_options") + 1 :] == ["block_size=32", "accuracy_level=4"]
+
+
 def test_bench_harness_rows_compare_bench_with_the_bare_loop(tmp_path: Path) -> None:
     samples = {"bench_1": [40.0, 50.0, 60.0], "bare_1": [100.0, 100.0], "bench_3": [90.0],
                "bench_eos_3": [30.0, 30.0], "bare_3": [120.0, 80.0, 100.0]}  # fmt: skip
