@@ -65,15 +65,21 @@ def _current(root: Path) -> str:
     return str((root / "current").readlink())
 
 
+def _cut_deploy(tmp_path: Path, size: int) -> tuple[bytes, Path, Path, Path]:
+    """A bundle of one random ``size``-byte engine file, the device's root, and the engine folder
+    of the bundle's partial release there (empty: the test writes what the cut left)."""
+    data = os.urandom(size)
+    bundle = make_bundle(tmp_path / "b", {"weights.bin": data})
+    root = tmp_path / "dev"
+    partial = root / "releases" / f"{verify_bundle(bundle).short_id}.partial" / "engine"
+    partial.mkdir(parents=True)
+    return data, bundle, root, partial
+
+
 def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
-    data = os.urandom(2 * MB)
-    bundle = make_bundle(tmp_path / "b", {"weights.bin": data})
-    root = tmp_path / "dev"
-    release = verify_bundle(bundle).short_id
-    partial = root / "releases" / f"{release}.partial" / "engine"
-    partial.mkdir(parents=True)
+    data, bundle, root, partial = _cut_deploy(tmp_path, 2 * MB)
     (partial / "weights.bin").write_bytes(data[: MB + 123])
     report = local_deploy(bundle, root, registry)
     assert report.files["resume"] == 1
@@ -94,11 +100,7 @@ def test_resume_uses_a_matching_prefix_and_restarts_a_corrupt_one(
 def test_a_resumed_file_whose_sha256_differs_is_sent_again_whole(
     tmp_path: Path, registry: TargetRegistry
 ) -> None:
-    data = os.urandom(3 * MB)
-    bundle = make_bundle(tmp_path / "b", {"weights.bin": data})
-    root = tmp_path / "dev"
-    partial = root / "releases" / f"{verify_bundle(bundle).short_id}.partial" / "engine"
-    partial.mkdir(parents=True)
+    data, bundle, root, partial = _cut_deploy(tmp_path, 3 * MB)
     # Its last MiB is the bundle's, so it is resumed; a byte before that is not.
     prefix = bytearray(data[: 2 * MB + 5])
     prefix[10] ^= 0xFF
