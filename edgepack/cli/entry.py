@@ -5,12 +5,21 @@ A no-change deploy should take a fraction of a second, and most of it is the SSH
 the device's login shell starting; begun here, they overlap the ~0.2 s of start-up that follows.
 This reading of the arguments is a guess made early, not the parse: ``deploy`` uses these
 connections only when its own parse names the same hosts and timeout, and closes them otherwise.
+
+The program ends without the interpreter's teardown, which frees every object of every module
+one by one: 60-130 ms after a deploy's imports (typer, pydantic, rich, paramiko), measured on
+this project's 2-core VM, a quarter of a no-change deploy.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import sys
+import threading
 from dataclasses import dataclass
+from typing import NoReturn
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -68,8 +77,23 @@ def prefetch_connections(argv: list[str]) -> None:
     prefetch(with_compression(specs, found.compress), found.timeout)
 
 
+def exit_now(code: int) -> NoReturn:
+    """Exit with ``code`` as soon as what exiting must do is done: the ``atexit`` handlers (the
+    temporary directories' clean-up among them) and the flush of stdout and stderr. A thread
+    that is not a daemon still runs: then the ordinary exit, which waits for it."""
+    main_thread = threading.main_thread()
+    if any(not t.daemon for t in threading.enumerate() if t is not main_thread):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # a reader that went away, a stream already closed
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 def main() -> None:
     prefetch_connections(sys.argv[1:])
-    from edgepack.cli.main import main as run_command_line
+    from edgepack.cli.main import run
 
-    run_command_line()
+    exit_now(run())

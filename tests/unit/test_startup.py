@@ -66,3 +66,42 @@ def test_a_backend_is_imported_when_first_looked_up() -> None:
     assert not {"edgepack.backends.trtllm", "edgepack.backends.edgellm"} & ort
     every = _modules_after("from edgepack.backends import BACKENDS\nlist(BACKENDS.values())")
     assert {"edgepack.backends.trtllm", "edgepack.backends.trtrtx"} <= every
+
+
+EXIT_SCRIPT = """
+import atexit, sys, threading, time
+from pathlib import Path
+from edgepack.cli.entry import exit_now
+
+marks = Path(sys.argv[1])
+atexit.register(lambda: (marks / "atexit").write_text("ran"))
+
+
+class Torn:
+    def __del__(self):
+        (marks / "teardown").write_text("the interpreter freed its objects")
+
+
+kept = Torn()
+def finish_late():
+    time.sleep(0.3)
+    (marks / "thread").write_text("done")
+
+
+if sys.argv[2] == "thread":
+    threading.Thread(target=finish_late).start()
+sys.stdout.write("unflushed")
+exit_now(3)
+(marks / "after").write_text("not reached")
+"""
+
+
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_the_program_exits_without_the_interpreters_teardown(tmp_path, other_thread) -> None:
+    """The exit code, stdout and the atexit handlers survive the fast exit; a thread that is not
+    a daemon is waited for (and then the teardown happens as usual)."""
+    argv = [sys.executable, "-c", EXIT_SCRIPT, str(tmp_path), "thread" if other_thread else "-"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (3, "unflushed"), done.stderr
+    marks = {path.name for path in tmp_path.iterdir()}
+    assert marks == ({"atexit", "thread", "teardown"} if other_thread else {"atexit"})
