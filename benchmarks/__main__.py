@@ -12,7 +12,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import RESULTS, envelope, read_results, write_result
+from benchmarks.common import RESULTS, compile_edgepack, envelope, read_results, write_result
 from benchmarks.needs import fail, run_main
 from benchmarks.report import BENCHMARKS_MD, Row, machine_of, markdown
 from edgepack.errors import ExitCode
@@ -41,6 +41,7 @@ def run_one(name: str, quick: bool, workdir: Path) -> None:
 def run(names: list[str], quick: bool, workdir: Path) -> int:
     """Run ``names`` (all when empty); one whose needs are missing says so and the rest go on."""
     failed = 0
+    compile_edgepack()
     for name in names or BENCHMARKS:
         try:
             run_one(name, quick, workdir)
