@@ -3,7 +3,10 @@
     sudo python -m benchmarks run [--quick] deploy_vs_scp_rsync
 
 The device is a network namespace running its own sshd, joined to this host by a veth pair whose
-host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Each tool copies the
+host end is shaped with `tc tbf` (the integration tier's fixtures, imported). Its account's home
+is a fresh copy of /etc/skel, as a new device user's is: the shell sshd starts for each command
+reads that home's dotfiles, and this host's own (a pyenv set-up, ~0.1 s per command) would add
+a cost no device has to every tool's every connection. Each tool copies the
 bundle three times: first copy, the same again (no change), and a copy with one file changed;
 then each makes one first copy compressed (`deploy --compress`, `scp -C`, `rsync -z`).
 edgepack and rsync also re-deploy a bundle whose 100 MB engine file (20 MB with --quick) has one
@@ -53,6 +56,7 @@ ALIAS = "bench-device"
 CHANGED_FILE = "engine/genai_config.json"
 BIG_FILE = "engine/model.onnx.data"
 MB = 1_000_000
+SKELETON_HOME = "/etc/skel"
 
 
 @dataclass
@@ -95,11 +99,14 @@ class Link:
 def shaped_device(rate: str, work: Path) -> Iterator[Link]:
     client = make_client_side(work / "client")
     os.environ[SSH_CONFIG_ENV] = str(client.config)
+    home = work / "device-home"
+    shutil.copytree(SKELETON_HOME, home)
     device = make_netns_device()
     server = None
     try:
         device.limit_rate(rate)
-        server = start_sshd(client, work / "sshd", ALIAS, device.device_address, 22, device.name)
+        server = start_sshd(client, work / "sshd", ALIAS, device.device_address, 22, device.name,
+                            extra_config=(f"SetEnv HOME={home}",))  # fmt: skip
         yield Link(device, client, rate_to_bps(rate), work)
     finally:
         if server is not None:
