@@ -21,7 +21,16 @@ PYTHON_LIMIT_S = 20
 # $1 the deploy root, $2 the python3 time limit: `say KEY VALUE` prints a fact, `limited` runs a
 # command under the limit, `$root` is the deploy root resolved as the device's shell sees it.
 PROBE_SNIPPET = r"""
-say() { [ -n "$2" ] && printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')"; }
+# A value is one line: a newline or tab in it becomes a space (tr runs only then: the probe
+# says ~20 facts, and two forks each were most of its time).
+say() {
+  [ -n "$2" ] || return 0
+  case $2 in
+    *'
+'* | *'	'*) printf '%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\t' '  ')" ;;
+    *) printf '%s=%s\n' "$1" "$2" ;;
+  esac
+}
 has() { command -v "$1" >/dev/null 2>&1; }
 root=$1
 limit=$2
@@ -47,13 +56,20 @@ FACTS_FUNCTION = (
 say kernel "$(uname -r)"
 say hostname "$(uname -n)"
 [ -r /etc/os-release ] && say os "$(. /etc/os-release && echo "$PRETTY_NAME")"
-say cpu_model "$(grep -m1 -E '^(model name|Hardware|Model)[[:space:]]*:' /proc/cpuinfo |
-  cut -d: -f2-)"
+while IFS=: read -r key value; do
+  case ${key%"${key##*[![:space:]]}"} in  # the key without its trailing blanks
+    "model name" | Hardware | Model) say cpu_model "$value"; break ;;
+  esac
+done < /proc/cpuinfo
 say cpu_cores "$(getconf _NPROCESSORS_ONLN 2>/dev/null)"
 has lscpu && say physical_cores "$(lscpu -p=core,socket 2>/dev/null | grep -v '^#' | sort -u |
   grep -c . | grep -v '^0$')"
-say mem_total_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-say mem_available_kb "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)"
+while read -r key value _; do
+  case $key in
+    MemTotal:) say mem_total_kb "$value" ;;
+    MemAvailable:) say mem_available_kb "$value" ;;
+  esac
+done < /proc/meminfo
 [ -r /proc/device-tree/model ] && say device_model "$(tr -d '\0' < /proc/device-tree/model)"
 [ -r /etc/nv_tegra_release ] && say l4t_release "$(head -n1 /etc/nv_tegra_release)"
 if has nvidia-smi; then
@@ -66,8 +82,14 @@ for f in /usr/local/cuda/version.json /usr/local/cuda/version.txt; do
   [ -r "$f" ] && say cuda "$(grep -m1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' "$f")" && break
 done
 has nvcc && say cuda "$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
-has dpkg-query && say tensorrt "$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null ||
-  dpkg-query -W -f='${Version}' tensorrt 2>/dev/null)"
+# dpkg-query reads the whole package database (tens of ms): asked only where dpkg lists a
+# TensorRT package at all.
+for p in /var/lib/dpkg/info/libnvinfer-bin*.list /var/lib/dpkg/info/tensorrt*.list; do
+  [ -e "$p" ] || continue
+  has dpkg-query && say tensorrt "$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null ||
+    dpkg-query -W -f='${Version}' tensorrt 2>/dev/null)"
+  break
+done
 has nvpmodel && say power_mode "$(nvpmodel -q 2>/dev/null | sed -n 's/^NV Power Mode: *//p')"
 c=/sys/devices/system/cpu/cpu0/cpufreq
 [ -r $c/scaling_governor ] && say cpu_governor "$(cat $c/scaling_governor)"

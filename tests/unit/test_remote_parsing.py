@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 
 from edgepack.bundle import Manifest
 from edgepack.errors import BadInputError
-from edgepack.remote.connector import LocalConnector
+from edgepack.remote.connector import LocalConnector, shell
 from edgepack.remote.detect import compatibility_problems, detect_profiles
-from edgepack.remote.facts import gather_facts, parse_facts
+from edgepack.remote.facts import PROBE_SNIPPET, gather_facts, parse_facts
 from edgepack.remote.hosts import parse_host, read_inventory
 from edgepack.remote.telemetry import (
     parse_nvidia_smi_csv,
@@ -77,6 +78,41 @@ def test_facts_of_this_machine_survive_a_python3_that_never_answers(
     assert facts.free_bytes > 0
     assert facts.python == str(wedged)
     assert facts.python_version is None
+
+
+def test_facts_of_this_machine_are_what_python_reads_here(tmp_path: Path) -> None:
+    facts = gather_facts(LocalConnector(), str(tmp_path))
+    uname = os.uname()
+    assert (facts.kernel, facts.hostname, facts.arch) == (uname.release, uname.nodename,
+                                                          uname.machine)  # fmt: skip
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert facts.memory_bytes == int(meminfo["MemTotal"].split()[0]) * 1024
+    assert facts.memory_available_bytes
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^(?:model name|Hardware|Model)\s*:(.*)$", cpuinfo, re.MULTILINE)
+    assert model is not None and facts.cpu_model == model[1].strip()
+    assert facts.cpu_cores == os.sysconf("SC_NPROCESSORS_ONLN")
+
+
+def test_a_fact_is_one_line_whatever_its_value_holds(tmp_path: Path) -> None:
+    script = PROBE_SNIPPET + 'say os "$(printf \'Debian\\nroot=/elsewhere\\tx\')"\n'
+    said = LocalConnector().run(shell(script, str(tmp_path), "1")).stdout
+    assert said.splitlines()[1:] == ["os=Debian root=/elsewhere x"]
+
+
+def test_dpkg_is_asked_for_tensorrt_only_where_it_lists_a_tensorrt_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = Path("/var/lib/dpkg/info")
+    listed = any(info.glob("libnvinfer-bin*.list")) or any(info.glob("tensorrt*.list"))
+    asked = tmp_path / "asked"
+    fake = tmp_path / "bin" / "dpkg-query"  # records that it ran
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {asked}\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    assert gather_facts(LocalConnector(), str(tmp_path)).tensorrt is None  # the fake knows none
+    assert asked.exists() == listed
 
 
 def test_jetson_facts_detect_orin_and_derive_its_sm(registry: TargetRegistry) -> None:
