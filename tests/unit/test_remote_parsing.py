@@ -95,7 +95,7 @@ def test_facts_of_this_machine_are_what_python_reads_here(tmp_path: Path) -> Non
 
 
 def test_a_fact_is_one_line_whatever_its_value_holds(tmp_path: Path) -> None:
-    script = PROBE_SNIPPET + 'say os "$(printf \'Debian\\nroot=/elsewhere\\tx\')"\n'
+    script = PROBE_SNIPPET + "say os \"$(printf 'Debian\\nroot=/elsewhere\\tx')\"\n"
     said = LocalConnector().run(shell(script, str(tmp_path), "1")).stdout
     assert said.splitlines()[1:] == ["os=Debian root=/elsewhere x"]
 
@@ -108,7 +108,7 @@ def test_dpkg_is_asked_for_tensorrt_only_where_it_lists_a_tensorrt_package(
     asked = tmp_path / "asked"
     fake = tmp_path / "bin" / "dpkg-query"  # records that it ran
     fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {asked}\nexit 1\n")
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {asked}\nexit 1\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     assert gather_facts(LocalConnector(), str(tmp_path)).tensorrt is None  # the fake knows none
