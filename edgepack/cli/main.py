@@ -224,7 +224,3 @@ def run(argv: list[str] | None = None) -> int:
     if code == ExitCode.INTERRUPTED:  # Typer turned a KeyboardInterrupt into Exit(130)
         return _interrupted()
     return code if isinstance(code, int) else ExitCode.OK
-
-
-def main() -> None:
-    sys.exit(run())
