@@ -26,13 +26,13 @@ from benchmarks.common import (
 )
 from benchmarks.needs import fail
 from benchmarks.report import Row
+from edgepack.process import OFFLINE_HUB
 
 TABLE = "Pipeline: a cold engine stage against the same tool by hand"
 EDGEPACK = "edgepack build --force --until engine"
 STAGE = "its engine stage alone"
 OUTSIDE = "the rest of the command (build − stage, per run)"
 BY_HAND = "onnxruntime-genai builder by hand"
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def params(quick: bool) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def measure(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
         stage_s.append(next(s["wall_s"] for s in stages if s["name"] == "engine"))
 
     def by_hand() -> None:
-        subprocess.run(hand, check=True, capture_output=True, env={**os.environ, **OFFLINE})
+        subprocess.run(hand, check=True, capture_output=True, env={**os.environ, **OFFLINE_HUB})
 
     timed: dict[str, list[tuple[float, float]]] = {EDGEPACK: [], BY_HAND: []}
     for _ in range(params["repeats"]):

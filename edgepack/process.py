@@ -25,6 +25,8 @@ from pathlib import Path
 from edgepack.cache import default_cache_root
 from edgepack.errors import EdgepackError, ToolFailedError, ToolMissingError, error_for_exit_code
 
+OFFLINE_HUB: Mapping[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+"""The variables that keep a tool off the Hugging Face Hub: every model it reads is local."""
 ERROR_RECORD = "edgepack-error: "
 """The line a worker prints for an EdgepackError: this prefix, then a JSON object."""
 REASON_CHARS = 300

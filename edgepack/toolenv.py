@@ -29,7 +29,7 @@ from filelock import FileLock
 
 from edgepack.cache import content_key, default_cache_root
 from edgepack.errors import ToolMissingError
-from edgepack.process import run_tool
+from edgepack.process import OFFLINE_HUB, run_tool
 
 TOOLENV_DIR_ENV = "EDGEPACK_TOOLENV_DIR"
 RECORD_FILE = "edgepack-toolenv.json"
@@ -220,8 +220,7 @@ def tool_variables(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The variables a tool runs with: offline Hugging Face, nothing of edgepack's or the user's
     Python path leaking into the environment."""
     return {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
+        **OFFLINE_HUB,
         "PYTHONNOUSERSITE": "1",
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": "",

@@ -19,7 +19,7 @@ from edgepack.backends.base import (
 from edgepack.backends.ort.architectures import architecture_problems
 from edgepack.backends.ort.builder_input import FIXES_VERSION, prepare_builder_input
 from edgepack.precisions import WEIGHT_FORMATS
-from edgepack.process import python_module_command, run_tool
+from edgepack.process import OFFLINE_HUB, python_module_command, run_tool
 
 if TYPE_CHECKING:
     from edgepack.models import ModelSpec
@@ -185,7 +185,7 @@ def _run_builder(context: StageContext) -> None:
             command,
             install_hint=ORT_GENAI.install_hint,
             log=context.log,
-            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+            env=OFFLINE_HUB,
         )
         write_session_options(context.output_dir, _session_options(config))
     finally:

@@ -28,7 +28,7 @@ from edgepack.backends.trtllm.check import CHECK_PROMPT, DECODE_STEPS, check_lim
 from edgepack.backends.trtllm.flags import trtllm_build_argv
 from edgepack.backends.trtllm.tool import trtllm_build_tool
 from edgepack.errors import BadInputError, ToolFailedError
-from edgepack.process import python_module_command, run_logged, tool_failure
+from edgepack.process import OFFLINE_HUB, python_module_command, run_logged, tool_failure
 from edgepack.resources import data_dir
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ def run_worker(job: dict[str, Any], context: StageContext) -> None:
     try:
         status = run_logged(
             [*python_module_command(WORKER_MODULE), str(job_path)], log_path, log=context.log,
-            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TMPDIR": str(scratch)},
+            env={**OFFLINE_HUB, "TMPDIR": str(scratch)},
             cwd=parent,
         )  # fmt: skip
         if status != 0:

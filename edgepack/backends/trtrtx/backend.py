@@ -38,7 +38,7 @@ from edgepack.backends.base import (
 from edgepack.backends.calibration import calibration_record as shared_calibration_record
 from edgepack.errors import EdgepackError
 from edgepack.precisions import WEIGHT_FORMATS, fitting_block_size
-from edgepack.process import python_module_command, run_tool
+from edgepack.process import OFFLINE_HUB, python_module_command, run_tool
 
 if TYPE_CHECKING:
     from edgepack.models import ModelSpec
@@ -314,7 +314,7 @@ def run_worker(stage: str, config: dict[str, Any], context: StageContext) -> Non
             log=context.log,
             # ModelOpt writes whole models to tempfile's directory and not all of them are
             # removed: inside the stage's private directory, they go when the stage ends.
-            env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TMPDIR": str(scratch)},
+            env={**OFFLINE_HUB, "TMPDIR": str(scratch)},
             # ModelOpt compiles a C++ extension on first use with setuptools in the working
             # directory; in a source checkout that would pick up edgepack's own project layout.
             cwd=job_path.parent,
