@@ -203,6 +203,18 @@ def sha256_file(path: Path, chunk_size: int = HASH_CHUNK_BYTES) -> str:
     return digest.hexdigest()
 
 
+def sha256_range(path: Path, start: int, length: int) -> str:
+    """sha256 of ``length`` bytes of ``path`` from ``start`` (fewer where the file ends first)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(start)
+        remaining = length
+        while remaining > 0 and (chunk := handle.read(min(remaining, HASH_CHUNK_BYTES))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
 def copy_hashed(source: Path, target: Path) -> str:
     """Copy ``source`` to ``target``; the sha256 of the bytes written."""
     digest = hashlib.sha256()

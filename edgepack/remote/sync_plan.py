@@ -4,7 +4,6 @@ that path (a block delta, remote/delta.py) or upload (a plan ``--dry-run`` print
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import uuid
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from edgepack.bundle import MANIFEST, Manifest, check_manifest_paths, path_problem
-from edgepack.cache import sha256_file
+from edgepack.cache import sha256_file, sha256_range
 from edgepack.remote.connector import Connector, shell
 from edgepack.remote.delta import DELTA_MIN_BYTES, Base, DeltaStep, deltas
 from edgepack.remote.fingerprints import SNIPPET, Listing, read_record, write_record
@@ -276,18 +275,7 @@ def _resumable(
         return False
     start = max(0, length - RESUME_CHECK_BYTES)
     remote = connector.range_sha256(posixpath.join(directory, path), start, length - start)
-    return remote == _range_sha256(bundle.directory / path, start, length - start)
-
-
-def _range_sha256(path: Path, start: int, length: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        source.seek(start)
-        remaining = length
-        while remaining > 0 and (chunk := source.read(min(remaining, 1 << 20))):
-            digest.update(chunk)
-            remaining -= len(chunk)
-    return digest.hexdigest()
+    return remote == sha256_range(bundle.directory / path, start, length - start)
 
 
 @dataclass(frozen=True)

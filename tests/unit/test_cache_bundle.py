@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 from dataclasses import replace
@@ -11,7 +12,7 @@ import pytest
 
 from edgepack.backends import Stage, StageContext
 from edgepack.bundle import Manifest, read_manifest, verify_bundle, write_bundle
-from edgepack.cache import FileHashIndex, StageCache, content_key, sha256_file
+from edgepack.cache import FileHashIndex, StageCache, content_key, sha256_file, sha256_range
 from edgepack.errors import BundleError
 from edgepack.models import resolve_spec
 from edgepack.pipeline import stage_key
@@ -302,3 +303,12 @@ def test_replacing_a_directory_never_leaves_it_missing(tmp_path: Path) -> None:
     assert (destination / "manifest.json").read_text() == "300"
     assert out.decode().count("missing") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "stop"]
+
+
+def test_a_range_hash_is_the_hash_of_those_bytes(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 9000  # longer than one read
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    for start, length in [(0, len(data)), (3, 5), (1000, 2_000_000), (len(data) - 2, 10)]:
+        expected = hashlib.sha256(data[start : start + length]).hexdigest()
+        assert sha256_range(path, start, length) == expected
