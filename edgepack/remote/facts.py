@@ -82,14 +82,13 @@ for f in /usr/local/cuda/version.json /usr/local/cuda/version.txt; do
   [ -r "$f" ] && say cuda "$(grep -m1 -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' "$f")" && break
 done
 has nvcc && say cuda "$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
-# dpkg-query reads the whole package database (tens of ms): asked only where dpkg lists a
-# TensorRT package at all.
-for p in /var/lib/dpkg/info/libnvinfer-bin*.list /var/lib/dpkg/info/tensorrt*.list; do
-  [ -e "$p" ] || continue
-  has dpkg-query && say tensorrt "$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null ||
+# dpkg-query loads the whole package database (tens of ms): asked only where dpkg's status file
+# names one of the two packages at all.
+if has dpkg-query && grep -qs -e '^Package: libnvinfer-bin$' -e '^Package: tensorrt$' \
+  /var/lib/dpkg/status; then
+  say tensorrt "$(dpkg-query -W -f='${Version}' libnvinfer-bin 2>/dev/null ||
     dpkg-query -W -f='${Version}' tensorrt 2>/dev/null)"
-  break
-done
+fi
 has nvpmodel && say power_mode "$(nvpmodel -q 2>/dev/null | sed -n 's/^NV Power Mode: *//p')"
 c=/sys/devices/system/cpu/cpu0/cpufreq
 [ -r $c/scaling_governor ] && say cpu_governor "$(cat $c/scaling_governor)"
